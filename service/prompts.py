@@ -1,0 +1,70 @@
+"""Loads the text the product shows and the question patterns it matches from ``prompts/`` at start-up."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+from index.cleaning import DebrisRules, load_debris_rules
+from index.errors import QAError
+
+__all__ = ["Prompts", "QuestionType", "load_prompts"]
+
+
+class QuestionType(BaseModel):
+    """Which answers fit a kind of question."""
+
+    name: str
+    pattern: str
+    labels: list[str]
+    noun_ok: bool
+    clause_ok: bool
+
+    _regex: re.Pattern[str] = PrivateAttr()
+
+    def model_post_init(self, __context: object) -> None:
+        self._regex = re.compile(self.pattern, re.IGNORECASE)
+
+    def matches(self, question: str) -> bool:
+        return self._regex.search(question.lower()) is not None
+
+
+class Templates(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cli: dict[str, str]
+    http: dict[str, str]
+    errors: dict[str, str]
+
+
+class Prompts(BaseModel):
+    """Everything loaded from ``prompts/``."""
+
+    templates: Templates
+    question_types: list[QuestionType]
+    debris: DebrisRules
+
+    def question_type(self, question: str) -> QuestionType:
+        """The first question type whose pattern matches (the last one matches anything)."""
+        return next((t for t in self.question_types if t.matches(question)), self.question_types[-1])
+
+
+def _load_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise QAError(f"{path} is missing; the prompts directory must hold the project's templates") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise QAError(f"{path} is not valid TOML: {exc}") from exc
+
+
+def load_prompts(prompts_dir: Path) -> Prompts:
+    """Read ``templates.toml``, ``question_types.toml`` and ``debris.toml`` from ``prompts_dir``."""
+    templates = Templates.model_validate(_load_toml(prompts_dir / "templates.toml"))
+    types = _load_toml(prompts_dir / "question_types.toml")["types"]
+    return Prompts(templates=templates, question_types=types,  # type: ignore[arg-type]
+                   debris=load_debris_rules(prompts_dir / "debris.toml"))

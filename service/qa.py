@@ -1,0 +1,186 @@
+"""``QAService``: the one object behind the HTTP API, the CLI and (later) chat and Slack.
+
+Built once at start-up from ``Settings``; every front end parses its input, calls a method here and formats the
+pydantic model it gets back. Data flows one way: ingest -> chunk -> embed -> store -> retrieve -> read -> cite.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+from index.embedding import Embedder
+from index.errors import InvalidInput, QAError
+from index.indexer import Indexer
+from index.ingest import iter_paths, load_path, parse_file
+from index.models import Document, DocumentIn, Filters, Passage
+from index.sentences import load_nlp
+from index.store import Snapshot, Store
+from service.prompts import Prompts, load_prompts
+from service.reader import HeuristicReader, ReadResult
+from service.schemas import (
+    AddDocumentsResponse,
+    AnswerResponse,
+    ChatResponse,
+    Citation,
+    DocumentDetail,
+    DocumentList,
+    DocumentSummary,
+    SearchResponse,
+)
+from service.settings import Settings
+
+__all__ = ["QAService"]
+
+logger = logging.getLogger(__name__)
+MAX_CORROBORATING = 2  # citations beyond the supporting sentence: other sentences that state the same answer
+
+
+def _summary(doc: Document) -> DocumentSummary:
+    return DocumentSummary(id=doc.id, title=doc.title, source=doc.source, published=doc.published, url=doc.url,
+                           chunks=doc.n_chunks)
+
+
+class QAService:
+    """Answers questions about the stored articles with short, cited, verbatim answers."""
+
+    def __init__(self, settings: Settings, prompts: Prompts, store: Store, indexer: Indexer,
+                 embedder: Embedder, reader: HeuristicReader) -> None:
+        self.settings = settings
+        self.prompts = prompts
+        self.store = store
+        self.indexer = indexer
+        self.embedder = embedder
+        self.reader = reader
+
+    @classmethod
+    def from_settings(cls, settings: Settings, seed_if_empty: bool = True) -> QAService:
+        """Load the models and open the data directory; index the bundled seeds into an empty one."""
+        prompts = load_prompts(settings.prompts_dir)
+        embedder = Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size)
+        embedder.warm_up()
+        nlp = load_nlp(settings.spacy_model)
+        store = Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension)
+        indexer = Indexer(store, embedder, nlp, prompts.debris, settings.chunk_max_chars,
+                          settings.chunk_overlap_sentences)
+        reader = HeuristicReader(embedder, nlp, prompts, abstain_below=settings.abstain_below)
+        service = cls(settings, prompts, store, indexer, embedder, reader)
+        was_new = not store.exists()
+        store.snapshot()  # opens (or creates) the data dir now, so a bad one fails at start-up
+        if seed_if_empty and was_new:
+            service.add_seeds()
+        return service
+
+    # --- writing -------------------------------------------------------------------------------------
+    def add_seeds(self) -> AddDocumentsResponse:
+        """Index the bundled seed articles (``seeds/``), if there are any."""
+        seeds = self.settings.seeds_dir
+        if not seeds.is_dir() or not any(iter_paths([seeds])):
+            logger.warning("no seed articles in %s; starting with an empty archive", seeds)
+            return AddDocumentsResponse(documents=[])
+        logger.info("indexing the seed articles in %s", seeds)
+        return self.add_paths([seeds])
+
+    def add_documents(self, docs: list[DocumentIn], show_progress: bool = False) -> AddDocumentsResponse:
+        """Clean, chunk, embed and store articles in one atomic write; an existing id is replaced."""
+        if not docs:
+            raise InvalidInput("no documents given")
+        return AddDocumentsResponse(documents=self.indexer.add(docs, show_progress=show_progress))
+
+    def add_files(self, files: list[tuple[str, bytes]]) -> AddDocumentsResponse:
+        """Parse uploaded files (txt, md, html, jsonl) and store every article in them, all or none."""
+        docs = [doc for name, data in files for doc in parse_file(name, data)]
+        return self.add_documents(docs)
+
+    def add_paths(self, paths: list[Path], show_progress: bool = False) -> AddDocumentsResponse:
+        """Read article files and directories (with ``.meta.json`` sidecars) and store them, all or none."""
+        docs = [doc for path in iter_paths(paths) for doc in load_path(path)]
+        if not docs:
+            raise InvalidInput(f"no article files found in {', '.join(str(p) for p in paths)}")
+        return self.add_documents(docs, show_progress=show_progress)
+
+    def delete_document(self, doc_id: str) -> None:
+        """Remove a document and its chunks. :raises DocumentNotFound: if it is not stored."""
+        self.indexer.remove([doc_id])
+
+    # --- reading -------------------------------------------------------------------------------------
+    def list_documents(self, limit: int = 100, offset: int = 0) -> DocumentList:
+        if not (1 <= limit <= 1000 and offset >= 0):
+            raise InvalidInput(f"limit must be 1-1000 and offset >= 0; got limit={limit}, offset={offset}")
+        snap = self.store.snapshot()
+        return DocumentList(documents=[_summary(d) for d in snap.documents(limit, offset)],
+                            total=snap.manifest.n_documents)
+
+    def get_document(self, doc_id: str) -> DocumentDetail:
+        doc = self.store.snapshot().document(doc_id)
+        return DocumentDetail(**_summary(doc).model_dump(), text=doc.text)
+
+    def _check_question(self, text: str, what: str = "question") -> str:
+        question = text.strip()
+        errors = self.prompts.templates.errors
+        if not question:
+            raise InvalidInput(errors["empty_question"] if what == "question" else f"The {what} is empty.")
+        if len(question) > self.settings.max_question_chars:
+            raise InvalidInput(errors["question_too_long"].format(length=len(question),
+                                                                  limit=self.settings.max_question_chars))
+        return question
+
+    def _check_top_k(self, top_k: int | None) -> int:
+        value = self.settings.top_k if top_k is None else top_k
+        if not 1 <= value <= self.settings.max_top_k:
+            raise InvalidInput(self.prompts.templates.errors["top_k_range"].format(
+                limit=self.settings.max_top_k, value=value))
+        return value
+
+    def _retrieve(self, snap: Snapshot, query: str, top_k: int, filters: Filters | None) -> list[Passage]:
+        return snap.search(self.embedder.embed_query(query), top_k, filters)
+
+    def search(self, query: str, top_k: int | None = None, filters: Filters | None = None) -> SearchResponse:
+        """The passages most similar to ``query``, best first."""
+        query = self._check_question(query, what="query")
+        snap = self.store.snapshot()
+        return SearchResponse(results=self._retrieve(snap, query, self._check_top_k(top_k), filters))
+
+    def ask(self, question: str, top_k: int | None = None, filters: Filters | None = None) -> AnswerResponse:
+        """Answer with a short span quoted from a stored article, or abstain when the archive does not say."""
+        question = self._check_question(question)
+        snap = self.store.snapshot()
+        passages = self._retrieve(snap, question, self._check_top_k(top_k), filters)
+        result = self.reader.run(question, passages, snap)
+        return self._respond(snap, result, passages)
+
+    def chat(self, conversation_id: str | None, message: str) -> ChatResponse:
+        """One chat turn; for now each message is answered on its own (follow-ups come with chat memory)."""
+        answer = self.ask(message)
+        return ChatResponse(**answer.model_dump(), conversation_id=conversation_id or uuid.uuid4().hex)
+
+    # --- citing --------------------------------------------------------------------------------------
+    def _citation(self, snap: Snapshot, doc_id: str, start: int, end: int) -> Citation:
+        doc = snap.document(doc_id)
+        quote = doc.text[start:end]
+        if not quote or quote != doc.text[start:end]:
+            raise QAError(f"internal error: empty or invalid citation {doc_id}[{start}:{end}]")
+        return Citation(doc_id=doc.id, title=doc.title, source=doc.source, published=doc.published, url=doc.url,
+                        start=start, end=end, quote=quote)
+
+    def _respond(self, snap: Snapshot, result: ReadResult, passages: list[Passage]) -> AnswerResponse:
+        http = self.prompts.templates.http
+        if result.answer is None or result.doc_id is None or result.sentence_start is None \
+                or result.sentence_end is None:
+            message = http["empty_archive"] if snap.manifest.n_documents == 0 else http["abstain"]
+            return AnswerResponse(answer=None, abstained=True, confidence=result.confidence,
+                                  supporting_sentence=None, citations=[], passages=passages, message=message)
+        citations = [self._citation(snap, result.doc_id, result.sentence_start, result.sentence_end)]
+        needle = result.answer.casefold()
+        for cand in result.sentences:
+            if len(citations) > MAX_CORROBORATING:
+                break
+            if (cand.doc_id, cand.start) == (result.doc_id, result.sentence_start):
+                continue
+            text = snap.document(cand.doc_id).text[cand.start:cand.end]
+            if needle in text.casefold() and cand.doc_id not in {c.doc_id for c in citations}:
+                citations.append(self._citation(snap, cand.doc_id, cand.start, cand.end))
+        return AnswerResponse(answer=result.answer, abstained=False, confidence=result.confidence,
+                              supporting_sentence=citations[0].quote, citations=citations, passages=passages,
+                              message=http["answer"].format(answer=result.answer))

@@ -1,0 +1,107 @@
+"""Request and response models of the HTTP API; the CLI and other front ends use the same ones."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from index.indexer import AddedDocument
+from index.models import DocumentIn, Filters, Passage
+
+__all__ = [
+    "AddDocumentsRequest",
+    "AddDocumentsResponse",
+    "AnswerResponse",
+    "AskRequest",
+    "ChatRequest",
+    "ChatResponse",
+    "Citation",
+    "DocumentDetail",
+    "DocumentList",
+    "DocumentSummary",
+    "SearchRequest",
+    "SearchResponse",
+]
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(description="What to look for, in plain words.")
+    top_k: int = Field(default=5, description="How many passages to return (1 to the configured maximum).")
+    filters: Filters | None = None
+
+
+class SearchResponse(BaseModel):
+    results: list[Passage]
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(description="A question about the archive, e.g. 'Who doubted the crematorium claim?'")
+    top_k: int | None = Field(default=None, description="Passages to read (default: the service's top_k).")
+    filters: Filters | None = None
+
+
+class Citation(BaseModel):
+    """A verbatim quote of a stored article: ``document.text[start:end] == quote``."""
+
+    doc_id: str
+    title: str
+    source: str | None = None
+    published: date | None = None
+    url: str | None = None
+    start: int
+    end: int
+    quote: str
+
+
+class AnswerResponse(BaseModel):
+    answer: str | None = Field(description="A short span quoted from the supporting sentence; null on abstention.")
+    abstained: bool
+    confidence: float = Field(ge=0.0, le=1.0)
+    supporting_sentence: str | None
+    citations: list[Citation] = Field(description="The first one quotes the supporting sentence.")
+    passages: list[Passage] = Field(description="Retrieved passages, also on abstention.")
+    message: str = Field(description="One-line rendering for simple clients.")
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    conversation_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    message: str
+
+
+class ChatResponse(AnswerResponse):
+    conversation_id: str
+
+
+class AddDocumentsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[DocumentIn] = Field(min_length=1, max_length=1000)
+
+
+class AddDocumentsResponse(BaseModel):
+    documents: list[AddedDocument]
+
+
+class DocumentSummary(BaseModel):
+    id: str
+    title: str
+    source: str | None = None
+    published: date | None = None
+    url: str | None = None
+    chunks: int
+
+
+class DocumentDetail(DocumentSummary):
+    text: str
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentSummary]
+    total: int

