@@ -1,0 +1,96 @@
+"""Assembles the FastAPI app: the service object, error translation, body limits and the routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from pydantic import BaseModel
+
+from index.errors import DataDirError, DocumentNotFound, InvalidInput, ModelUnavailable, QAError, UnsupportedFormat
+from service.api.routes import answers, documents
+from service.qa import QAService
+from service.settings import Settings
+
+__all__ = ["create_app"]
+
+API_PREFIX = "/v1"
+# Core errors -> HTTP status; the most specific class listed first wins.
+_STATUS: list[tuple[type[QAError], int]] = [
+    (UnsupportedFormat, status.HTTP_415_UNSUPPORTED_MEDIA_TYPE),
+    (InvalidInput, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (DocumentNotFound, status.HTTP_404_NOT_FOUND),
+    (ModelUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (DataDirError, status.HTTP_503_SERVICE_UNAVAILABLE),
+]
+
+
+class Health(BaseModel):
+    status: str
+    documents: int
+    chunks: int
+    model: str
+
+
+def _qa_error(_: Request, exc: Exception) -> JSONResponse:
+    code = next((c for cls, c in _STATUS if isinstance(exc, cls)), status.HTTP_500_INTERNAL_SERVER_ERROR)
+    return JSONResponse(status_code=code, content={"detail": str(exc)})
+
+
+def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    """Pydantic's errors as one readable sentence (``detail``) plus the structured list (``errors``)."""
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "request body"
+        problems.append(f"{where}: {err.get('msg', 'invalid')}")
+    errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+    return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+                        content={"detail": "; ".join(problems), "errors": errors})
+
+
+def create_app(settings: Settings | None = None, service: QAService | None = None) -> FastAPI:
+    """Build the app around a ready ``QAService``, or build one from ``settings`` at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if service is None:
+            app.state.qa = QAService.from_settings(settings or Settings())
+        yield
+
+    app = FastAPI(title="newsroom-qa", version="0.1.0", lifespan=lifespan,
+                  description="Extractive question answering over a newsroom's archive: every answer is quoted "
+                              "from a stored article and cited to the exact characters, or the service abstains.")
+    if service is not None:
+        app.state.qa = service
+    max_body = (service.settings if service is not None else settings or Settings()).max_request_bytes
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > max_body):
+            return JSONResponse(status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+                                content={"detail": f"request body larger than {max_body} bytes"})
+        return await call_next(request)
+
+    app.add_exception_handler(QAError, _qa_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.include_router(answers.router, prefix=API_PREFIX)
+    app.include_router(documents.router, prefix=API_PREFIX)
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz(request: Request) -> Health:
+        """Alive, with the size of the loaded archive."""
+        qa: QAService = request.app.state.qa
+        manifest = qa.store.snapshot().manifest
+        return Health(status="ok", documents=manifest.n_documents, chunks=manifest.n_chunks,
+                      model=manifest.model_id)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

@@ -1,0 +1,28 @@
+"""Search, ask and chat: the read side of the API."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.api.deps import QADep, ReaderDep
+from service.schemas import AnswerResponse, AskRequest, ChatRequest, ChatResponse, SearchRequest, SearchResponse
+
+router = APIRouter(tags=["answers"], dependencies=[ReaderDep])
+
+
+@router.post("/search", response_model=SearchResponse)
+def search(body: SearchRequest, qa: QADep) -> SearchResponse:
+    """Return the stored passages most relevant to a query, with their article metadata and offsets."""
+    return qa.search(body.query, body.top_k, body.filters)
+
+
+@router.post("/ask", response_model=AnswerResponse)
+def ask(body: AskRequest, qa: QADep) -> AnswerResponse:
+    """Answer a question with a short span quoted from an article, cited to the character, or abstain."""
+    return qa.ask(body.question, body.top_k, body.filters)
+
+
+@router.post("/chat", response_model=ChatResponse)
+def chat(body: ChatRequest, qa: QADep) -> ChatResponse:
+    """One chat turn: the same answer as /ask, within a conversation (created when no id is given)."""
+    return qa.chat(body.conversation_id, body.message)

