@@ -153,7 +153,7 @@ def test_kill_at_random_moments_during_many_writes(tmp_path):
     Store(tmp_path, "m", DIM).write(upserts=[make_write("old")])
     rng = np.random.default_rng(7)
     for delay in rng.uniform(0.3, 2.5, size=8):
-        proc = run_writer(tmp_path, rounds=200)
+        proc = run_writer(tmp_path, rounds=100_000)  # far more than fit in the delay
         time.sleep(float(delay))
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL  # killed mid-run, not finished or failed
