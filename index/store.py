@@ -22,14 +22,13 @@ wrapped in ``IndexIDMap2`` so chunk rows can be removed when a document is repla
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import re
 import shutil
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -109,7 +108,7 @@ class Snapshot:
         db.row_factory = sqlite3.Row
         return cls(path=path, manifest=manifest, index=index, _db=db)
 
-    def _query(self, sql: str, params: tuple[object, ...] | list[object] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
@@ -139,7 +138,8 @@ class Snapshot:
 
     # --- search --------------------------------------------------------------------------------------
     def _allowed_rowids(self, filters: Filters) -> np.ndarray:
-        where, params = [], []
+        where: list[str] = []
+        params: list[object] = []
         if filters.sources:
             where.append(f"d.source IN ({','.join('?' * len(filters.sources))})")
             params.extend(filters.sources)
@@ -165,7 +165,7 @@ class Snapshot:
             allowed = self._allowed_rowids(filters)
             if allowed.size == 0:
                 return []
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]
         k = min(top_k, self.index.ntotal)
         scores, ids = self.index.search(vector.reshape(1, -1).astype(np.float32), k, params=params)
         hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
@@ -319,7 +319,7 @@ class Store:
                 else:
                     path.unlink(missing_ok=True)
 
-    def write(self, upserts: list[DocumentWrite] = (), deletes: list[str] = ()) -> Snapshot:  # type: ignore[assignment]
+    def write(self, upserts: Sequence[DocumentWrite] = (), deletes: Sequence[str] = ()) -> Snapshot:
         """Replace or add ``upserts`` and remove ``deletes`` in one atomic step.
 
         :raises DocumentNotFound: if an id in ``deletes`` is not stored (nothing is changed).
@@ -351,7 +351,7 @@ class Store:
     def _remove(db: sqlite3.Connection, index: faiss.Index, doc_id: str) -> bool:
         rowids = [r[0] for r in db.execute("SELECT rowid FROM chunks WHERE doc_id = ?", (doc_id,))]
         if rowids:
-            index.remove_ids(np.array(rowids, dtype=np.int64))
+            index.remove_ids(np.array(rowids, dtype=np.int64))  # type: ignore[arg-type]
         db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
         db.execute("DELETE FROM sentences WHERE doc_id = ?", (doc_id,))
         return db.execute("DELETE FROM documents WHERE id = ?", (doc_id,)).rowcount > 0

@@ -111,6 +111,16 @@ def index() -> None:
     """Add, list and remove stored articles (writes go straight to the data directory)."""
 
 
+@index.command("init")
+@data_dir_option
+@_friendly_errors
+def index_init(data_dir: Path | None) -> None:
+    """Create the data directory and, if it is new, index the bundled seed articles into it."""
+    service = _service(data_dir, seed_if_empty=True)
+    manifest = service.store.snapshot().manifest
+    click.echo(f"{manifest.n_documents} documents, {manifest.n_chunks} chunks in {service.settings.data_dir}")
+
+
 @index.command("add")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @data_dir_option

@@ -66,5 +66,5 @@ def load_prompts(prompts_dir: Path) -> Prompts:
     """Read ``templates.toml``, ``question_types.toml`` and ``debris.toml`` from ``prompts_dir``."""
     templates = Templates.model_validate(_load_toml(prompts_dir / "templates.toml"))
     types = _load_toml(prompts_dir / "question_types.toml")["types"]
-    return Prompts(templates=templates, question_types=types,  # type: ignore[arg-type]
+    return Prompts(templates=templates, question_types=types,
                    debris=load_debris_rules(prompts_dir / "debris.toml"))

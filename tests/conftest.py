@@ -15,10 +15,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from index.embedding import Embedder  # noqa: E402
-from index.sentences import load_nlp  # noqa: E402
-from service.prompts import Prompts, load_prompts  # noqa: E402
-from service.settings import REPO_ROOT, Settings  # noqa: E402
+from index.embedding import Embedder
+from index.sentences import load_nlp
+from service.prompts import Prompts, load_prompts
+from service.settings import REPO_ROOT, Settings
 
 FIXTURE_ARTICLES = Path(__file__).parent / "fixtures" / "articles"
 SEEDS_DIR = REPO_ROOT / "seeds"

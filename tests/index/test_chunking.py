@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from index.chunking import chunk_document
@@ -39,7 +41,7 @@ def test_chunks_quote_the_document_exactly_and_overlap(nlp, article):
     for chunk in chunks:
         assert chunk.text == article[chunk.start:chunk.end]
         assert chunk.start in starts and chunk.end in ends  # whole sentences only
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert b.start < a.end  # one sentence of overlap
     assert chunks[0].start == sentences[0].start and chunks[-1].end == sentences[-1].end
     assert [c.chunk_id for c in chunks] == [f"doc#{i}" for i in range(len(chunks))]

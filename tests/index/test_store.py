@@ -81,7 +81,7 @@ def test_search_ranks_by_cosine_and_filters(tmp_path):
 
 def test_other_model_is_refused(tmp_path):
     Store(tmp_path, "model-a", DIM).write(upserts=[make_write("a")])
-    with pytest.raises(ModelMismatch, match="built with embedding model 'model-a'.*'model-b'"):
+    with pytest.raises(ModelMismatch, match=r"built with embedding model 'model-a'.*'model-b'"):
         Store(tmp_path, "model-b", DIM).snapshot()
     with pytest.raises(ModelMismatch):
         Store(tmp_path, "model-a", DIM * 2).snapshot()

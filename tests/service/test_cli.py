@@ -1,0 +1,88 @@
+"""The command line, run through click's CliRunner: exit codes and exact output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from service.cli import cli
+from tests.conftest import FIXTURE_ARTICLES, free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def env(monkeypatch, tmp_path):
+    monkeypatch.setenv("NEWSROOM_QA_SEEDS_DIR", str(FIXTURE_ARTICLES))
+    monkeypatch.setenv("NEWSROOM_QA_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path
+
+
+def test_ask_in_process_seeds_an_empty_data_dir_and_cites(env):
+    result = CliRunner().invoke(cli, ["ask", "Who is the mayor of Vellmont?"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "Peter Amsel"
+    assert lines[1] == '  "Peter Amsel is the mayor of Vellmont."'
+    assert lines[2] == "Sources:"
+    assert lines[3] == ("  [1] Marren Daily (fictional), 2024-03-13: "
+                        "Environmental groups question harbour dumping claim")
+
+
+def test_ask_against_a_running_server(live):
+    result = CliRunner().invoke(cli, ["ask", "--server", live.url, "Who doubted the pipeline claim?"])
+    assert result.exit_code == 0, result.output
+    assert "Lindqvist" in result.output.splitlines()[0]
+    assert "[1] Marren Daily (fictional), 2024-03-13" in result.output
+
+
+def test_ask_json_is_the_raw_response(live):
+    result = CliRunner().invoke(cli, ["ask", "--json", "--server", live.url, "What is the capital of France?"])
+    assert result.exit_code == 0
+    body = json.loads(result.output)
+    assert body["abstained"] is True and body["answer"] is None and body["passages"]
+
+
+def test_abstention_prints_nearest_passages(live):
+    result = CliRunner().invoke(cli, ["ask", "--server", live.url, "What is the capital of France?"])
+    assert result.output.startswith("Not in the archive: none of the stored articles answers this question.\n"
+                                    "Nearest passages:\n  [1] ")
+
+
+def test_empty_question_is_an_error_not_a_traceback(live):
+    result = CliRunner().invoke(cli, ["ask", "--server", live.url, "  "])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: The question is empty")
+    assert "Traceback" not in result.output
+
+
+def test_unreachable_server_is_one_line(env):
+    url = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(cli, ["ask", "--server", url, "Who?"])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: cannot reach {url}/v1/ask: ConnectError")
+
+
+def test_index_add_list_remove(env, tmp_path):
+    story = tmp_path / "river.txt"
+    story.write_text("River report\n\nThe river rose two metres overnight.", encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["index", "add", str(story)])
+    assert result.exit_code == 0, result.output
+    assert "added river: 1 chunks  River report" in result.output
+    listed = runner.invoke(cli, ["index", "list"]).output
+    assert listed.splitlines()[0].startswith("river\t-\t-\t1\tRiver report")
+    result = runner.invoke(cli, ["index", "remove", "river"])
+    assert result.exit_code == 0 and "removed 1 documents" in result.output
+    result = runner.invoke(cli, ["index", "remove", "river"])
+    assert result.exit_code == 1 and "Error: no document with id 'river'" in result.output
+
+
+def test_index_add_bad_file_is_refused(env, tmp_path):
+    bad = tmp_path / "scan.pdf"
+    bad.write_bytes(b"%PDF")
+    result = CliRunner().invoke(cli, ["index", "add", str(bad)])
+    assert result.exit_code == 1
+    assert "unsupported file type '.pdf'" in result.output

@@ -1,0 +1,47 @@
+"""The bundled seed articles: the example question and the shared development questions.
+
+These run only where the seed articles (``seeds/000_*.txt`` and ``seeds/004_*.txt``) are present, and the dev set
+only where ``../shared`` is beside the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import SEEDS_DIR, SHARED_DIR, build_service, make_settings
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not (list(SEEDS_DIR.glob("000_*")) and list(SEEDS_DIR.glob("004_*"))),
+                                 reason="the seed articles 000_* and 004_* are not in seeds/")]
+DEV = SHARED_DIR / "seeds_dev_questions.jsonl"
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory, embedder, nlp, prompts):
+    settings = make_settings(tmp_path_factory.mktemp("seeds"), seeds_dir=SEEDS_DIR)
+    return build_service(settings, embedder, nlp, prompts)
+
+
+def test_example_question_answers_from_the_second_seed(seeded):
+    r = seeded.ask("Who doubted the crematorium claim?")
+    assert not r.abstained
+    assert any(k in r.answer for k in ("human rights groups", "Amnesty", "Mock"))
+    assert r.citations[0].doc_id.startswith("004")
+    doc = seeded.get_document(r.citations[0].doc_id)
+    assert doc.text[r.citations[0].start:r.citations[0].end] == r.citations[0].quote == r.supporting_sentence
+
+
+@pytest.mark.skipif(not DEV.exists(), reason="../shared/seeds_dev_questions.jsonl is not present")
+def test_dev_questions(seeded):
+    rows = [json.loads(line) for line in DEV.read_text(encoding="utf-8").splitlines() if line.strip()]
+    correct = 0
+    for row in rows:
+        r = seeded.ask(row["q"])
+        if not row["any"]:
+            correct += r.abstained
+        elif r.answer and any(a.lower() in r.answer.lower() for a in row["any"]):
+            correct += 1
+    print(f"seed dev questions: {correct}/{len(rows)} correct")
+    assert correct / len(rows) >= 0.5
