@@ -193,6 +193,7 @@ def ask(question: str, as_json: bool, server: str | None, top_k: int | None, dat
     from service.schemas import AnswerResponse
 
     settings = _settings(data_dir)
+    archive_empty = False
     if server:
         if not question.strip():
             raise click.ClickException(load_prompts(settings.prompts_dir).templates.errors["empty_question"])
@@ -203,10 +204,11 @@ def ask(question: str, as_json: bool, server: str | None, top_k: int | None, dat
         service = _service(data_dir)
         response = service.ask(question, top_k=top_k)
         templates = service.prompts.templates.cli
+        archive_empty = service.store.snapshot().manifest.n_documents == 0
     if as_json:
         click.echo(json.dumps(response.model_dump(mode="json"), indent=2, ensure_ascii=False))
     else:
-        click.echo(render_answer(response, templates))
+        click.echo(render_answer(response, templates, archive_empty=archive_empty))
 
 
 cli.add_command(ask)

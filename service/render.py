@@ -30,15 +30,16 @@ def _passages(passages: list[Passage], t: dict[str, str]) -> list[str]:
     return lines
 
 
-def render_answer(response: AnswerResponse, t: dict[str, str]) -> str:
+def render_answer(response: AnswerResponse, t: dict[str, str], archive_empty: bool = False) -> str:
     """The answer, its supporting sentence and numbered citations; or the abstention and nearest passages.
 
     :param response: what ``QAService.ask`` returned.
     :param t: the ``[cli]`` templates.
+    :param archive_empty: say that nothing is stored yet, rather than that nothing stored answers.
     """
     if response.abstained:
-        if not response.passages:
-            return t["empty_archive"] if response.message.startswith("The archive is empty") else t["abstain"]
+        if archive_empty:
+            return t["empty_archive"]
         return "\n".join([t["abstain"], *_passages(response.passages, t)])
     lines = [t["answer"].format(answer=response.answer)]
     if response.supporting_sentence:
