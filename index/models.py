@@ -7,7 +7,7 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["Chunk", "Document", "DocumentIn", "Filters", "Manifest", "Passage", "Sentence"]
+__all__ = ["Chunk", "Document", "DocumentIn", "Filters", "Manifest", "Passage", "Sentence", "SourceRef"]
 
 # Ids end up in URLs, file names and log lines, so they are kept to a safe, readable alphabet.
 DOC_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -79,15 +79,20 @@ class Chunk(BaseModel):
     text: str
 
 
-class Passage(BaseModel):
-    """A retrieved chunk with its document's metadata and its similarity score."""
+class SourceRef(BaseModel):
+    """Which article a passage or quote comes from, with the metadata a reader needs to cite it."""
 
     doc_id: str
-    chunk_id: str
     title: str
     source: str | None = None
     published: date | None = None
     url: str | None = None
+
+
+class Passage(SourceRef):
+    """A retrieved chunk with its document's metadata and its similarity score."""
+
+    chunk_id: str
     text: str
     start: int
     end: int

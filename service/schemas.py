@@ -7,7 +7,7 @@ from datetime import date
 from pydantic import BaseModel, ConfigDict, Field
 
 from index.indexer import AddedDocument
-from index.models import DocumentIn, Filters, Passage
+from index.models import DocumentIn, Filters, Passage, SourceRef
 
 __all__ = [
     "AddDocumentsRequest",
@@ -45,14 +45,9 @@ class AskRequest(BaseModel):
     filters: Filters | None = None
 
 
-class Citation(BaseModel):
+class Citation(SourceRef):
     """A verbatim quote of a stored article: ``document.text[start:end] == quote``."""
 
-    doc_id: str
-    title: str
-    source: str | None = None
-    published: date | None = None
-    url: str | None = None
     start: int
     end: int
     quote: str

@@ -1,0 +1,43 @@
+"""The bundled embedding model: verified at load, normalised output, configurable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index.embedding import BUNDLED_MODEL, Embedder, _bundled_model_path
+from index.errors import ModelUnavailable
+
+pytestmark = pytest.mark.integration
+
+
+def test_bundled_model_is_verified_and_embeds_unit_vectors(embedder):
+    assert embedder.model_id == "sentence-transformers/all-MiniLM-L6-v2"
+    assert embedder.dimension == 384
+    vectors = embedder.embed(["Who doubted the claim?", "The trust doubted the pipeline claim.", "Apples."])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+def test_wrong_checksum_is_refused():
+    with pytest.raises(ModelUnavailable, match=r"has sha256 53aa5117.*expected 0000"):
+        Embedder(BUNDLED_MODEL, expected_sha256="0" * 64).warm_up()
+
+
+def test_model_given_by_local_path_is_its_own_model_id():
+    path = str(_bundled_model_path())
+    model = Embedder(path)
+    assert model.model_id == path and model.expected_sha256 is None
+    model.warm_up()
+    assert model.dimension == 384
+
+
+def test_missing_model_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelUnavailable, match="cannot load embedding model"):
+        Embedder(str(tmp_path / "no-such-model")).warm_up()
+
+
+def test_batch_size_must_be_positive():
+    with pytest.raises(ValueError, match="batch_size must be greater than 0"):
+        Embedder(batch_size=0)
