@@ -7,7 +7,8 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["Chunk", "Document", "DocumentIn", "Filters", "Manifest", "Passage", "Sentence", "SourceRef"]
+__all__ = ["Chunk", "Document", "DocumentIn", "Filters", "Manifest", "Passage", "Sentence", "SignalScores",
+           "SourceRef"]
 
 # Ids end up in URLs, file names and log lines, so they are kept to a safe, readable alphabet.
 DOC_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -89,14 +90,26 @@ class SourceRef(BaseModel):
     url: str | None = None
 
 
+class SignalScores(BaseModel):
+    """Why a passage ranked where it did: each retrieval signal's score (shown with ``"explain": true``)."""
+
+    dense: float = Field(description="Cosine similarity of query and passage embeddings.")
+    lexical: float = Field(description="BM25 score (with spelling variants of query words).")
+    fused: float = Field(description="The combined score the ranking uses.")
+    recency: float | None = Field(default=None, description="Recency factor applied, when asked for.")
+
+
 class Passage(SourceRef):
-    """A retrieved chunk with its document's metadata and its similarity score."""
+    """A retrieved chunk with its document's metadata and its relevance score."""
 
     chunk_id: str
     text: str
     start: int
     end: int
     score: float
+    also_in: list[SourceRef] = Field(default_factory=list,
+                                     description="Other articles carrying the same passage (near-duplicates).")
+    scores: SignalScores | None = None
 
 
 class Filters(BaseModel):

@@ -8,6 +8,7 @@ Layout::
         manifest.json   model id, dimension, counts, format version
         store.sqlite    documents, sentences, chunks
         index.faiss     vectors, ids = chunks.rowid
+        lexical/        BM25 over the same chunks (rebuilt in every generation, so it always matches FAISS)
       .write.lock       serialises writers across processes
 
 A write copies the live generation into a new directory, applies the change there, fsyncs it, and only then
@@ -38,6 +39,7 @@ import faiss
 import numpy as np
 
 from index.errors import DataDirError, DocumentNotFound, ModelMismatch
+from index.lexical import LexicalIndex
 from index.models import Chunk, Document, Filters, Manifest, Passage, Sentence
 
 __all__ = ["FORMAT_VERSION", "DocumentWrite", "Snapshot", "Store"]
@@ -96,6 +98,7 @@ class Snapshot:
     path: Path
     manifest: Manifest
     index: faiss.Index
+    lexical: LexicalIndex
     _db: sqlite3.Connection = field(repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -103,10 +106,11 @@ class Snapshot:
     def open(cls, path: Path) -> Snapshot:
         manifest = Manifest.model_validate_json((path / "manifest.json").read_text(encoding="utf-8"))
         index = faiss.read_index(str(path / "index.faiss"))
+        lexical = LexicalIndex.load(path / "lexical")
         db = sqlite3.connect(f"file:{path / 'store.sqlite'}?mode=ro&immutable=1", uri=True,
                              check_same_thread=False)
         db.row_factory = sqlite3.Row
-        return cls(path=path, manifest=manifest, index=index, _db=db)
+        return cls(path=path, manifest=manifest, index=index, lexical=lexical, _db=db)
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -156,31 +160,49 @@ class Snapshot:
                            + " AND ".join(where), params)
         return np.array([r[0] for r in rows], dtype=np.int64)
 
-    def search(self, vector: np.ndarray, top_k: int, filters: Filters | None = None) -> list[Passage]:
-        """The ``top_k`` chunks most similar to ``vector``, restricted by ``filters``, best first."""
-        if self.index.ntotal == 0:
+    def allowed_rowids(self, filters: Filters | None) -> np.ndarray | None:
+        """Row ids of the chunks that pass ``filters``, or None when there is no restriction."""
+        if filters is None or filters.is_empty():
+            return None
+        return self._allowed_rowids(filters)
+
+    def dense_search(self, vector: np.ndarray, top_k: int, allowed: np.ndarray | None = None
+                     ) -> list[tuple[int, float]]:
+        """(rowid, cosine) of the ``top_k`` nearest chunks, optionally only among ``allowed`` row ids."""
+        if self.index.ntotal == 0 or (allowed is not None and allowed.size == 0):
             return []
         params = None
-        if filters is not None and not filters.is_empty():
-            allowed = self._allowed_rowids(filters)
-            if allowed.size == 0:
-                return []
+        if allowed is not None:
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]
         k = min(top_k, self.index.ntotal)
         scores, ids = self.index.search(vector.reshape(1, -1).astype(np.float32), k, params=params)
-        hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-        if not hits:
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def vectors(self, rowids: list[int]) -> np.ndarray:
+        """The stored vectors of the given chunks. shape: (len(rowids), dimension)"""
+        if not rowids:
+            return np.zeros((0, self.manifest.dimension), dtype=np.float32)
+        return np.stack([self.index.reconstruct(r) for r in rowids])
+
+    def passages(self, scored: list[tuple[int, float]]) -> list[tuple[int, Passage]]:
+        """(rowid, passage) for (rowid, score) pairs, in the given order: chunk text with article metadata."""
+        if not scored:
             return []
         rows = self._query(
             "SELECT c.rowid AS rid, c.chunk_id, c.doc_id, c.start, c.end, d.title, d.source, d.published, d.url,"
             " substr(d.text, c.start + 1, c.end - c.start) AS text FROM chunks c JOIN documents d ON d.id = c.doc_id"
-            f" WHERE c.rowid IN ({','.join('?' * len(hits))})", [h[0] for h in hits])
+            f" WHERE c.rowid IN ({','.join('?' * len(scored))})", [r for r, _ in scored])
         by_id = {r["rid"]: r for r in rows}
-        return [Passage(doc_id=r["doc_id"], chunk_id=r["chunk_id"], title=r["title"], source=r["source"],
-                        published=date.fromisoformat(r["published"]) if r["published"] else None,
-                        url=r["url"], text=r["text"], start=r["start"], end=r["end"],
-                        score=max(-1.0, min(1.0, score)))
-                for rid, score in hits if (r := by_id.get(rid)) is not None]
+        return [(rid, Passage(doc_id=r["doc_id"], chunk_id=r["chunk_id"], title=r["title"], source=r["source"],
+                              published=date.fromisoformat(r["published"]) if r["published"] else None,
+                              url=r["url"], text=r["text"], start=r["start"], end=r["end"], score=score))
+                for rid, score in scored if (r := by_id.get(rid)) is not None]
+
+    def search(self, vector: np.ndarray, top_k: int, filters: Filters | None = None) -> list[Passage]:
+        """Dense-only search: the ``top_k`` chunks most similar to ``vector``, best first."""
+        allowed = self.allowed_rowids(filters)
+        hits = self.dense_search(vector, top_k, allowed)
+        return [p for _, p in self.passages([(r, max(-1.0, min(1.0, s))) for r, s in hits])]
 
 
 class Store:
@@ -285,14 +307,17 @@ class Store:
         if n_chunks != index.ntotal:
             raise DataDirError(f"internal error: {n_chunks} chunks but {index.ntotal} vectors; nothing was saved")
         self.checkpoint("sqlite-written")
+        self._build_lexical(tmp)
+        self.checkpoint("lexical-written")
         faiss.write_index(index, str(tmp / "index.faiss"))
         self.checkpoint("faiss-written")
         manifest = Manifest(format_version=FORMAT_VERSION, model_id=self.model_id, dimension=self.dimension,
                             n_documents=n_documents, n_chunks=n_chunks, generation=int(tmp.name[4:10]),
                             updated_at=datetime.now(UTC).isoformat(timespec="seconds"))
         (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-        for name in ("store.sqlite", "index.faiss", "manifest.json"):
-            _fsync_file(tmp / name)
+        for file in [tmp / "store.sqlite", tmp / "index.faiss", tmp / "manifest.json",
+                     *(p for p in (tmp / "lexical").rglob("*") if p.is_file())]:
+            _fsync_file(file)
         final = self.data_dir / tmp.name.split(".")[0]
         tmp.rename(final)
         _fsync_dir(self.data_dir)
@@ -305,6 +330,20 @@ class Store:
         _fsync_dir(self.data_dir)
         self.checkpoint("published")
         self._collect_garbage(keep={final.name})
+
+    @staticmethod
+    def _build_lexical(tmp: Path) -> None:
+        """BM25 over the generation's chunks (title + text), from the SQLite store just written."""
+        with sqlite3.connect(tmp / "store.sqlite") as db:
+            rows = db.execute("SELECT c.rowid, d.title || '. ' || substr(d.text, c.start + 1, c.end - c.start), "
+                              "c.doc_id FROM chunks c JOIN documents d ON d.id = c.doc_id ORDER BY c.rowid").fetchall()
+            docs = db.execute("SELECT id, title || '. ' || text FROM documents ORDER BY id").fetchall()
+        db.close()
+        position = {doc_id: i for i, (doc_id, _) in enumerate(docs)}
+        lexical = LexicalIndex.build([r[1] for r in rows], np.array([r[0] for r in rows], dtype=np.int64),
+                                     doc_texts=[d[1] for d in docs],
+                                     doc_of_chunk=np.array([position[r[2]] for r in rows], dtype=np.int64))
+        lexical.save(tmp / "lexical")
 
     def _collect_garbage(self, keep: set[str]) -> None:
         """Remove unreferenced generations and leftovers of interrupted writes, keeping one previous one."""

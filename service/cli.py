@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -158,7 +159,7 @@ def index_remove(doc_ids: tuple[str, ...], data_dir: Path | None) -> None:
     click.echo(f"removed {len(doc_ids)} documents")
 
 
-def _ask_server(server: str, question: str, top_k: int | None) -> dict[str, Any]:
+def _ask_server(server: str, question: str, top_k: int | None, filters: dict[str, Any] | None) -> dict[str, Any]:
     import httpx
 
     url = server.rstrip("/") + "/v1/ask"
@@ -166,7 +167,8 @@ def _ask_server(server: str, question: str, top_k: int | None) -> dict[str, Any]
     if key := os.environ.get("NEWSROOM_QA_API_KEY"):
         headers["Authorization"] = f"Bearer {key}"
     try:
-        response = httpx.post(url, json={"question": question, "top_k": top_k}, headers=headers, timeout=60)
+        response = httpx.post(url, json={"question": question, "top_k": top_k, "filters": filters}, headers=headers,
+                              timeout=60)
     except httpx.RequestError as exc:
         raise click.ClickException(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
     if response.status_code != 200:
@@ -184,25 +186,34 @@ def _ask_server(server: str, question: str, top_k: int | None) -> dict[str, Any]
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON response.")
 @click.option("--server", default=None, help="Ask a running service at this URL instead of the local data dir.")
 @click.option("--top-k", type=int, default=None, help="Passages to read.")
+@click.option("--source", "sources", multiple=True, help="Only articles from this outlet (repeatable).")
+@click.option("--doc", "doc_ids", multiple=True, help="Only this document id (repeatable).")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Published on or after YYYY-MM-DD.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Published on or before YYYY-MM-DD.")
 @data_dir_option
 @_friendly_errors
-def ask(question: str, as_json: bool, server: str | None, top_k: int | None, data_dir: Path | None) -> None:
+def ask(question: str, as_json: bool, server: str | None, top_k: int | None, sources: tuple[str, ...],
+        doc_ids: tuple[str, ...], since: datetime | None, until: datetime | None, data_dir: Path | None) -> None:
     """Ask a question; prints the answer with numbered citations, or says the archive does not answer."""
+    from index.models import Filters
     from service.prompts import load_prompts
     from service.render import render_answer
     from service.schemas import AnswerResponse
 
+    filters = Filters(sources=list(sources) or None, doc_ids=list(doc_ids) or None,
+                      published_from=since.date() if since else None, published_to=until.date() if until else None)
     settings = _settings(data_dir)
     archive_empty = False
     if server:
         if not question.strip():
             raise click.ClickException(load_prompts(settings.prompts_dir).templates.errors["empty_question"])
-        response = AnswerResponse.model_validate(_ask_server(server, question, top_k))
+        response = AnswerResponse.model_validate(
+            _ask_server(server, question, top_k, None if filters.is_empty() else filters.model_dump(mode="json")))
         templates = load_prompts(settings.prompts_dir).templates.cli
     else:
         _configure_logging(logging.WARNING)
         service = _service(data_dir)
-        response = service.ask(question, top_k=top_k)
+        response = service.ask(question, top_k=top_k, filters=filters)
         templates = service.prompts.templates.cli
         archive_empty = service.store.snapshot().manifest.n_documents == 0
     if as_json:
@@ -212,6 +223,57 @@ def ask(question: str, as_json: bool, server: str | None, top_k: int | None, dat
 
 
 cli.add_command(ask)
+
+
+@cli.group("eval")
+def eval_group() -> None:
+    """Measure retrieval (and later the reader) on public test collections."""
+
+
+@eval_group.command("retrieval")
+@click.option("--beir", "beir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A BEIR directory (corpus.jsonl, queries.jsonl, qrels/).")
+@click.option("--split", default="test", show_default=True, help="BEIR qrels split to score.")
+@click.option("--time", "time_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The TIME collection in SMART layout (TIME.ALL, TIME.QUE, TIME.REL).")
+@click.option("--squad", "squad", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A SQuAD-format file (e.g. NewsQA): question -> chunk holding the answer.")
+@click.option("--half", type=click.Choice(["dev", "test"]), default=None,
+              help="With --squad: score only the dev (even) or test (odd) questions.")
+@click.option("--alpha", "alphas", type=float, multiple=True,
+              help="Dense weight(s) of the weighted fusion to score (default: the configured one).")
+@click.option("--doc-weight", "doc_weights", type=float, multiple=True,
+              help="Whole-article share(s) of the BM25 signal to score (default: the configured one).")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON report here.")
+@_friendly_errors
+def eval_retrieval(beir: Path | None, split: str, time_dir: Path | None, squad: Path | None, half: str | None,
+                   alphas: tuple[float, ...], doc_weights: tuple[float, ...], report: Path | None) -> None:
+    """nDCG@10, recall@5/10/100 and MRR@10 for lexical, dense, RRF and weighted hybrid retrieval."""
+    import tempfile
+
+    from service.eval_retrieval import evaluate, format_report, load_beir, load_squad_retrieval, load_time
+
+    if sum(x is not None for x in (beir, time_dir, squad)) != 1:
+        raise click.UsageError("give exactly one of --beir DIR, --time DIR, --squad FILE")
+    if beir is not None:
+        collection = load_beir(beir, split)
+    elif time_dir is not None:
+        collection = load_time(time_dir)
+    else:
+        assert squad is not None
+        collection = load_squad_retrieval(squad, half)
+    with tempfile.TemporaryDirectory(prefix="newsroom-qa-eval-") as tmp:
+        service = _service(Path(tmp), seed_if_empty=False)
+        settings = service.settings
+        grid = [(a, g) for a in (alphas or [settings.fusion_alpha])
+                for g in (doc_weights or [settings.lexical_doc_weight])]
+        result = evaluate(service, collection, grid=grid)
+    click.echo(format_report(result))
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        click.echo(f"report written to {report}", err=True)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from index.errors import InvalidInput, QAError
 from index.indexer import Indexer
 from index.ingest import iter_paths, load_path, parse_file
 from index.models import Document, DocumentIn, Filters, Passage
+from index.retrieval import RetrievalOptions, retrieve
 from index.sentences import load_nlp
 from index.store import Snapshot, Store
 from service.prompts import Prompts, load_prompts
@@ -27,6 +28,7 @@ from service.schemas import (
     DocumentDetail,
     DocumentList,
     DocumentSummary,
+    Recency,
     SearchResponse,
 )
 from service.settings import Settings
@@ -133,20 +135,29 @@ class QAService:
                 limit=self.settings.max_top_k, value=value))
         return value
 
-    def _retrieve(self, snap: Snapshot, query: str, top_k: int, filters: Filters | None) -> list[Passage]:
-        return snap.search(self.embedder.embed_query(query), top_k, filters)
+    def _retrieve(self, snap: Snapshot, query: str, top_k: int, filters: Filters | None,
+                  recency: Recency | None = None, explain: bool = False) -> list[Passage]:
+        s = self.settings
+        options = RetrievalOptions(fusion=s.fusion, alpha=s.fusion_alpha, doc_weight=s.lexical_doc_weight,
+                                   candidates=s.retrieval_candidates)
+        if recency is not None:
+            options.recency_half_life_days, options.recency_weight = recency.half_life_days, recency.weight
+        return retrieve(snap, query, self.embedder.embed_query(query), top_k, filters, options, explain)
 
-    def search(self, query: str, top_k: int | None = None, filters: Filters | None = None) -> SearchResponse:
-        """The passages most similar to ``query``, best first."""
+    def search(self, query: str, top_k: int | None = None, filters: Filters | None = None,
+               recency: Recency | None = None, explain: bool = False) -> SearchResponse:
+        """The most relevant passages for ``query`` (hybrid lexical + dense), best first."""
         query = self._check_question(query, what="query")
         snap = self.store.snapshot()
-        return SearchResponse(results=self._retrieve(snap, query, self._check_top_k(top_k), filters))
+        return SearchResponse(results=self._retrieve(snap, query, self._check_top_k(top_k), filters, recency,
+                                                     explain))
 
-    def ask(self, question: str, top_k: int | None = None, filters: Filters | None = None) -> AnswerResponse:
+    def ask(self, question: str, top_k: int | None = None, filters: Filters | None = None,
+            recency: Recency | None = None) -> AnswerResponse:
         """Answer with a short span quoted from a stored article, or abstain when the archive does not say."""
         question = self._check_question(question)
         snap = self.store.snapshot()
-        passages = self._retrieve(snap, question, self._check_top_k(top_k), filters)
+        passages = self._retrieve(snap, question, self._check_top_k(top_k), filters, recency)
         result = self.reader.run(question, passages, snap)
         return self._respond(snap, result, passages)
 

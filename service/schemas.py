@@ -20,9 +20,19 @@ __all__ = [
     "DocumentDetail",
     "DocumentList",
     "DocumentSummary",
+    "Recency",
     "SearchRequest",
     "SearchResponse",
 ]
+
+
+class Recency(BaseModel):
+    """Favour newer articles: a passage's score is scaled by ``(1 - weight) + weight * 0.5 ** (age / half_life)``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    half_life_days: float = Field(gt=0, description="Age at which an article counts half as recent.")
+    weight: float = Field(default=0.3, ge=0.0, le=1.0, description="How much recency matters (0 = not at all).")
 
 
 class SearchRequest(BaseModel):
@@ -31,6 +41,8 @@ class SearchRequest(BaseModel):
     query: str = Field(description="What to look for, in plain words.")
     top_k: int = Field(default=5, description="How many passages to return (1 to the configured maximum).")
     filters: Filters | None = None
+    recency: Recency | None = None
+    explain: bool = Field(default=False, description="Include each passage's dense, lexical and fused scores.")
 
 
 class SearchResponse(BaseModel):
@@ -43,6 +55,7 @@ class AskRequest(BaseModel):
     question: str = Field(description="A question about the archive, e.g. 'Who doubted the crematorium claim?'")
     top_k: int | None = Field(default=None, description="Passages to read (default: the service's top_k).")
     filters: Filters | None = None
+    recency: Recency | None = None
 
 
 class Citation(SourceRef):

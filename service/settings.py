@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,10 @@ class Settings(BaseSettings):
     chunk_max_chars: int = Field(default=800, ge=100, le=5000)  # ~200 tokens: inside MiniLM's 256-token window
     chunk_overlap_sentences: int = Field(default=1, ge=0, le=5)
 
+    fusion: Literal["weighted", "rrf", "dense", "lexical"] = "weighted"
+    fusion_alpha: float = Field(default=0.5, ge=0.0, le=1.0)  # weight of the dense signal; tuned on dev splits
+    lexical_doc_weight: float = Field(default=0.3, ge=0.0, le=1.0)  # whole-article share of the BM25 signal
+    retrieval_candidates: int = Field(default=100, ge=1, le=2000)
     top_k: int = Field(default=5, ge=1, le=50)
     max_top_k: int = Field(default=50, ge=1, le=1000)
     max_question_chars: int = Field(default=1000, ge=10)

@@ -13,13 +13,13 @@ router = APIRouter(tags=["answers"], dependencies=[ReaderDep])
 @router.post("/search", response_model=SearchResponse)
 def search(body: SearchRequest, qa: QADep) -> SearchResponse:
     """Return the stored passages most relevant to a query, with their article metadata and offsets."""
-    return qa.search(body.query, body.top_k, body.filters)
+    return qa.search(body.query, body.top_k, body.filters, body.recency, body.explain)
 
 
 @router.post("/ask", response_model=AnswerResponse)
 def ask(body: AskRequest, qa: QADep) -> AnswerResponse:
     """Answer a question with a short span quoted from an article, cited to the character, or abstain."""
-    return qa.ask(body.question, body.top_k, body.filters)
+    return qa.ask(body.question, body.top_k, body.filters, body.recency)
 
 
 @router.post("/chat", response_model=ChatResponse)

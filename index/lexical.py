@@ -1,0 +1,178 @@
+"""The lexical side of retrieval: BM25 over chunks (bm25s, Lucene scoring) with English stopwords and stemming,
+plus spelling-variant expansion of query words against the corpus vocabulary.
+
+The BM25 index is rebuilt inside every new generation of the data directory, from the same chunks as the FAISS
+index, so the two can never disagree (see ``store.py``). Variant expansion lets a query spelled "Sednaya" also
+match an article that writes "Saydnaya", and a small typo in a name still find it: a query word is matched to
+corpus words that look alike (rapidfuzz ratio), which then count at a reduced weight.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+
+import bm25s
+import numpy as np
+from bm25s.stopwords import STOPWORDS_EN
+from rapidfuzz import fuzz, process
+
+__all__ = ["LexicalIndex", "tokenize"]
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_STOPWORDS = frozenset(STOPWORDS_EN)
+VARIANT_MIN_CHARS = 5  # shorter words have too many look-alikes to expand safely
+VARIANT_MIN_RATIO = 80.0  # "sednaya" ~ "saydnaya" scores 80; "report" ~ "resort" 83 but is caught by the df rule
+VARIANT_WEIGHT = 0.8  # a variant counts a little less than the word as typed
+VARIANT_MAX_DF = 0.01  # only rare corpus words (names, places) serve as variants
+
+
+@lru_cache(maxsize=1)
+def _stemmer():  # type: ignore[no-untyped-def]
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def _fold(text: str) -> str:
+    """Lower-case and strip accents, so "Sednaya", "SEDNAYA" and "Sédnaya" are one word."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def tokenize(text: str) -> list[str]:
+    """Folded, stemmed content words of ``text`` (stopwords removed)."""
+    words = [w for w in _WORD.findall(_fold(text)) if w not in _STOPWORDS]
+    return list(_stemmer().stemWords(words))
+
+
+class LexicalIndex:
+    """BM25 over a fixed set of chunks, addressed by the chunks' row ids.
+
+    Usage::
+
+        lexical = LexicalIndex.build(["Saydnaya prison ...", ...], rowids=np.array([1, ...]))
+        lexical.search("Sednaya prison", top_k=10)   # [(rowid, score), ...]
+    """
+
+    def __init__(self, bm25: bm25s.BM25 | None, rowids: np.ndarray, doc_freq: dict[str, int],
+                 doc_bm25: bm25s.BM25 | None = None, doc_of_chunk: np.ndarray | None = None) -> None:
+        self.bm25 = bm25
+        self.rowids = rowids
+        self.doc_freq = doc_freq
+        # Whole-article BM25: a chunk also scores by the article it belongs to (long stories match a query
+        # across paragraphs that no single chunk holds). doc_of_chunk[i] = article position of chunk i.
+        self.doc_bm25 = doc_bm25
+        self.doc_of_chunk = doc_of_chunk if doc_of_chunk is not None else np.zeros(len(rowids), dtype=np.int64)
+        self._vocab = sorted(doc_freq)
+        self._position = {int(r): i for i, r in enumerate(rowids)}
+
+    @classmethod
+    def build(cls, texts: list[str], rowids: np.ndarray, doc_texts: list[str] | None = None,
+              doc_of_chunk: np.ndarray | None = None, k1: float = 1.2, b: float = 0.75) -> LexicalIndex:
+        """Index ``texts`` (one per chunk, in the order of ``rowids``) and, if given, whole articles.
+
+        :param doc_texts: full article texts; ``doc_of_chunk[i]`` is the article of chunk ``i``.
+        """
+        tokens = [tokenize(t) for t in texts]
+        doc_freq: dict[str, int] = {}
+        for toks in tokens:
+            for tok in set(toks):
+                doc_freq[tok] = doc_freq.get(tok, 0) + 1
+        if not any(tokens):
+            return cls(None, rowids, doc_freq)
+        bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
+        bm25.index(tokens, show_progress=False)
+        doc_bm25 = None
+        if doc_texts:
+            doc_bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
+            doc_bm25.index([tokenize(t) for t in doc_texts], show_progress=False)
+        return cls(bm25, rowids.astype(np.int64), doc_freq, doc_bm25, doc_of_chunk)
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        np.save(path / "rowids.npy", self.rowids)
+        (path / "doc_freq.json").write_text(json.dumps(self.doc_freq), encoding="utf-8")
+        if self.bm25 is not None:
+            self.bm25.save(str(path / "bm25"), show_progress=False)
+        if self.doc_bm25 is not None:
+            self.doc_bm25.save(str(path / "doc_bm25"), show_progress=False)
+            np.save(path / "doc_of_chunk.npy", self.doc_of_chunk)
+
+    @classmethod
+    def load(cls, path: Path) -> LexicalIndex:
+        rowids = np.load(path / "rowids.npy")
+        doc_freq = json.loads((path / "doc_freq.json").read_text(encoding="utf-8"))
+        bm25 = doc_bm25 = doc_of_chunk = None
+        if (path / "bm25").is_dir():
+            bm25 = bm25s.BM25.load(str(path / "bm25"), mmap=True, show_progress=False)
+        if (path / "doc_bm25").is_dir():
+            doc_bm25 = bm25s.BM25.load(str(path / "doc_bm25"), mmap=True, show_progress=False)
+            doc_of_chunk = np.load(path / "doc_of_chunk.npy")
+        return cls(bm25, rowids, doc_freq, doc_bm25, doc_of_chunk)
+
+    def __len__(self) -> int:
+        return len(self.rowids)
+
+    def variants(self, token: str) -> list[str]:
+        """Rare corpus words spelled like ``token`` (same first letter, rapidfuzz ratio >= 80), best first."""
+        if len(token) < VARIANT_MIN_CHARS or not token.isalpha():
+            return []
+        max_df = max(2, int(VARIANT_MAX_DF * len(self.rowids)))
+        found = process.extract(token, self._vocab, scorer=fuzz.ratio, score_cutoff=VARIANT_MIN_RATIO, limit=4)
+        return [w for w, _, _ in found if w != token and w[0] == token[0] and self.doc_freq.get(w, 0) <= max_df]
+
+    def scores(self, query: str, doc_weight: float = 0.0, expand_variants: bool = True) -> np.ndarray:
+        """BM25 score of every chunk (in ``rowids`` order) for ``query``, with variant words at reduced weight.
+
+        :param doc_weight: share of the score that comes from the chunk's whole article (0 = chunk only); both
+            parts are scaled to [0, 1] by their maximum first.
+        """
+        if self.bm25 is None:
+            return np.zeros(len(self.rowids), dtype=np.float32)
+        tokens = tokenize(query)
+        known = [t for t in tokens if t in self.doc_freq]
+        extra = sorted({v for t in tokens for v in self.variants(t)} - set(known)) if expand_variants else []
+
+        def score(bm25: bm25s.BM25) -> np.ndarray:
+            vocab = bm25.vocab_dict
+            main = [t for t in known if t in vocab]
+            alt = [t for t in extra if t in vocab]
+            result = np.zeros(bm25.scores["num_docs"], dtype=np.float32)
+            if main:
+                result += bm25.get_scores(main)
+            if alt:
+                result += VARIANT_WEIGHT * bm25.get_scores(alt)
+            return result
+
+        chunk_scores = score(self.bm25)
+        if doc_weight <= 0 or self.doc_bm25 is None:
+            return chunk_scores
+        doc_scores = score(self.doc_bm25)[self.doc_of_chunk]
+        top_chunk, top_doc = float(chunk_scores.max(initial=0.0)), float(doc_scores.max(initial=0.0))
+        if top_chunk <= 0 or top_doc <= 0:
+            return chunk_scores
+        mixed = (1 - doc_weight) * chunk_scores / top_chunk + doc_weight * doc_scores / top_doc
+        return np.asarray(mixed, dtype=np.float32)
+
+    def score_of(self, scores: np.ndarray, rowid: int) -> float:
+        """Look up one chunk's score in a ``scores`` array."""
+        pos = self._position.get(rowid)
+        return 0.0 if pos is None else float(scores[pos])
+
+    def search(self, query: str, top_k: int, allowed: np.ndarray | None = None,
+               scores: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """The ``top_k`` chunks with the highest BM25 score (> 0), optionally only among ``allowed`` row ids."""
+        if scores is None:
+            scores = self.scores(query)
+        if allowed is not None:
+            scores = np.where(np.isin(self.rowids, allowed), scores, 0.0)
+        k = min(top_k, len(scores))
+        if k == 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top])]
+        return [(int(self.rowids[i]), float(scores[i])) for i in top if scores[i] > 0]

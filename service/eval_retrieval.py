@@ -1,0 +1,189 @@
+"""``newsroom-qa eval retrieval``: nDCG@10, recall@10/100 and MRR@10 of lexical, dense and hybrid retrieval.
+
+Collections are ingested through the product's own pipeline (cleaning, sentence chunking, embedding, BM25) into a
+temporary data directory; documents are then ranked by their best chunk ("max-passage"), so long documents are
+scored whole rather than truncated to the model's window. Metrics come from ``ir-measures`` (trec_eval's
+definitions). Layouts read:
+
+- BEIR: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``;
+- SMART (TIME): ``TIME.ALL``, ``TIME.QUE``, ``TIME.REL``; judgments number articles by position in TIME.ALL;
+- SQuAD-format QA (NewsQA): question -> the chunks of its story that contain the answer (chunk-level recall).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import ir_measures
+from ir_measures import RR, R, nDCG
+from pydantic import BaseModel
+
+from index.errors import InvalidInput
+from index.models import DocumentIn
+from index.retrieval import Fusion, RetrievalOptions, rank_chunks
+from service.qa import QAService
+
+__all__ = ["Collection", "evaluate", "load_beir", "load_squad_retrieval", "load_time"]
+
+MEASURES = [nDCG @ 10, R @ 5, R @ 10, R @ 100, RR @ 10]
+
+
+class Collection(BaseModel):
+    """Documents, queries and graded judgments; ``level`` says whether judgments name documents or chunks."""
+
+    name: str
+    documents: list[DocumentIn]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]  # query id -> {document id (or answer text for chunk level): grade}
+    level: str = "document"
+
+
+def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _safe_id(raw: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._:-]", "-", raw)[:128] or "x"
+
+
+def load_beir(path: Path, split: str = "test") -> Collection:
+    """A BEIR collection; only queries with judgments in ``qrels/<split>.tsv`` are kept."""
+    qrels_file = path / "qrels" / f"{split}.tsv"
+    if not qrels_file.is_file():
+        raise InvalidInput(f"{qrels_file} not found: is {path} a BEIR directory with a {split!r} split?")
+    qrels: dict[str, dict[str, int]] = {}
+    for line in qrels_file.read_text(encoding="utf-8").splitlines()[1:]:
+        qid, did, grade = line.split("\t")[:3]
+        if int(grade) > 0:
+            qrels.setdefault(qid, {})[_safe_id(did)] = int(grade)
+    queries = {str(q["_id"]): q["text"] for q in _read_jsonl(path / "queries.jsonl") if str(q["_id"]) in qrels}
+    docs = [DocumentIn(id=_safe_id(str(d["_id"])), title=d.get("title") or str(d["_id"]), text=d["text"])
+            for d in _read_jsonl(path / "corpus.jsonl") if d.get("text", "").strip()]
+    return Collection(name=f"beir:{path.name}:{split}", documents=docs, queries=queries, qrels=qrels)
+
+
+def load_time(path: Path) -> Collection:
+    """The TIME collection (SMART layout); judgments point at articles by their 1-based position."""
+    texts = re.split(r"^\*TEXT\s+\d+.*$", (path / "TIME.ALL").read_text(encoding="latin-1"), flags=re.M)[1:]
+    docs = []
+    for i, raw in enumerate(texts, start=1):
+        body = raw.replace("*STOP", "").strip()
+        if body:
+            docs.append(DocumentIn(id=f"time-{i:03d}", title=f"TIME article {i}", text=body.lower()))
+    known = {d.id for d in docs}
+    queries = {}
+    for block in re.split(r"^\*FIND\s+", (path / "TIME.QUE").read_text(encoding="latin-1"), flags=re.M)[1:]:
+        number, _, text = block.partition("\n")
+        if text.strip() and "*STOP" not in text[:6]:
+            queries[number.strip()] = " ".join(text.replace("*STOP", "").split()).lower()
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (path / "TIME.REL").read_text(encoding="latin-1").splitlines():
+        parts = line.split()
+        if len(parts) > 1:
+            judged = {f"time-{int(p):03d}": 1 for p in parts[1:] if f"time-{int(p):03d}" in known}
+            if judged:
+                qrels[parts[0]] = judged
+    return Collection(name="time", documents=docs, queries={q: t for q, t in queries.items() if q in qrels},
+                      qrels=qrels)
+
+
+def load_squad_retrieval(path: Path, half: str | None = None) -> Collection:
+    """A SQuAD-format file as retrieval: stories are documents; a question's relevant chunks hold its answer.
+
+    :param half: ``dev`` (even-numbered questions, for tuning), ``test`` (odd), or None for all.
+    """
+    data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    docs, queries, qrels = [], {}, {}
+    n = 0
+    for a, article in enumerate(data):
+        for p, para in enumerate(article["paragraphs"]):
+            doc_id = f"story-{a}-{p}"
+            docs.append(DocumentIn(id=doc_id, title=article.get("title") or doc_id, text=para["context"]))
+            for qa in para["qas"]:
+                answers = [x["text"] for x in qa.get("answers", []) if x["text"].strip()]
+                if not answers:
+                    continue
+                n += 1
+                if (half == "dev" and n % 2) or (half == "test" and not n % 2):
+                    continue
+                queries[str(qa["id"])] = qa["question"]
+                # chunk-level judgment: a chunk of this story that holds the (first) answer
+                qrels[str(qa["id"])] = {f"{doc_id}\x00{answers[0]}": 1}
+    return Collection(name=f"{path.stem}{'-' + half if half else ''}", documents=docs, queries=queries,
+                      qrels=qrels, level="chunk")
+
+
+def _run(service: QAService, collection: Collection, fusion: Fusion, alpha: float, doc_weight: float,
+         depth: int) -> dict[str, dict[str, float]]:
+    snap = service.store.snapshot()
+    rows = snap._query("SELECT rowid, doc_id, start, end FROM chunks")  # one lookup table for the whole run
+    chunk_of = {r[0]: (r[1], r[2], r[3]) for r in rows}
+    texts: dict[str, str] = {}
+    options = RetrievalOptions(fusion=fusion, alpha=alpha, doc_weight=doc_weight, candidates=depth,
+                               group_duplicates=False)
+    vectors = service.embedder.embed(list(collection.queries.values()))
+    run: dict[str, dict[str, float]] = {}
+    for (qid, query), vector in zip(collection.queries.items(), vectors, strict=True):
+        ranked = rank_chunks(snap, query, vector, None, options)
+        scores: dict[str, float] = {}
+        for rowid, fused, _, _ in ranked:
+            doc_id, start, end = chunk_of[rowid]
+            if collection.level == "document":
+                scores[doc_id] = max(scores.get(doc_id, float("-inf")), fused)  # max-passage
+            else:
+                if doc_id not in texts:
+                    texts[doc_id] = snap.document(doc_id).text
+                credited = False
+                for key in collection.qrels[qid]:
+                    gold_doc, _, answer = key.partition("\x00")
+                    if gold_doc == doc_id and answer in texts[doc_id][start:end]:
+                        credited = True
+                        scores[key] = max(scores.get(key, float("-inf")), fused)
+                if not credited:  # an unjudged chunk still takes a rank
+                    scores[f"{doc_id}#{rowid}"] = fused
+        run[qid] = scores
+    return run
+
+
+def evaluate(service: QAService, collection: Collection,
+             grid: list[tuple[float, float]] | None = None, depth: int = 300) -> dict[str, Any]:
+    """Ingest the collection into ``service`` and score every retrieval mode on its queries.
+
+    :param grid: (alpha, doc_weight) pairs of the weighted fusion to score; default: the configured pair.
+    """
+    service.add_documents(collection.documents, show_progress=True)
+    qrels = [ir_measures.Qrel(q, d, g) for q, judged in collection.qrels.items() for d, g in judged.items()]
+    s = service.settings
+    modes: list[tuple[str, Fusion, float, float]] = [
+        ("lexical (BM25, chunks)", "lexical", 0.0, 0.0),
+        (f"lexical (BM25, doc_weight={s.lexical_doc_weight})", "lexical", 0.0, s.lexical_doc_weight),
+        ("dense", "dense", 1.0, 0.0),
+        ("plain RRF of BM25 + dense", "rrf", 0.5, 0.0)]
+    for alpha, doc_weight in grid or [(s.fusion_alpha, s.lexical_doc_weight)]:
+        modes.append((f"hybrid alpha={alpha} doc_weight={doc_weight}", "weighted", alpha, doc_weight))
+    report: dict[str, Any] = {"collection": collection.name, "documents": len(collection.documents),
+                              "queries": len(collection.queries), "level": collection.level, "results": {}}
+    for label, fusion, alpha, doc_weight in modes:
+        run = _run(service, collection, fusion, alpha, doc_weight, depth)
+        scored = [ir_measures.ScoredDoc(q, d, s) for q, docs in run.items() for d, s in docs.items()]
+        metrics = ir_measures.calc_aggregate(MEASURES, qrels, scored)
+        report["results"][label] = {str(m): round(float(v), 4) for m, v in metrics.items()}
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A markdown table of one report."""
+    names = [str(m) for m in MEASURES]
+    lines = [f"{report['collection']}: {report['documents']} documents, {report['queries']} queries "
+             f"({report['level']} level)", "", "| mode | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for label, metrics in report["results"].items():
+        lines.append(f"| {label} | " + " | ".join(f"{metrics.get(n, 0):.3f}" for n in names) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""BM25 with stemming, stopwords and spelling variants."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from index.lexical import LexicalIndex, tokenize
+
+TEXTS = ["The Saydnaya military prison lies north of Damascus.",
+         "Weather reports for Damascus and Aleppo.",
+         "Apples and pears were harvested in Kent.",
+         "The prisoners were moved at night."]
+
+
+def index() -> LexicalIndex:
+    return LexicalIndex.build(TEXTS, np.array([10, 11, 12, 13]), doc_texts=TEXTS, doc_of_chunk=np.arange(4))
+
+
+def test_tokenize_folds_stems_and_drops_stopwords():
+    assert tokenize("The PRISONERS were moved to Sédnaya prisons") == ["prison", "were", "move", "sednaya", "prison"]
+
+
+def test_bm25_ranks_matching_chunks_by_row_id():
+    hits = [r for r, _ in index().search("prison in Damascus", top_k=4)]
+    assert hits[0] == 10  # the only chunk with both words
+    assert set(hits) == {10, 11, 13}  # 12 shares no word and gets no score
+
+
+def test_transliterated_name_matches_its_variant():
+    lexical = index()
+    assert lexical.variants("sednaya") == ["saydnaya"]
+    hits = lexical.search("Sednaya", top_k=3)
+    assert hits and hits[0][0] == 10
+
+
+def test_typo_in_a_name_still_matches():
+    assert index().search("Damascuss weather", top_k=1)[0][0] == 11
+
+
+def test_variants_skip_short_and_common_words():
+    assert index().variants("pear") == []  # too short to expand safely
+    texts = [f"Report {i} from the prison." for i in range(300)] + ["The Saydnaya prison."]
+    lexical = LexicalIndex.build(texts, np.arange(len(texts)))
+    assert lexical.variants("prisen") == []  # "prison" is in every chunk: a common word, not a rare name
+    assert lexical.variants("sednaya") == ["saydnaya"]
+
+
+def test_allowed_restricts_results():
+    assert [r for r, _ in index().search("Damascus", top_k=4, allowed=np.array([11]))] == [11]
+
+
+def test_empty_index_scores_nothing():
+    empty = LexicalIndex.build([], np.array([], dtype=np.int64))
+    assert empty.search("anything", top_k=3) == []
+
+
+def test_doc_weight_mixes_in_the_whole_article():
+    chunks = ["Storm hits the coast.", "Damage was limited.", "Storm warning: storm storm storm."]
+    lexical = LexicalIndex.build(chunks, np.array([1, 2, 3]), doc_texts=[" ".join(chunks[:2]), chunks[2]],
+                                 doc_of_chunk=np.array([0, 0, 1]))
+    chunk_only = lexical.scores("storm damage", doc_weight=0.0)
+    mixed = lexical.scores("storm damage", doc_weight=0.5)
+    assert chunk_only[2] > chunk_only[0]  # alone, the chunk repeating "storm" wins
+    assert mixed[0] > mixed[2]  # but the article that covers both words lifts its own chunk above it
