@@ -27,6 +27,7 @@ class DebrisRules(BaseModel):
     boilerplate_lines: list[str]
     boilerplate_patterns: list[str]
     repeated_paragraph_max_chars: int = 400
+    pattern_max_chars: int = 160
 
     _lines: set[str] = PrivateAttr(default_factory=set)
     _patterns: list[re.Pattern[str]] = PrivateAttr(default_factory=list)
@@ -36,7 +37,7 @@ class DebrisRules(BaseModel):
         lowered = line.casefold()
         if lowered in self._lines:
             return True
-        return any(p.fullmatch(line) for p in self._patterns)
+        return len(line) <= self.pattern_max_chars and any(p.fullmatch(line) for p in self._patterns)
 
     def model_post_init(self, __context: object) -> None:
         self._lines = {s.casefold() for s in self.boilerplate_lines}

@@ -41,6 +41,13 @@ def test_clean_keeps_long_repeated_paragraphs(prompts):
     assert cleaned.count(long_para.strip()) == 2
 
 
+def test_long_line_that_looks_like_a_credit_is_kept(prompts):
+    abstract = ("\u00a9 Joanna Example 2013. All rights reserved. A challenging reappraisal of the history of a "
+                "class of drugs, revealing how they were transformed from poisons into cures.")
+    assert clean_text(abstract, prompts.debris) == abstract
+    assert clean_text("\u00a9 Example News 2017", prompts.debris) == ""
+
+
 def test_clean_of_only_debris_is_empty(prompts):
     assert clean_text("Accessibility links\nBreaking News\n\nShare", prompts.debris) == ""
 
