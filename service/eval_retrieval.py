@@ -154,11 +154,13 @@ def _run(service: QAService, collection: Collection, fusion: Fusion, alpha: floa
 
 def evaluate(service: QAService, collection: Collection,
              grid: list[tuple[float, float]] | None = None, depth: int = 300) -> dict[str, Any]:
-    """Ingest the collection into ``service`` and score every retrieval mode on its queries.
+    """Ingest the collection into ``service`` (unless it is there already) and score every retrieval mode.
 
     :param grid: (alpha, doc_weight) pairs of the weighted fusion to score; default: the configured pair.
     """
-    service.add_documents(collection.documents, show_progress=True)
+    snap = service.store.snapshot()
+    if not all(snap.has_document(d.id or "") for d in collection.documents):
+        service.add_documents(collection.documents, show_progress=True)
     qrels = [ir_measures.Qrel(q, d, g) for q, judged in collection.qrels.items() for d, g in judged.items()]
     s = service.settings
     modes: list[tuple[str, Fusion, float, float]] = [

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Retrieval figures for the README: one run of `newsroom-qa eval retrieval` per test collection, with the
+# configured (dev-tuned) fusion settings. Needs ../shared/data beside the checkout (or DATA=...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-../shared/data}
+BIN=${BIN:-.venv/bin/newsroom-qa}
+OUT=benchmarks/results
+mkdir -p "$OUT"
+# Ingested collections are kept here between runs (ingesting SciFact takes minutes); delete it to start over.
+CACHE=${CACHE:-${TMPDIR:-/tmp}/newsroom-qa-bench}
+"$BIN" eval retrieval --beir "$DATA/beir_scifact" --split test --data-dir "$CACHE/scifact" \
+    --report "$OUT/retrieval-scifact-test.json" > "$OUT/retrieval-scifact-test.md"
+"$BIN" eval retrieval --time "$DATA/time_collection" --data-dir "$CACHE/time" \
+    --report "$OUT/retrieval-time.json" > "$OUT/retrieval-time.md"
+"$BIN" eval retrieval --squad "$DATA/newsqa/newsqa-500.shared.json" --half test --data-dir "$CACHE/newsqa" \
+    --report "$OUT/retrieval-newsqa-test.json" > "$OUT/retrieval-newsqa-test.md"
+cat "$OUT"/retrieval-*.md
