@@ -60,7 +60,8 @@ class QAService:
     def from_settings(cls, settings: Settings, seed_if_empty: bool = True) -> QAService:
         """Load the models and open the data directory; index the bundled seeds into an empty one."""
         prompts = load_prompts(settings.prompts_dir)
-        embedder = Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size)
+        embedder = Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
+                            precision=settings.embedding_precision)
         embedder.warm_up()
         nlp = load_nlp(settings.spacy_model)
         store = Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension)

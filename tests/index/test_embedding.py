@@ -41,3 +41,13 @@ def test_missing_model_path_is_a_clear_error(tmp_path):
 def test_batch_size_must_be_positive():
     with pytest.raises(ValueError, match="batch_size must be greater than 0"):
         Embedder(batch_size=0)
+
+
+def test_bf16_matches_fp32(embedder):
+    texts = ["The harbour authority denied the accusation.", "Farmers picked 300 tonnes of apples."]
+    fp32 = Embedder(precision="fp32")
+    fp32.model = embedder.model  # same loaded weights, other precision
+    bf16 = Embedder(precision="bf16")
+    bf16.model = embedder.model
+    cosine = (fp32.embed(texts) * bf16.embed(texts)).sum(axis=1)
+    assert cosine.min() > 0.999
