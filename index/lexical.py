@@ -158,6 +158,10 @@ class LexicalIndex:
         mixed = (1 - doc_weight) * chunk_scores / top_chunk + doc_weight * doc_scores / top_doc
         return np.asarray(mixed, dtype=np.float32)
 
+    def doc_positions(self, rowids: list[int]) -> np.ndarray:
+        """The article position (row of the article tables) of each chunk."""
+        return np.array([self.doc_of_chunk[self._position[r]] for r in rowids], dtype=np.int64)
+
     def score_of(self, scores: np.ndarray, rowid: int) -> float:
         """Look up one chunk's score in a ``scores`` array."""
         pos = self._position.get(rowid)

@@ -38,6 +38,8 @@ class RetrievalOptions(BaseModel):
     alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="Weight of the dense signal in 'weighted'.")
     doc_weight: float = Field(default=0.0, ge=0.0, le=1.0,
                               description="Share of a chunk's lexical score taken from its whole article.")
+    dense_doc_weight: float = Field(default=0.0, ge=0.0, le=1.0,
+                                    description="Share of a chunk's dense score taken from its article's centroid.")
     candidates: int = Field(default=100, ge=1, le=2000, description="Candidates taken from each signal.")
     rrf_k: int = Field(default=60, ge=1)
     group_duplicates: bool = True
@@ -79,6 +81,10 @@ def rank_chunks(snap: Snapshot, query: str, vector: np.ndarray, allowed: np.ndar
     if missing:
         dense_of.update(zip(missing, (snap.vectors(missing) @ vector).tolist(), strict=True))
     dense = np.array([dense_of[r] for r in rowids], dtype=np.float32)
+    if options.dense_doc_weight > 0 and len(snap.doc_vectors):
+        positions = snap.lexical.doc_positions(rowids)
+        article = np.asarray(snap.doc_vectors[positions] @ vector, dtype=np.float32)
+        dense = (1 - options.dense_doc_weight) * dense + options.dense_doc_weight * article
     lexical = np.array([snap.lexical.score_of(lex_scores, r) for r in rowids], dtype=np.float32)
     if options.fusion == "dense":
         fused = dense

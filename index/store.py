@@ -91,6 +91,15 @@ def _row_to_document(row: sqlite3.Row) -> Document:
                     url=row["url"], n_chunks=row["n_chunks"])
 
 
+def _article_centroids(index: faiss.Index, lexical: LexicalIndex, n_docs: int, dimension: int) -> np.ndarray:
+    """The mean of each article's chunk vectors, re-normalised: the article as a whole, for dense context."""
+    centroids = np.zeros((n_docs, dimension), dtype=np.float32)
+    for rowid, doc in zip(lexical.rowids, lexical.doc_of_chunk, strict=True):
+        centroids[doc] += index.reconstruct(int(rowid))
+    norms = np.linalg.norm(centroids, axis=1, keepdims=True)
+    return centroids / np.where(norms > 0, norms, 1.0)
+
+
 @dataclass
 class Snapshot:
     """One immutable generation of the data directory, safe to query from many threads."""
@@ -99,6 +108,7 @@ class Snapshot:
     manifest: Manifest
     index: faiss.Index
     lexical: LexicalIndex
+    doc_vectors: np.ndarray  # shape: (n_documents, dimension); article centroids, rows as in lexical.doc_of_chunk
     _db: sqlite3.Connection = field(repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -107,10 +117,14 @@ class Snapshot:
         manifest = Manifest.model_validate_json((path / "manifest.json").read_text(encoding="utf-8"))
         index = faiss.read_index(str(path / "index.faiss"))
         lexical = LexicalIndex.load(path / "lexical")
+        if (path / "doc_vectors.npy").is_file():
+            doc_vectors = np.load(path / "doc_vectors.npy", mmap_mode="r")
+        else:  # a generation written before centroids were stored: derive them
+            doc_vectors = _article_centroids(index, lexical, manifest.n_documents, manifest.dimension)
         db = sqlite3.connect(f"file:{path / 'store.sqlite'}?mode=ro&immutable=1", uri=True,
                              check_same_thread=False)
         db.row_factory = sqlite3.Row
-        return cls(path=path, manifest=manifest, index=index, lexical=lexical, _db=db)
+        return cls(path=path, manifest=manifest, index=index, lexical=lexical, doc_vectors=doc_vectors, _db=db)
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -307,7 +321,7 @@ class Store:
         if n_chunks != index.ntotal:
             raise DataDirError(f"internal error: {n_chunks} chunks but {index.ntotal} vectors; nothing was saved")
         self.checkpoint("sqlite-written")
-        self._build_lexical(tmp)
+        self._build_lexical(tmp, index)
         self.checkpoint("lexical-written")
         faiss.write_index(index, str(tmp / "index.faiss"))
         self.checkpoint("faiss-written")
@@ -315,7 +329,7 @@ class Store:
                             n_documents=n_documents, n_chunks=n_chunks, generation=int(tmp.name[4:10]),
                             updated_at=datetime.now(UTC).isoformat(timespec="seconds"))
         (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-        for file in [tmp / "store.sqlite", tmp / "index.faiss", tmp / "manifest.json",
+        for file in [tmp / "store.sqlite", tmp / "index.faiss", tmp / "manifest.json", tmp / "doc_vectors.npy",
                      *(p for p in (tmp / "lexical").rglob("*") if p.is_file())]:
             _fsync_file(file)
         final = self.data_dir / tmp.name.split(".")[0]
@@ -331,9 +345,8 @@ class Store:
         self.checkpoint("published")
         self._collect_garbage(keep={final.name})
 
-    @staticmethod
-    def _build_lexical(tmp: Path) -> None:
-        """BM25 over the generation's chunks (title + text), from the SQLite store just written."""
+    def _build_lexical(self, tmp: Path, index: faiss.Index) -> None:
+        """BM25 over the generation's chunks (title + text), and article centroid vectors, from the new store."""
         with sqlite3.connect(tmp / "store.sqlite") as db:
             rows = db.execute("SELECT c.rowid, d.title || '. ' || substr(d.text, c.start + 1, c.end - c.start), "
                               "c.doc_id FROM chunks c JOIN documents d ON d.id = c.doc_id ORDER BY c.rowid").fetchall()
@@ -344,6 +357,7 @@ class Store:
                                      doc_texts=[d[1] for d in docs],
                                      doc_of_chunk=np.array([position[r[2]] for r in rows], dtype=np.int64))
         lexical.save(tmp / "lexical")
+        np.save(tmp / "doc_vectors.npy", _article_centroids(index, lexical, len(docs), self.dimension))
 
     def _collect_garbage(self, keep: set[str]) -> None:
         """Remove unreferenced generations and leftovers of interrupted writes, keeping one previous one."""

@@ -121,13 +121,13 @@ def load_squad_retrieval(path: Path, half: str | None = None) -> Collection:
 
 
 def _run(service: QAService, collection: Collection, fusion: Fusion, alpha: float, doc_weight: float,
-         depth: int) -> dict[str, dict[str, float]]:
+         dense_doc_weight: float, depth: int) -> dict[str, dict[str, float]]:
     snap = service.store.snapshot()
     rows = snap._query("SELECT rowid, doc_id, start, end FROM chunks")  # one lookup table for the whole run
     chunk_of = {r[0]: (r[1], r[2], r[3]) for r in rows}
     texts: dict[str, str] = {}
-    options = RetrievalOptions(fusion=fusion, alpha=alpha, doc_weight=doc_weight, candidates=depth,
-                               group_duplicates=False)
+    options = RetrievalOptions(fusion=fusion, alpha=alpha, doc_weight=doc_weight,
+                               dense_doc_weight=dense_doc_weight, candidates=depth, group_duplicates=False)
     vectors = service.embedder.embed(list(collection.queries.values()))
     run: dict[str, dict[str, float]] = {}
     for (qid, query), vector in zip(collection.queries.items(), vectors, strict=True):
@@ -153,27 +153,30 @@ def _run(service: QAService, collection: Collection, fusion: Fusion, alpha: floa
 
 
 def evaluate(service: QAService, collection: Collection,
-             grid: list[tuple[float, float]] | None = None, depth: int = 300) -> dict[str, Any]:
+             grid: list[tuple[float, float, float]] | None = None, depth: int = 300) -> dict[str, Any]:
     """Ingest the collection into ``service`` (unless it is there already) and score every retrieval mode.
 
-    :param grid: (alpha, doc_weight) pairs of the weighted fusion to score; default: the configured pair.
+    :param grid: (alpha, doc_weight, dense_doc_weight) settings of the weighted fusion to score; default: the
+        configured ones.
     """
     snap = service.store.snapshot()
     if not all(snap.has_document(d.id or "") for d in collection.documents):
         service.add_documents(collection.documents, show_progress=True)
     qrels = [ir_measures.Qrel(q, d, g) for q, judged in collection.qrels.items() for d, g in judged.items()]
     s = service.settings
-    modes: list[tuple[str, Fusion, float, float]] = [
-        ("lexical (BM25, chunks)", "lexical", 0.0, 0.0),
-        (f"lexical (BM25, doc_weight={s.lexical_doc_weight})", "lexical", 0.0, s.lexical_doc_weight),
-        ("dense", "dense", 1.0, 0.0),
-        ("plain RRF of BM25 + dense", "rrf", 0.5, 0.0)]
-    for alpha, doc_weight in grid or [(s.fusion_alpha, s.lexical_doc_weight)]:
-        modes.append((f"hybrid alpha={alpha} doc_weight={doc_weight}", "weighted", alpha, doc_weight))
+    modes: list[tuple[str, Fusion, float, float, float]] = [
+        ("lexical (BM25, chunks)", "lexical", 0.0, 0.0, 0.0),
+        (f"lexical (BM25, doc_weight={s.lexical_doc_weight})", "lexical", 0.0, s.lexical_doc_weight, 0.0),
+        ("dense (max-passage)", "dense", 1.0, 0.0, 0.0),
+        (f"dense (dense_doc_weight={s.dense_doc_weight})", "dense", 1.0, 0.0, s.dense_doc_weight),
+        ("plain RRF of BM25 + dense", "rrf", 0.5, 0.0, 0.0)]
+    for alpha, doc_weight, dense_doc in grid or [(s.fusion_alpha, s.lexical_doc_weight, s.dense_doc_weight)]:
+        modes.append((f"hybrid alpha={alpha} doc_weight={doc_weight} dense_doc_weight={dense_doc}", "weighted",
+                      alpha, doc_weight, dense_doc))
     report: dict[str, Any] = {"collection": collection.name, "documents": len(collection.documents),
                               "queries": len(collection.queries), "level": collection.level, "results": {}}
-    for label, fusion, alpha, doc_weight in modes:
-        run = _run(service, collection, fusion, alpha, doc_weight, depth)
+    for label, fusion, alpha, doc_weight, dense_doc in modes:
+        run = _run(service, collection, fusion, alpha, doc_weight, dense_doc, depth)
         scored = [ir_measures.ScoredDoc(q, d, s) for q, docs in run.items() for d, s in docs.items()]
         metrics = ir_measures.calc_aggregate(MEASURES, qrels, scored)
         report["results"][label] = {str(m): round(float(v), 4) for m, v in metrics.items()}

@@ -86,3 +86,17 @@ def test_index_add_bad_file_is_refused(env, tmp_path):
     result = CliRunner().invoke(cli, ["index", "add", str(bad)])
     assert result.exit_code == 1
     assert "unsupported file type '.pdf'" in result.output
+
+
+def test_ask_filters_reach_the_server(live):
+    result = CliRunner().invoke(cli, ["ask", "--json", "--server", live.url,
+                                      "--source", "The Valley Courier (fictional)", "--until", "2024-03-12",
+                                      "Who doubted the pipeline claim?"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["passages"] and {p["doc_id"] for p in body["passages"]} == {"001_harbour-report"}
+
+
+def test_ask_bad_date_is_a_usage_error(live):
+    result = CliRunner().invoke(cli, ["ask", "--server", live.url, "--since", "last week", "Who?"])
+    assert result.exit_code == 2 and "'last week' does not match the format '%Y-%m-%d'" in result.output
