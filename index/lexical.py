@@ -67,8 +67,14 @@ class LexicalIndex:
         # across paragraphs that no single chunk holds). doc_of_chunk[i] = article position of chunk i.
         self.doc_bm25 = doc_bm25
         self.doc_of_chunk = doc_of_chunk if doc_of_chunk is not None else np.zeros(len(rowids), dtype=np.int64)
-        self._vocab = sorted(doc_freq)
         self._position = {int(r): i for i, r in enumerate(rowids)}
+        # Candidate variants: rare, alphabetic corpus words, grouped by first letter (transliterations of a
+        # name keep it: Saydnaya/Sednaya), so a lookup scans a small list.
+        self._max_df = max(2, int(VARIANT_MAX_DF * len(rowids)))
+        self._rare_by_initial: dict[str, list[str]] = {}
+        for word, df in doc_freq.items():
+            if df <= self._max_df and len(word) >= VARIANT_MIN_CHARS and word.isalpha():
+                self._rare_by_initial.setdefault(word[0], []).append(word)
 
     @classmethod
     def build(cls, texts: list[str], rowids: np.ndarray, doc_texts: list[str] | None = None,
@@ -118,12 +124,15 @@ class LexicalIndex:
         return len(self.rowids)
 
     def variants(self, token: str) -> list[str]:
-        """Rare corpus words spelled like ``token`` (same first letter, rapidfuzz ratio >= 80), best first."""
-        if len(token) < VARIANT_MIN_CHARS or not token.isalpha():
+        """Rare corpus words spelled like ``token`` (same first letter, rapidfuzz ratio >= 80), best first.
+
+        A word the corpus uses often is taken as correctly spelled and gets no variants.
+        """
+        if len(token) < VARIANT_MIN_CHARS or not token.isalpha() or self.doc_freq.get(token, 0) > self._max_df:
             return []
-        max_df = max(2, int(VARIANT_MAX_DF * len(self.rowids)))
-        found = process.extract(token, self._vocab, scorer=fuzz.ratio, score_cutoff=VARIANT_MIN_RATIO, limit=4)
-        return [w for w, _, _ in found if w != token and w[0] == token[0] and self.doc_freq.get(w, 0) <= max_df]
+        choices = self._rare_by_initial.get(token[0], [])
+        found = process.extract(token, choices, scorer=fuzz.ratio, score_cutoff=VARIANT_MIN_RATIO, limit=3)
+        return [w for w, _, _ in found if w != token]
 
     def scores(self, query: str, doc_weight: float = 0.0, expand_variants: bool = True) -> np.ndarray:
         """BM25 score of every chunk (in ``rowids`` order) for ``query``, with variant words at reduced weight.
