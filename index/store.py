@@ -150,6 +150,10 @@ class Snapshot:
                            "ORDER BY id LIMIT ? OFFSET ?", (limit, offset))
         return [_row_to_document(r) for r in rows]
 
+    def chunk_spans(self) -> dict[int, tuple[str, int, int]]:
+        """Every chunk's (document id, start, end), by row id: one lookup table for bulk evaluation."""
+        return {r[0]: (r[1], r[2], r[3]) for r in self._query("SELECT rowid, doc_id, start, end FROM chunks")}
+
     def sentences(self, doc_id: str) -> list[Sentence]:
         rows = self._query("SELECT start, end FROM sentences WHERE doc_id = ? ORDER BY seq", (doc_id,))
         return [Sentence(start=r["start"], end=r["end"]) for r in rows]

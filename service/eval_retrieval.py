@@ -123,8 +123,7 @@ def load_squad_retrieval(path: Path, half: str | None = None) -> Collection:
 def _run(service: QAService, collection: Collection, fusion: Fusion, alpha: float, doc_weight: float,
          dense_doc_weight: float, depth: int) -> dict[str, dict[str, float]]:
     snap = service.store.snapshot()
-    rows = snap._query("SELECT rowid, doc_id, start, end FROM chunks")  # one lookup table for the whole run
-    chunk_of = {r[0]: (r[1], r[2], r[3]) for r in rows}
+    chunk_of = snap.chunk_spans()
     texts: dict[str, str] = {}
     options = RetrievalOptions(fusion=fusion, alpha=alpha, doc_weight=doc_weight,
                                dense_doc_weight=dense_doc_weight, candidates=depth, group_duplicates=False)

@@ -170,9 +170,9 @@ class QAService:
     # --- citing --------------------------------------------------------------------------------------
     def _citation(self, snap: Snapshot, doc_id: str, start: int, end: int) -> Citation:
         doc = snap.document(doc_id)
+        if not 0 <= start < end <= len(doc.text):
+            raise QAError(f"internal error: citation {doc_id}[{start}:{end}] is outside the document")
         quote = doc.text[start:end]
-        if not quote or quote != doc.text[start:end]:
-            raise QAError(f"internal error: empty or invalid citation {doc_id}[{start}:{end}]")
         return Citation(doc_id=doc.id, title=doc.title, source=doc.source, published=doc.published, url=doc.url,
                         start=start, end=end, quote=quote)
 

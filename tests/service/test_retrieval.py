@@ -93,13 +93,13 @@ def test_explain_shows_each_signal(service):
 
 def _check_consistent(service) -> set[str]:
     snap = service.store.snapshot()
-    rows = snap._query("SELECT rowid, doc_id FROM chunks")
-    rowids = {r[0] for r in rows}
+    spans = snap.chunk_spans()
+    rowids = set(spans)
     assert set(snap.lexical.rowids.tolist()) == rowids
     assert snap.index.ntotal == len(rowids)
     for rowid in rowids:
         snap.index.reconstruct(rowid)  # raises if FAISS lacks it
-    return {r[1] for r in rows}
+    return {doc_id for doc_id, _, _ in spans.values()}
 
 
 def test_lexical_and_dense_stay_in_step_through_add_replace_delete_restart(fresh, tmp_path, embedder, nlp, prompts):
