@@ -49,6 +49,44 @@ def tokenize(text: str) -> list[str]:
     return list(_stemmer().stemWords(words))
 
 
+def _weighted_scores(bm25: bm25s.BM25, weights: dict[str, float]) -> np.ndarray:
+    """Sum of each word's BM25 scores times its weight (words unknown to this index are skipped)."""
+    result = np.zeros(bm25.scores["num_docs"], dtype=np.float32)
+    vocab = bm25.vocab_dict
+    by_weight: dict[float, list[str]] = {}
+    for word, weight in weights.items():
+        if word in vocab:
+            by_weight.setdefault(weight, []).append(word)
+    for weight, words in by_weight.items():
+        result += weight * bm25.get_scores(words)
+    return result
+
+
+def _feedback(bm25: bm25s.BM25, words_by_id: list[str], scores: np.ndarray, n_terms: int,
+              exclude: dict[str, float], n_docs: int = 5) -> dict[str, float]:
+    """The ``n_terms`` words with the largest summed BM25 weight in the ``n_docs`` best documents, scaled to 1.
+
+    BM25 weights already carry idf, so common words rank low without a stop list. The index is stored
+    token-major (CSC: indptr over words, indices = documents), so one pass over it sums every word at once.
+    """
+    top_docs = np.argsort(-scores)[:n_docs]
+    top_docs = top_docs[scores[top_docs] > 0]
+    if top_docs.size == 0:
+        return {}
+    data, indices, indptr = bm25.scores["data"], bm25.scores["indices"], bm25.scores["indptr"]
+    contribution = np.concatenate([[0.0], np.cumsum(np.where(np.isin(indices, top_docs), data, 0.0))])
+    word_weight = contribution[indptr[1:]] - contribution[indptr[:-1]]
+    for word in exclude:
+        if word in bm25.vocab_dict:
+            word_weight[bm25.vocab_dict[word]] = 0.0
+    best = np.argsort(-word_weight)[:n_terms]
+    best = best[word_weight[best] > 0]
+    if best.size == 0:
+        return {}
+    top = float(word_weight[best[0]])
+    return {words_by_id[int(i)]: float(word_weight[i]) / top for i in best}
+
+
 class LexicalIndex:
     """BM25 over a fixed set of chunks, addressed by the chunks' row ids.
 
@@ -67,6 +105,13 @@ class LexicalIndex:
         # across paragraphs that no single chunk holds). doc_of_chunk[i] = article position of chunk i.
         self.doc_bm25 = doc_bm25
         self.doc_of_chunk = doc_of_chunk if doc_of_chunk is not None else np.zeros(len(rowids), dtype=np.int64)
+        self._feedback_source = doc_bm25 or bm25
+        self._feedback_words: list[str] = []
+        if self._feedback_source is not None:
+            vocab = self._feedback_source.vocab_dict
+            self._feedback_words = [""] * (max(vocab.values(), default=-1) + 1)
+            for word, i in vocab.items():
+                self._feedback_words[i] = word
         self._position = {int(r): i for i, r in enumerate(rowids)}
         # Candidate variants: rare, alphabetic corpus words, grouped by first letter (transliterations of a
         # name keep it: Saydnaya/Sednaya), so a lookup scans a small list.
@@ -134,33 +179,33 @@ class LexicalIndex:
         found = process.extract(token, choices, scorer=fuzz.ratio, score_cutoff=VARIANT_MIN_RATIO, limit=3)
         return [w for w, _, _ in found if w != token]
 
-    def scores(self, query: str, doc_weight: float = 0.0, expand_variants: bool = True) -> np.ndarray:
+    def scores(self, query: str, doc_weight: float = 0.0, expand_variants: bool = True,
+               feedback_terms: int = 0, feedback_weight: float = 0.3) -> np.ndarray:
         """BM25 score of every chunk (in ``rowids`` order) for ``query``, with variant words at reduced weight.
 
         :param doc_weight: share of the score that comes from the chunk's whole article (0 = chunk only); both
             parts are scaled to [0, 1] by their maximum first.
+        :param feedback_terms: pseudo-relevance feedback: add this many words that weigh most in the best
+            articles for the query (0 = off), at ``feedback_weight`` of the query words' weight.
         """
         if self.bm25 is None:
             return np.zeros(len(self.rowids), dtype=np.float32)
         tokens = tokenize(query)
         known = [t for t in tokens if t in self.doc_freq]
-        extra = sorted({v for t in tokens for v in self.variants(t)} - set(known)) if expand_variants else []
+        weights = dict.fromkeys(known, 1.0)
+        if expand_variants:
+            for variant in {v for t in tokens for v in self.variants(t)} - set(known):
+                weights[variant] = VARIANT_WEIGHT
+        source = self._feedback_source
+        if feedback_terms > 0 and weights and source is not None:
+            initial = _weighted_scores(source, weights)
+            for word, w in _feedback(source, self._feedback_words, initial, feedback_terms, weights).items():
+                weights[word] = feedback_weight * w
 
-        def score(bm25: bm25s.BM25) -> np.ndarray:
-            vocab = bm25.vocab_dict
-            main = [t for t in known if t in vocab]
-            alt = [t for t in extra if t in vocab]
-            result = np.zeros(bm25.scores["num_docs"], dtype=np.float32)
-            if main:
-                result += bm25.get_scores(main)
-            if alt:
-                result += VARIANT_WEIGHT * bm25.get_scores(alt)
-            return result
-
-        chunk_scores = score(self.bm25)
+        chunk_scores = _weighted_scores(self.bm25, weights)
         if doc_weight <= 0 or self.doc_bm25 is None:
             return chunk_scores
-        doc_scores = score(self.doc_bm25)[self.doc_of_chunk]
+        doc_scores = _weighted_scores(self.doc_bm25, weights)[self.doc_of_chunk]
         top_chunk, top_doc = float(chunk_scores.max(initial=0.0)), float(doc_scores.max(initial=0.0))
         if top_chunk <= 0 or top_doc <= 0:
             return chunk_scores

@@ -40,6 +40,9 @@ class RetrievalOptions(BaseModel):
                               description="Share of a chunk's lexical score taken from its whole article.")
     dense_doc_weight: float = Field(default=0.0, ge=0.0, le=1.0,
                                     description="Share of a chunk's dense score taken from its article's centroid.")
+    feedback_terms: int = Field(default=0, ge=0, le=100,
+                                description="Pseudo-relevance feedback words added to the BM25 query (0 = off).")
+    feedback_weight: float = Field(default=0.3, ge=0.0, le=1.0)
     candidates: int = Field(default=100, ge=1, le=2000, description="Candidates taken from each signal.")
     rrf_k: int = Field(default=60, ge=1)
     group_duplicates: bool = True
@@ -71,7 +74,8 @@ def rank_chunks(snap: Snapshot, query: str, vector: np.ndarray, allowed: np.ndar
     """(rowid, fused, dense, lexical) for the union of both signals' candidates, best first."""
     n = options.candidates
     dense_hits = snap.dense_search(vector, n, allowed) if options.fusion != "lexical" else []
-    lex_scores = snap.lexical.scores(query, doc_weight=options.doc_weight)
+    lex_scores = snap.lexical.scores(query, doc_weight=options.doc_weight, feedback_terms=options.feedback_terms,
+                                     feedback_weight=options.feedback_weight)
     lex_hits = snap.lexical.search(query, n, allowed, scores=lex_scores) if options.fusion != "dense" else []
     rowids = list(dict.fromkeys([r for r, _ in dense_hits] + [r for r, _ in lex_hits]))
     if not rowids:

@@ -246,6 +246,10 @@ def eval_group() -> None:
               help="Whole-article share(s) of the BM25 signal to score (default: the configured one).")
 @click.option("--dense-doc-weight", "dense_doc_weights", type=float, multiple=True,
               help="Article-centroid share(s) of the dense signal to score (default: the configured one).")
+@click.option("--feedback-terms", "feedback_terms", type=int, multiple=True,
+              help="Pseudo-relevance feedback word count(s) to score (default: the configured one).")
+@click.option("--feedback-weight", "feedback_weights", type=float, multiple=True,
+              help="Pseudo-relevance feedback weight(s) to score (default: the configured one).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the JSON report here.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -253,7 +257,8 @@ def eval_group() -> None:
 @_friendly_errors
 def eval_retrieval(beir: Path | None, split: str, time_dir: Path | None, squad: Path | None, half: str | None,
                    alphas: tuple[float, ...], doc_weights: tuple[float, ...],
-                   dense_doc_weights: tuple[float, ...], report: Path | None, data_dir: Path | None) -> None:
+                   dense_doc_weights: tuple[float, ...], feedback_terms: tuple[int, ...],
+                   feedback_weights: tuple[float, ...], report: Path | None, data_dir: Path | None) -> None:
     """nDCG@10, recall@5/10/100 and MRR@10 for lexical, dense, RRF and weighted hybrid retrieval."""
     import tempfile
 
@@ -271,9 +276,14 @@ def eval_retrieval(beir: Path | None, split: str, time_dir: Path | None, squad: 
     with tempfile.TemporaryDirectory(prefix="newsroom-qa-eval-") as tmp:
         service = _service(data_dir or Path(tmp), seed_if_empty=False)
         settings = service.settings
-        grid = [(a, g, d) for a in (alphas or [settings.fusion_alpha])
+        from index.retrieval import RetrievalOptions
+
+        grid = [RetrievalOptions(alpha=a, doc_weight=g, dense_doc_weight=d, feedback_terms=f, feedback_weight=w)
+                for a in (alphas or [settings.fusion_alpha])
                 for g in (doc_weights or [settings.lexical_doc_weight])
-                for d in (dense_doc_weights or [settings.dense_doc_weight])]
+                for d in (dense_doc_weights or [settings.dense_doc_weight])
+                for f in (feedback_terms or [settings.feedback_terms])
+                for w in (feedback_weights or [settings.feedback_weight])]
         result = evaluate(service, collection, grid=grid)
     click.echo(format_report(result))
     if report is not None:

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from index.errors import InvalidInput
 from index.models import DocumentIn
-from index.retrieval import Fusion, RetrievalOptions, rank_chunks
+from index.retrieval import RetrievalOptions, rank_chunks
 from service.qa import QAService
 
 __all__ = ["Collection", "evaluate", "load_beir", "load_squad_retrieval", "load_time"]
@@ -120,13 +120,10 @@ def load_squad_retrieval(path: Path, half: str | None = None) -> Collection:
                       qrels=qrels, level="chunk")
 
 
-def _run(service: QAService, collection: Collection, fusion: Fusion, alpha: float, doc_weight: float,
-         dense_doc_weight: float, depth: int) -> dict[str, dict[str, float]]:
+def _run(service: QAService, collection: Collection, options: RetrievalOptions) -> dict[str, dict[str, float]]:
     snap = service.store.snapshot()
     chunk_of = snap.chunk_spans()
     texts: dict[str, str] = {}
-    options = RetrievalOptions(fusion=fusion, alpha=alpha, doc_weight=doc_weight,
-                               dense_doc_weight=dense_doc_weight, candidates=depth, group_duplicates=False)
     vectors = service.embedder.embed(list(collection.queries.values()))
     run: dict[str, dict[str, float]] = {}
     for (qid, query), vector in zip(collection.queries.items(), vectors, strict=True):
@@ -152,30 +149,37 @@ def _run(service: QAService, collection: Collection, fusion: Fusion, alpha: floa
 
 
 def evaluate(service: QAService, collection: Collection,
-             grid: list[tuple[float, float, float]] | None = None, depth: int = 300) -> dict[str, Any]:
+             grid: list[RetrievalOptions] | None = None, depth: int = 300) -> dict[str, Any]:
     """Ingest the collection into ``service`` (unless it is there already) and score every retrieval mode.
 
-    :param grid: (alpha, doc_weight, dense_doc_weight) settings of the weighted fusion to score; default: the
-        configured ones.
+    :param grid: settings of the weighted fusion to score; default: the configured ones.
     """
     snap = service.store.snapshot()
     if not all(snap.has_document(d.id or "") for d in collection.documents):
         service.add_documents(collection.documents, show_progress=True)
     qrels = [ir_measures.Qrel(q, d, g) for q, judged in collection.qrels.items() for d, g in judged.items()]
     s = service.settings
-    modes: list[tuple[str, Fusion, float, float, float]] = [
-        ("lexical (BM25, chunks)", "lexical", 0.0, 0.0, 0.0),
-        (f"lexical (BM25, doc_weight={s.lexical_doc_weight})", "lexical", 0.0, s.lexical_doc_weight, 0.0),
-        ("dense (max-passage)", "dense", 1.0, 0.0, 0.0),
-        (f"dense (dense_doc_weight={s.dense_doc_weight})", "dense", 1.0, 0.0, s.dense_doc_weight),
-        ("plain RRF of BM25 + dense", "rrf", 0.5, 0.0, 0.0)]
-    for alpha, doc_weight, dense_doc in grid or [(s.fusion_alpha, s.lexical_doc_weight, s.dense_doc_weight)]:
-        modes.append((f"hybrid alpha={alpha} doc_weight={doc_weight} dense_doc_weight={dense_doc}", "weighted",
-                      alpha, doc_weight, dense_doc))
+    tuned = RetrievalOptions(alpha=s.fusion_alpha, doc_weight=s.lexical_doc_weight, dense_doc_weight=s.dense_doc_weight,
+                             feedback_terms=s.feedback_terms, feedback_weight=s.feedback_weight)
+    base = {"candidates": depth, "group_duplicates": False}
+    modes: list[tuple[str, RetrievalOptions]] = [
+        ("lexical (BM25, chunks)", RetrievalOptions(fusion="lexical", **base)),
+        (f"lexical (BM25, doc_weight={s.lexical_doc_weight})",
+         RetrievalOptions(fusion="lexical", doc_weight=s.lexical_doc_weight, **base)),
+        ("dense (max-passage)", RetrievalOptions(fusion="dense", **base)),
+        (f"dense (dense_doc_weight={s.dense_doc_weight})",
+         RetrievalOptions(fusion="dense", dense_doc_weight=s.dense_doc_weight, **base)),
+        ("plain RRF of BM25 + dense", RetrievalOptions(fusion="rrf", **base))]
+    for options in grid or [tuned]:
+        label = (f"hybrid alpha={options.alpha} doc_weight={options.doc_weight} "
+                 f"dense_doc_weight={options.dense_doc_weight}")
+        if options.feedback_terms:
+            label += f" feedback={options.feedback_terms}x{options.feedback_weight}"
+        modes.append((label, options.model_copy(update=base)))
     report: dict[str, Any] = {"collection": collection.name, "documents": len(collection.documents),
                               "queries": len(collection.queries), "level": collection.level, "results": {}}
-    for label, fusion, alpha, doc_weight, dense_doc in modes:
-        run = _run(service, collection, fusion, alpha, doc_weight, dense_doc, depth)
+    for label, options in modes:
+        run = _run(service, collection, options)
         scored = [ir_measures.ScoredDoc(q, d, s) for q, docs in run.items() for d, s in docs.items()]
         metrics = ir_measures.calc_aggregate(MEASURES, qrels, scored)
         report["results"][label] = {str(m): round(float(v), 4) for m, v in metrics.items()}

@@ -140,7 +140,8 @@ class QAService:
                   recency: Recency | None = None, explain: bool = False) -> list[Passage]:
         s = self.settings
         options = RetrievalOptions(fusion=s.fusion, alpha=s.fusion_alpha, doc_weight=s.lexical_doc_weight,
-                                   dense_doc_weight=s.dense_doc_weight, candidates=s.retrieval_candidates)
+                                   dense_doc_weight=s.dense_doc_weight, feedback_terms=s.feedback_terms,
+                                   feedback_weight=s.feedback_weight, candidates=s.retrieval_candidates)
         if recency is not None:
             options.recency_half_life_days, options.recency_weight = recency.half_life_days, recency.weight
         return retrieve(snap, query, self.embedder.embed_query(query), top_k, filters, options, explain)

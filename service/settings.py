@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     fusion_alpha: float = Field(default=0.5, ge=0.0, le=1.0)  # weight of the dense signal
     lexical_doc_weight: float = Field(default=0.6, ge=0.0, le=1.0)  # whole-article share of the BM25 signal
     dense_doc_weight: float = Field(default=0.3, ge=0.0, le=1.0)  # article-centroid share of the dense signal
+    feedback_terms: int = Field(default=0, ge=0, le=100)  # pseudo-relevance feedback words for BM25 (0 = off)
+    feedback_weight: float = Field(default=0.3, ge=0.0, le=1.0)
     retrieval_candidates: int = Field(default=100, ge=1, le=2000)
     top_k: int = Field(default=5, ge=1, le=50)
     max_top_k: int = Field(default=50, ge=1, le=1000)

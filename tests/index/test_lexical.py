@@ -62,3 +62,16 @@ def test_doc_weight_mixes_in_the_whole_article():
     mixed = lexical.scores("storm damage", doc_weight=0.5)
     assert chunk_only[2] > chunk_only[0]  # alone, the chunk repeating "storm" wins
     assert mixed[0] > mixed[2]  # but the article that covers both words lifts its own chunk above it
+
+
+def test_feedback_adds_words_of_the_best_articles():
+    texts = ["Storm brings flood to the river valley; evacuation ordered.",
+             "River flood forces evacuation of the valley shelters.",
+             "Parliament debates the budget.",
+             "Budget talks stall in parliament again."]
+    lexical = LexicalIndex.build(texts, np.arange(4), doc_texts=texts, doc_of_chunk=np.arange(4))
+    plain = lexical.scores("storm", feedback_terms=0)
+    expanded = lexical.scores("storm", feedback_terms=3, feedback_weight=0.5)
+    assert plain[1] == 0 and expanded[1] > 0  # shares no query word, but the best article's words
+    assert expanded[2] == 0 and expanded[3] == 0  # unrelated articles stay out
+    assert int(np.argmax(expanded)) == 0
