@@ -209,7 +209,9 @@ def ask(question: str, as_json: bool, server: str | None, top_k: int | None, sou
             raise click.ClickException(load_prompts(settings.prompts_dir).templates.errors["empty_question"])
         response = AnswerResponse.model_validate(
             _ask_server(server, question, top_k, None if filters.is_empty() else filters.model_dump(mode="json")))
-        templates = load_prompts(settings.prompts_dir).templates.cli
+        prompts = load_prompts(settings.prompts_dir)
+        templates = prompts.templates.cli
+        archive_empty = response.abstained and response.message == prompts.templates.http["empty_archive"]
     else:
         _configure_logging(logging.WARNING)
         service = _service(data_dir)

@@ -100,3 +100,13 @@ def test_ask_filters_reach_the_server(live):
 def test_ask_bad_date_is_a_usage_error(live):
     result = CliRunner().invoke(cli, ["ask", "--server", live.url, "--since", "last week", "Who?"])
     assert result.exit_code == 2 and "'last week' does not match the format '%Y-%m-%d'" in result.output
+
+
+def test_empty_archive_is_named_as_such(tmp_path, embedder, nlp, prompts):
+    from tests.conftest import LiveServer, build_service, make_settings
+
+    empty = build_service(make_settings(tmp_path, seeds_dir=tmp_path / "no-seeds"), embedder, nlp, prompts)
+    with LiveServer(empty) as server:
+        result = CliRunner().invoke(cli, ["ask", "--server", server.url, "Who?"])
+    assert result.exit_code == 0
+    assert result.output == "The archive is empty: add articles with 'newsroom-qa index add PATH'.\n"
