@@ -242,6 +242,8 @@ def eval_group() -> None:
               help="A SQuAD-format file (e.g. NewsQA): question -> chunk holding the answer.")
 @click.option("--half", type=click.Choice(["dev", "test"]), default=None,
               help="With --squad: score only the dev (even) or test (odd) questions.")
+@click.option("--level", type=click.Choice(["chunk", "document"]), default="chunk", show_default=True,
+              help="With --squad: judge the chunk holding the answer, or the whole story.")
 @click.option("--alpha", "alphas", type=float, multiple=True,
               help="Dense weight(s) of the weighted fusion to score (default: the configured one).")
 @click.option("--doc-weight", "doc_weights", type=float, multiple=True,
@@ -258,7 +260,7 @@ def eval_group() -> None:
               help="Keep the ingested collection here and reuse it next time (default: a temporary directory).")
 @_friendly_errors
 def eval_retrieval(beir: Path | None, split: str, time_dir: Path | None, squad: Path | None, half: str | None,
-                   alphas: tuple[float, ...], doc_weights: tuple[float, ...],
+                   level: str, alphas: tuple[float, ...], doc_weights: tuple[float, ...],
                    dense_doc_weights: tuple[float, ...], feedback_terms: tuple[int, ...],
                    feedback_weights: tuple[float, ...], report: Path | None, data_dir: Path | None) -> None:
     """nDCG@10, recall@5/10/100 and MRR@10 for lexical, dense, RRF and weighted hybrid retrieval."""
@@ -274,7 +276,7 @@ def eval_retrieval(beir: Path | None, split: str, time_dir: Path | None, squad: 
         collection = load_time(time_dir)
     else:
         assert squad is not None
-        collection = load_squad_retrieval(squad, half)
+        collection = load_squad_retrieval(squad, half, level)
     with tempfile.TemporaryDirectory(prefix="newsroom-qa-eval-") as tmp:
         service = _service(data_dir or Path(tmp), seed_if_empty=False)
         settings = service.settings

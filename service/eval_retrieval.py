@@ -94,10 +94,11 @@ def load_time(path: Path) -> Collection:
                       qrels=qrels)
 
 
-def load_squad_retrieval(path: Path, half: str | None = None) -> Collection:
+def load_squad_retrieval(path: Path, half: str | None = None, level: str = "chunk") -> Collection:
     """A SQuAD-format file as retrieval: stories are documents; a question's relevant chunks hold its answer.
 
     :param half: ``dev`` (even-numbered questions, for tuning), ``test`` (odd), or None for all.
+    :param level: ``chunk`` (the chunks of the story that hold the answer) or ``document`` (the story).
     """
     data = json.loads(path.read_text(encoding="utf-8"))["data"]
     docs, queries, qrels = [], {}, {}
@@ -114,10 +115,10 @@ def load_squad_retrieval(path: Path, half: str | None = None) -> Collection:
                 if (half == "dev" and n % 2) or (half == "test" and not n % 2):
                     continue
                 queries[str(qa["id"])] = qa["question"]
-                # chunk-level judgment: a chunk of this story that holds the (first) answer
-                qrels[str(qa["id"])] = {f"{doc_id}\x00{answers[0]}": 1}
+                # chunk level: a chunk of this story that holds the (first) answer; document level: the story
+                qrels[str(qa["id"])] = {f"{doc_id}\x00{answers[0]}" if level == "chunk" else doc_id: 1}
     return Collection(name=f"{path.stem}{'-' + half if half else ''}", documents=docs, queries=queries,
-                      qrels=qrels, level="chunk")
+                      qrels=qrels, level=level)
 
 
 def _run(service: QAService, collection: Collection, options: RetrievalOptions) -> dict[str, dict[str, float]]:

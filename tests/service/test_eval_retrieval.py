@@ -65,6 +65,11 @@ def test_squad_layout_scores_chunks_holding_the_answer(tmp_path):
     body = json.loads(report.read_text())
     assert body["level"] == "chunk" and body["queries"] == 2
     assert body["results"]["lexical (BM25, chunks)"]["R@5"] == 1.0
+    stories = CliRunner().invoke(cli, ["eval", "retrieval", "--squad", str(squad), "--level", "document",
+                                       "--report", str(report)])
+    assert stories.exit_code == 0, stories.output
+    body = json.loads(report.read_text())
+    assert body["level"] == "document" and body["results"]["dense (max-passage)"]["R@5"] == 1.0
 
 
 def test_exactly_one_collection_is_required(tmp_path):
