@@ -93,8 +93,8 @@ class SourceRef(BaseModel):
 class SignalScores(BaseModel):
     """Why a passage ranked where it did: each retrieval signal's score (shown with ``"explain": true``)."""
 
-    dense: float = Field(description="Cosine similarity of query and passage embeddings.")
-    lexical: float = Field(description="BM25 score (with spelling variants of query words).")
+    dense: float = Field(description="Cosine similarity of query and passage (mixed with its article's centroid).")
+    lexical: float = Field(description="BM25 score (with spelling variants; mixed with the whole article's).")
     fused: float = Field(description="The combined score the ranking uses.")
     recency: float | None = Field(default=None, description="Recency factor applied, when asked for.")
 

@@ -70,7 +70,7 @@ def _recency(published: date | None, half_life_days: float, today: date) -> floa
 
 
 def rank_chunks(snap: Snapshot, query: str, vector: np.ndarray, allowed: np.ndarray | None,
-          options: RetrievalOptions) -> list[tuple[int, float, float, float]]:
+                options: RetrievalOptions) -> list[tuple[int, float, float, float]]:
     """(rowid, fused, dense, lexical) for the union of both signals' candidates, best first."""
     n = options.candidates
     dense_hits = snap.dense_search(vector, n, allowed) if options.fusion != "lexical" else []
@@ -96,9 +96,10 @@ def rank_chunks(snap: Snapshot, query: str, vector: np.ndarray, allowed: np.ndar
         fused = lexical
     elif options.fusion == "rrf":
         fused = np.zeros(len(rowids), dtype=np.float32)
+        position = {r: i for i, r in enumerate(rowids)}
         for hits in (dense_hits, lex_hits):
             for rank, (r, _) in enumerate(hits, start=1):
-                fused[rowids.index(r)] += 1.0 / (options.rrf_k + rank)
+                fused[position[r]] += 1.0 / (options.rrf_k + rank)
     else:
         fused = (options.alpha * _minmax(dense) + (1.0 - options.alpha) * _minmax(lexical)).astype(np.float32)
     order = np.argsort(-fused, kind="stable")
@@ -125,11 +126,13 @@ def retrieve(snap: Snapshot, query: str, vector: np.ndarray, top_k: int, filters
     passages = [p for _, p in fetched]
     signals = {r: (d, lex) for r, _, d, lex in ranked}
     rowid_of = {p.chunk_id: r for r, p in fetched}
+    recency_of: dict[str, float] = {}
     if options.recency_half_life_days and options.recency_weight > 0:
         today = datetime.now(UTC).date()
         w = options.recency_weight
         for p in passages:
-            p.score *= (1 - w) + w * _recency(p.published, options.recency_half_life_days, today)
+            recency_of[p.chunk_id] = _recency(p.published, options.recency_half_life_days, today)
+            p.score *= (1 - w) + w * recency_of[p.chunk_id]
         passages.sort(key=lambda p: p.score, reverse=True)
     kept: list[tuple[Passage, set[tuple[str, ...]]]] = []
     for p in passages:
@@ -149,8 +152,5 @@ def retrieve(snap: Snapshot, query: str, vector: np.ndarray, top_k: int, filters
     if explain:
         for p in result:
             dense, lexical = signals[rowid_of[p.chunk_id]]
-            recency = None
-            if options.recency_half_life_days and options.recency_weight > 0:
-                recency = _recency(p.published, options.recency_half_life_days, datetime.now(UTC).date())
-            p.scores = SignalScores(dense=dense, lexical=lexical, fused=p.score, recency=recency)
+            p.scores = SignalScores(dense=dense, lexical=lexical, fused=p.score, recency=recency_of.get(p.chunk_id))
     return result
