@@ -14,12 +14,16 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import ValidationError
 
 from index.errors import QAError
+
+if TYPE_CHECKING:
+    from service.qa import QAService
+    from service.settings import Settings
 
 __all__ = ["ask_main", "cli", "main"]
 
@@ -49,14 +53,14 @@ def _configure_logging(level: int) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def _settings(data_dir: Path | None, **overrides: Any) -> Any:
+def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
     from service.settings import Settings
 
     values = {k: v for k, v in {"data_dir": data_dir, **overrides}.items() if v is not None}
     return Settings(**values)
 
 
-def _service(data_dir: Path | None, seed_if_empty: bool = True) -> Any:
+def _service(data_dir: Path | None, seed_if_empty: bool = True) -> QAService:
     from service.qa import QAService
 
     _quiet_libraries()
@@ -155,7 +159,7 @@ def index_list(limit: int, data_dir: Path | None) -> None:
 def index_remove(doc_ids: tuple[str, ...], data_dir: Path | None) -> None:
     """Remove stored articles by id (all or none)."""
     service = _service(data_dir, seed_if_empty=False)
-    service.indexer.remove(list(doc_ids))
+    service.delete_documents(list(doc_ids))
     click.echo(f"removed {len(doc_ids)} documents")
 
 

@@ -103,9 +103,13 @@ class QAService:
             raise InvalidInput(f"no article files found in {', '.join(str(p) for p in paths)}")
         return self.add_documents(docs, show_progress=show_progress)
 
+    def delete_documents(self, doc_ids: list[str]) -> None:
+        """Remove documents and their chunks, all or none. :raises DocumentNotFound: if one is not stored."""
+        self.indexer.remove(doc_ids)
+
     def delete_document(self, doc_id: str) -> None:
-        """Remove a document and its chunks. :raises DocumentNotFound: if it is not stored."""
-        self.indexer.remove([doc_id])
+        """Remove one document and its chunks. :raises DocumentNotFound: if it is not stored."""
+        self.delete_documents([doc_id])
 
     # --- reading -------------------------------------------------------------------------------------
     def list_documents(self, limit: int = 100, offset: int = 0) -> DocumentList:
