@@ -129,13 +129,14 @@ def assert_consistent(data: Path) -> set[str]:
     snap = Store(data, "m", DIM).snapshot()
     ids = {d.id for d in snap.documents(1000)}
     assert snap.index.ntotal == snap.manifest.n_chunks == len(ids) == snap.manifest.n_documents
+    assert set(snap.lexical.rowids.tolist()) == set(snap.chunk_spans())  # BM25 and FAISS cover the same chunks
     for doc_id in ids:
         assert snap.document(doc_id).text
     return ids
 
 
-@pytest.mark.parametrize("step", ["changes-applied", "sqlite-written", "faiss-written", "generation-renamed",
-                                  "pointer-written", "published"])
+@pytest.mark.parametrize("step", ["changes-applied", "sqlite-written", "lexical-written", "faiss-written",
+                                  "generation-renamed", "pointer-written", "published"])
 def test_kill_at_each_write_step_leaves_old_or_new_state(tmp_path, step):
     Store(tmp_path, "m", DIM).write(upserts=[make_write("old")])
     proc = run_writer(tmp_path, kill_at=step)
