@@ -42,7 +42,7 @@ from index.errors import DataDirError, DocumentNotFound, ModelMismatch
 from index.lexical import LexicalIndex
 from index.models import Chunk, Document, Filters, Manifest, Passage, Sentence
 
-__all__ = ["FORMAT_VERSION", "DocumentWrite", "Snapshot", "Store"]
+__all__ = ["FORMAT_VERSION", "DocumentWrite", "Snapshot", "Store", "build_lexical"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,19 @@ def _row_to_document(row: sqlite3.Row) -> Document:
     return Document(id=row["id"], title=row["title"], text=row["text"], source=row["source"],
                     published=date.fromisoformat(row["published"]) if row["published"] else None,
                     url=row["url"], n_chunks=row["n_chunks"])
+
+
+def build_lexical(db_path: Path, k1: float = 1.2, b: float = 0.75) -> LexicalIndex:
+    """BM25 over the chunks (title + chunk text) and whole articles of a store, in row-id order."""
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT c.rowid, d.title || '. ' || substr(d.text, c.start + 1, c.end - c.start), "
+                          "c.doc_id FROM chunks c JOIN documents d ON d.id = c.doc_id ORDER BY c.rowid").fetchall()
+        docs = db.execute("SELECT id, title || '. ' || text FROM documents ORDER BY id").fetchall()
+    db.close()
+    position = {doc_id: i for i, (doc_id, _) in enumerate(docs)}
+    return LexicalIndex.build([r[1] for r in rows], np.array([r[0] for r in rows], dtype=np.int64),
+                              doc_texts=[d[1] for d in docs],
+                              doc_of_chunk=np.array([position[r[2]] for r in rows], dtype=np.int64), k1=k1, b=b)
 
 
 def _article_centroids(index: faiss.Index, lexical: LexicalIndex, n_docs: int, dimension: int) -> np.ndarray:
@@ -229,10 +242,13 @@ class Store:
     Build one per process and share it; reads take ``snapshot()``, writes call ``write()``.
     """
 
-    def __init__(self, data_dir: Path, model_id: str, dimension: int) -> None:
+    def __init__(self, data_dir: Path, model_id: str, dimension: int, bm25_k1: float = 1.2,
+                 bm25_b: float = 0.75) -> None:
         self.data_dir = data_dir
         self.model_id = model_id
         self.dimension = dimension
+        self.bm25_k1 = bm25_k1  # BM25 parameters apply from the next write, when the lexical index is rebuilt
+        self.bm25_b = bm25_b
         self._snapshot: Snapshot | None = None
         self._current_name: str | None = None
         self._swap = threading.Lock()
@@ -351,17 +367,10 @@ class Store:
 
     def _build_lexical(self, tmp: Path, index: faiss.Index) -> None:
         """BM25 over the generation's chunks (title + text), and article centroid vectors, from the new store."""
-        with sqlite3.connect(tmp / "store.sqlite") as db:
-            rows = db.execute("SELECT c.rowid, d.title || '. ' || substr(d.text, c.start + 1, c.end - c.start), "
-                              "c.doc_id FROM chunks c JOIN documents d ON d.id = c.doc_id ORDER BY c.rowid").fetchall()
-            docs = db.execute("SELECT id, title || '. ' || text FROM documents ORDER BY id").fetchall()
-        db.close()
-        position = {doc_id: i for i, (doc_id, _) in enumerate(docs)}
-        lexical = LexicalIndex.build([r[1] for r in rows], np.array([r[0] for r in rows], dtype=np.int64),
-                                     doc_texts=[d[1] for d in docs],
-                                     doc_of_chunk=np.array([position[r[2]] for r in rows], dtype=np.int64))
+        lexical = build_lexical(tmp / "store.sqlite", self.bm25_k1, self.bm25_b)
         lexical.save(tmp / "lexical")
-        np.save(tmp / "doc_vectors.npy", _article_centroids(index, lexical, len(docs), self.dimension))
+        n_docs = int(lexical.doc_of_chunk.max(initial=-1)) + 1
+        np.save(tmp / "doc_vectors.npy", _article_centroids(index, lexical, n_docs, self.dimension))
 
     def _collect_garbage(self, keep: set[str]) -> None:
         """Remove unreferenced generations and leftovers of interrupted writes, keeping one previous one."""

@@ -258,6 +258,8 @@ def eval_group() -> None:
               help="Pseudo-relevance feedback word count(s) to score (default: the configured one).")
 @click.option("--feedback-weight", "feedback_weights", type=float, multiple=True,
               help="Pseudo-relevance feedback weight(s) to score (default: the configured one).")
+@click.option("--bm25", "bm25_params", type=(float, float), multiple=True, metavar="K1 B",
+              help="Also score the hybrid grid with BM25 rebuilt with these k1 and b (repeatable).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the JSON report here.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -266,7 +268,8 @@ def eval_group() -> None:
 def eval_retrieval(beir: Path | None, split: str, time_dir: Path | None, squad: Path | None, half: str | None,
                    level: str, alphas: tuple[float, ...], doc_weights: tuple[float, ...],
                    dense_doc_weights: tuple[float, ...], feedback_terms: tuple[int, ...],
-                   feedback_weights: tuple[float, ...], report: Path | None, data_dir: Path | None) -> None:
+                   feedback_weights: tuple[float, ...], bm25_params: tuple[tuple[float, float], ...],
+                   report: Path | None, data_dir: Path | None) -> None:
     """nDCG@10, recall@5/10/100 and MRR@10 for lexical, dense, RRF and weighted hybrid retrieval."""
     import tempfile
 
@@ -292,7 +295,7 @@ def eval_retrieval(beir: Path | None, split: str, time_dir: Path | None, squad: 
                 for d in (dense_doc_weights or [settings.dense_doc_weight])
                 for f in (feedback_terms or [settings.feedback_terms])
                 for w in (feedback_weights or [settings.feedback_weight])]
-        result = evaluate(service, collection, grid=grid)
+        result = evaluate(service, collection, grid=grid, bm25_grid=list(bm25_params))
     click.echo(format_report(result))
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)

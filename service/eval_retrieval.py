@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from index.errors import InvalidInput
 from index.models import DocumentIn
 from index.retrieval import RetrievalOptions, rank_chunks
+from index.store import build_lexical
 from service.qa import QAService
 
 __all__ = ["Collection", "evaluate", "load_beir", "load_squad_retrieval", "load_time"]
@@ -149,11 +150,13 @@ def _run(service: QAService, collection: Collection, options: RetrievalOptions) 
     return run
 
 
-def evaluate(service: QAService, collection: Collection,
-             grid: list[RetrievalOptions] | None = None, depth: int = 300) -> dict[str, Any]:
+def evaluate(service: QAService, collection: Collection, grid: list[RetrievalOptions] | None = None,
+             depth: int = 300, bm25_grid: list[tuple[float, float]] | None = None) -> dict[str, Any]:
     """Ingest the collection into ``service`` (unless it is there already) and score every retrieval mode.
 
     :param grid: settings of the weighted fusion to score; default: the configured ones.
+    :param bm25_grid: (k1, b) pairs: the hybrid grid is scored again over a BM25 index rebuilt with each, in memory
+        (the data directory keeps its own).
     """
     snap = service.store.snapshot()
     if not all(snap.has_document(d.id or "") for d in collection.documents):
@@ -179,11 +182,20 @@ def evaluate(service: QAService, collection: Collection,
         modes.append((label, options.model_copy(update=base)))
     report: dict[str, Any] = {"collection": collection.name, "documents": len(collection.documents),
                               "queries": len(collection.queries), "level": collection.level, "results": {}}
-    for label, options in modes:
+    def score(label: str, options: RetrievalOptions) -> None:
         run = _run(service, collection, options)
         scored = [ir_measures.ScoredDoc(q, d, s) for q, docs in run.items() for d, s in docs.items()]
         metrics = ir_measures.calc_aggregate(MEASURES, qrels, scored)
         report["results"][label] = {str(m): round(float(v), 4) for m, v in metrics.items()}
+
+    for label, options in modes:
+        score(label, options)
+    snap = service.store.snapshot()
+    for k1, b in bm25_grid or []:
+        snap.lexical = build_lexical(snap.path / "store.sqlite", k1=k1, b=b)
+        score(f"lexical (BM25 k1={k1} b={b}, chunks)", modes[0][1])
+        for label, options in modes[5:]:
+            score(f"{label} bm25 k1={k1} b={b}", options)
     return report
 
 

@@ -64,7 +64,8 @@ class QAService:
                             precision=settings.embedding_precision)
         embedder.warm_up()
         nlp = load_nlp(settings.spacy_model)
-        store = Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension)
+        store = Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension,
+                      bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b)
         indexer = Indexer(store, embedder, nlp, prompts.debris, settings.chunk_max_chars,
                           settings.chunk_overlap_sentences)
         reader = HeuristicReader(embedder, nlp, prompts, abstain_below=settings.abstain_below)

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     fusion_alpha: float = Field(default=0.5, ge=0.0, le=1.0)  # weight of the dense signal
     lexical_doc_weight: float = Field(default=0.6, ge=0.0, le=1.0)  # whole-article share of the BM25 signal
     dense_doc_weight: float = Field(default=0.3, ge=0.0, le=1.0)  # article-centroid share of the dense signal
+    bm25_k1: float = Field(default=1.2, gt=0.0, le=5.0)  # term-frequency saturation (applies from the next write)
+    bm25_b: float = Field(default=0.75, ge=0.0, le=1.0)  # length normalisation (applies from the next write)
     feedback_terms: int = Field(default=0, ge=0, le=100)  # pseudo-relevance feedback words for BM25 (0 = off)
     feedback_weight: float = Field(default=0.3, ge=0.0, le=1.0)
     retrieval_candidates: int = Field(default=100, ge=1, le=2000)

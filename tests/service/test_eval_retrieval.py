@@ -27,13 +27,15 @@ def test_beir_layout(tmp_path):
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t1\n")
     report = tmp_path / "report.json"
     result = CliRunner().invoke(cli, ["eval", "retrieval", "--beir", str(beir), "--report", str(report),
-                                      "--data-dir", str(tmp_path / "data")])
+                                      "--data-dir", str(tmp_path / "data"), "--bm25", "0.9", "0.4"])
     assert result.exit_code == 0, result.output
     assert "| mode | nDCG@10 | R@5 | R@10 | R@100 | RR@10 |" in result.output
     body = json.loads(report.read_text())
     assert (body["documents"], body["queries"]) == (3, 2)
     assert body["results"]["lexical (BM25, chunks)"]["nDCG@10"] == 1.0  # each query's document ranks first
-    assert set(body["results"]) >= {"dense (max-passage)", "plain RRF of BM25 + dense"}
+    assert set(body["results"]) >= {"dense (max-passage)", "plain RRF of BM25 + dense",
+                                    "lexical (BM25 k1=0.9 b=0.4, chunks)"}
+    assert body["results"]["lexical (BM25 k1=0.9 b=0.4, chunks)"]["nDCG@10"] == 1.0
     # A second run reuses the ingested collection in --data-dir: no new generation is written.
     before = (tmp_path / "data" / "CURRENT").read_text()
     again = CliRunner().invoke(cli, ["eval", "retrieval", "--beir", str(beir), "--data-dir", str(tmp_path / "data")])
