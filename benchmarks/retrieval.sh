@@ -10,9 +10,9 @@ mkdir -p "$OUT"
 # Ingested collections are kept here between runs (ingesting SciFact takes minutes); delete it to start over.
 CACHE=${CACHE:-${TMPDIR:-/tmp}/newsroom-qa-bench}
 "$BIN" eval retrieval --beir "$DATA/beir_scifact" --split test --data-dir "$CACHE/scifact" \
-    --report "$OUT/retrieval-scifact-test.json" > "$OUT/retrieval-scifact-test.md"
+    --report "$OUT/test-science-claims.json" > "$OUT/test-science-claims.md"
 "$BIN" eval retrieval --time "$DATA/time_collection" --data-dir "$CACHE/time" \
-    --report "$OUT/retrieval-time.json" > "$OUT/retrieval-time.md"
+    --report "$OUT/test-time-magazine.json" > "$OUT/test-time-magazine.md"
 "$BIN" eval retrieval --squad "$DATA/newsqa/newsqa-500.shared.json" --half test --data-dir "$CACHE/newsqa" \
-    --report "$OUT/retrieval-newsqa-test.json" > "$OUT/retrieval-newsqa-test.md"
-cat "$OUT"/retrieval-*.md
+    --report "$OUT/test-cnn-questions.json" > "$OUT/test-cnn-questions.md"
+cat "$OUT"/test-*.md
