@@ -174,10 +174,10 @@ class QAService:
         return ChatResponse(**answer.model_dump(), conversation_id=conversation_id or uuid.uuid4().hex)
 
     # --- citing --------------------------------------------------------------------------------------
-    def _citation(self, snap: Snapshot, doc_id: str, start: int, end: int) -> Citation:
-        doc = snap.document(doc_id)
+    @staticmethod
+    def _citation(doc: Document, start: int, end: int) -> Citation:
         if not 0 <= start < end <= len(doc.text):
-            raise QAError(f"internal error: citation {doc_id}[{start}:{end}] is outside the document")
+            raise QAError(f"internal error: citation {doc.id}[{start}:{end}] is outside the document")
         quote = doc.text[start:end]
         return Citation(doc_id=doc.id, title=doc.title, source=doc.source, published=doc.published, url=doc.url,
                         start=start, end=end, quote=quote)
@@ -189,16 +189,13 @@ class QAService:
             message = http["empty_archive"] if snap.manifest.n_documents == 0 else http["abstain"]
             return AnswerResponse(answer=None, abstained=True, confidence=result.confidence,
                                   supporting_sentence=None, citations=[], passages=passages, message=message)
-        citations = [self._citation(snap, result.doc_id, result.sentence_start, result.sentence_end)]
+        citations = [self._citation(snap.document(result.doc_id), result.sentence_start, result.sentence_end)]
         needle = result.answer.casefold()
         for cand in result.sentences:
             if len(citations) > MAX_CORROBORATING:
                 break
-            if (cand.doc_id, cand.start) == (result.doc_id, result.sentence_start):
-                continue
-            text = snap.document(cand.doc_id).text[cand.start:cand.end]
-            if needle in text.casefold() and cand.doc_id not in {c.doc_id for c in citations}:
-                citations.append(self._citation(snap, cand.doc_id, cand.start, cand.end))
+            if needle in cand.text.casefold() and cand.doc_id not in {c.doc_id for c in citations}:
+                citations.append(self._citation(snap.document(cand.doc_id), cand.start, cand.end))
         return AnswerResponse(answer=result.answer, abstained=False, confidence=result.confidence,
                               supporting_sentence=citations[0].quote, citations=citations, passages=passages,
                               message=http["answer"].format(answer=result.answer))

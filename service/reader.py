@@ -47,6 +47,7 @@ class CandidateSentence(BaseModel):
     doc_id: str
     start: int
     end: int
+    text: str  # the sentence, == document.text[start:end]
     score: float
     coverage: float
     similarity: float
@@ -119,9 +120,9 @@ class HeuristicReader:
         similarity = self.embedder.embed(texts) @ self.embedder.embed_query(question)
         coverage = self._coverage(q_terms, [_terms(d) for d in parsed])
         candidates = sorted(
-            (CandidateSentence(doc_id=d, start=s, end=e, coverage=c, similarity=float(sim),
+            (CandidateSentence(doc_id=d, start=s, end=e, text=t, coverage=c, similarity=float(sim),
                                score=0.5 * c + 0.5 * max(float(sim), 0.0))
-             for (d, s, e), c, sim in zip(pool, coverage, similarity, strict=True)),
+             for (d, s, e), t, c, sim in zip(pool, texts, coverage, similarity, strict=True)),
             key=lambda c: c.score, reverse=True)
         parsed_by_key = {(d, s): p for (d, s, _), p in zip(pool, parsed, strict=True)}
 
