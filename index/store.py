@@ -229,12 +229,6 @@ class Snapshot:
                               url=r["url"], text=r["text"], start=r["start"], end=r["end"], score=score))
                 for rid, score in scored if (r := by_id.get(rid)) is not None]
 
-    def search(self, vector: np.ndarray, top_k: int, filters: Filters | None = None) -> list[Passage]:
-        """Dense-only search: the ``top_k`` chunks most similar to ``vector``, best first."""
-        allowed = self.allowed_rowids(filters)
-        hits = self.dense_search(vector, top_k, allowed)
-        return [p for _, p in self.passages([(r, max(-1.0, min(1.0, s))) for r, s in hits])]
-
 
 class Store:
     """Owns a data directory: opens the live generation, and applies writes atomically.

@@ -71,12 +71,14 @@ def test_search_ranks_by_cosine_and_filters(tmp_path):
     store = Store(tmp_path, "m", DIM)
     writes = [make_write(f"d{i}", seed=i, source="A" if i % 2 else "B") for i in range(6)]
     snap = store.write(upserts=writes)
-    hits = snap.search(writes[3].vectors[0], top_k=3)
+    query = writes[3].vectors[0]
+    hits = [p for _, p in snap.passages(snap.dense_search(query, top_k=3))]
     assert hits[0].doc_id == "d3" and hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert hits[0].text == snap.document("d3").text[hits[0].start:hits[0].end]
-    only_b = snap.search(writes[3].vectors[0], top_k=6, filters=Filters(sources=["B"]))
-    assert {h.doc_id for h in only_b} == {"d0", "d2", "d4"}
-    assert snap.search(writes[3].vectors[0], top_k=3, filters=Filters(doc_ids=["zzz"])) == []
+    only_b = snap.passages(snap.dense_search(query, 6, snap.allowed_rowids(Filters(sources=["B"]))))
+    assert {p.doc_id for _, p in only_b} == {"d0", "d2", "d4"}
+    assert snap.dense_search(query, 3, snap.allowed_rowids(Filters(doc_ids=["zzz"]))) == []
+    assert snap.allowed_rowids(Filters()) is None  # no restriction
 
 
 def test_other_model_is_refused(tmp_path):
