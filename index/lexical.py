@@ -165,9 +165,6 @@ class LexicalIndex:
             doc_of_chunk = np.load(path / "doc_of_chunk.npy")
         return cls(bm25, rowids, doc_freq, doc_bm25, doc_of_chunk)
 
-    def __len__(self) -> int:
-        return len(self.rowids)
-
     def variants(self, token: str) -> list[str]:
         """Rare corpus words spelled like ``token`` (same first letter, rapidfuzz ratio >= 80), best first.
 

@@ -143,9 +143,6 @@ class Snapshot:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
-    def close(self) -> None:
-        self._db.close()
-
     # --- documents -----------------------------------------------------------------------------------
     def document(self, doc_id: str) -> Document:
         """The stored document, with its cleaned text."""

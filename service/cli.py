@@ -209,11 +209,11 @@ def ask(question: str, as_json: bool, server: str | None, top_k: int | None, sou
     settings = _settings(data_dir)
     archive_empty = False
     if server:
+        prompts = load_prompts(settings.prompts_dir)
         if not question.strip():
-            raise click.ClickException(load_prompts(settings.prompts_dir).templates.errors["empty_question"])
+            raise click.ClickException(prompts.templates.errors["empty_question"])
         response = AnswerResponse.model_validate(
             _ask_server(server, question, top_k, None if filters.is_empty() else filters.model_dump(mode="json")))
-        prompts = load_prompts(settings.prompts_dir)
         templates = prompts.templates.cli
         archive_empty = response.abstained and response.message == prompts.templates.http["empty_archive"]
     else:

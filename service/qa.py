@@ -10,6 +10,8 @@ import logging
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 from index.embedding import Embedder
 from index.errors import InvalidInput, QAError
 from index.indexer import Indexer
@@ -141,7 +143,7 @@ class QAService:
                 limit=self.settings.max_top_k, value=value))
         return value
 
-    def _retrieve(self, snap: Snapshot, query: str, top_k: int, filters: Filters | None,
+    def _retrieve(self, snap: Snapshot, query: str, vector: np.ndarray, top_k: int, filters: Filters | None,
                   recency: Recency | None = None, explain: bool = False) -> list[Passage]:
         s = self.settings
         options = RetrievalOptions(fusion=s.fusion, alpha=s.fusion_alpha, doc_weight=s.lexical_doc_weight,
@@ -149,23 +151,25 @@ class QAService:
                                    feedback_weight=s.feedback_weight, candidates=s.retrieval_candidates)
         if recency is not None:
             options.recency_half_life_days, options.recency_weight = recency.half_life_days, recency.weight
-        return retrieve(snap, query, self.embedder.embed_query(query), top_k, filters, options, explain)
+        return retrieve(snap, query, vector, top_k, filters, options, explain)
 
     def search(self, query: str, top_k: int | None = None, filters: Filters | None = None,
                recency: Recency | None = None, explain: bool = False) -> SearchResponse:
         """The most relevant passages for ``query`` (hybrid lexical + dense), best first."""
         query = self._check_question(query, what="query")
         snap = self.store.snapshot()
-        return SearchResponse(results=self._retrieve(snap, query, self._check_top_k(top_k), filters, recency,
-                                                     explain))
+        vector = self.embedder.embed_query(query)
+        return SearchResponse(results=self._retrieve(snap, query, vector, self._check_top_k(top_k), filters,
+                                                     recency, explain))
 
     def ask(self, question: str, top_k: int | None = None, filters: Filters | None = None,
             recency: Recency | None = None) -> AnswerResponse:
         """Answer with a short span quoted from a stored article, or abstain when the archive does not say."""
         question = self._check_question(question)
         snap = self.store.snapshot()
-        passages = self._retrieve(snap, question, self._check_top_k(top_k), filters, recency)
-        result = self.reader.run(question, passages, snap)
+        vector = self.embedder.embed_query(question)  # once: for retrieval and for the reader
+        passages = self._retrieve(snap, question, vector, self._check_top_k(top_k), filters, recency)
+        result = self.reader.run(question, passages, snap, question_vector=vector)
         return self._respond(snap, result, passages)
 
     def chat(self, conversation_id: str | None, message: str) -> ChatResponse:

@@ -100,12 +100,14 @@ class HeuristicReader:
         self.max_sentences = max_sentences
         self.sentences_to_read = sentences_to_read
 
-    def run(self, question: str, passages: list[Passage], snapshot: Snapshot) -> ReadResult:
+    def run(self, question: str, passages: list[Passage], snapshot: Snapshot,
+            question_vector: np.ndarray | None = None) -> ReadResult:
         """Read ``passages`` for an answer to ``question``.
 
         :param question: the user's question, already validated.
         :param passages: retrieved passages, best first.
         :param snapshot: the generation the passages came from (for document text and sentence offsets).
+        :param question_vector: the question's embedding, if retrieval already computed it (saves a model call).
         :returns: an answer with offsets into its document, or an abstention (``answer`` is None).
         """
         if not passages:
@@ -117,7 +119,9 @@ class HeuristicReader:
         documents, pool = self._sentence_pool(passages, snapshot)
         texts = [documents[d].text[s:e] for d, s, e in pool]
         parsed = list(self.nlp.pipe(texts))
-        similarity = self.embedder.embed(texts) @ self.embedder.embed_query(question)
+        if question_vector is None:
+            question_vector = self.embedder.embed_query(question)
+        similarity = self.embedder.embed(texts) @ question_vector
         coverage = self._coverage(q_terms, [_terms(d) for d in parsed])
         candidates = sorted(
             (CandidateSentence(doc_id=d, start=s, end=e, text=t, coverage=c, similarity=float(sim),

@@ -39,7 +39,8 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(description="What to look for, in plain words.")
-    top_k: int = Field(default=5, description="How many passages to return (1 to the configured maximum).")
+    top_k: int | None = Field(default=None,
+                              description="How many passages to return (default: the service's top_k, 5).")
     filters: Filters | None = None
     recency: Recency | None = None
     explain: bool = Field(default=False, description="Include each passage's dense, lexical and fused scores.")
