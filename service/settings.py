@@ -53,8 +53,14 @@ class Settings(BaseSettings):
     top_k: int = Field(default=5, ge=1, le=50)
     max_top_k: int = Field(default=50, ge=1, le=1000)
     max_question_chars: int = Field(default=1000, ge=10)
+    reader: Literal["trained", "transformers", "heuristic"] = Field(
+        default="heuristic", description="'trained': the span reader shipped with the package; 'transformers': any "
+        "Hugging Face extractive-QA model named by reader_model; 'heuristic': no QA model, sentence + entity rules.")
+    reader_model: str | None = Field(default=None, description="Path or hub id of the QA model ('transformers').")
+    reader_max_length: int = Field(default=384, ge=32, le=4096)  # tokens per window the reader reads
     # Answers whose confidence falls below this are withheld: the service says the archive does not answer.
-    abstain_below: float = Field(default=0.45, ge=0.0, le=1.0)
+    # Unset: the trained reader's threshold chosen on its tune split (calibration.json); 0.45 for the heuristic.
+    abstain_below: float | None = Field(default=None, ge=0.0, le=1.0)
 
     api_key: SecretStr | None = Field(default=None, description="Bearer key required for HTTP writes.")
     public_reads: bool = Field(default=True, description="If false, reads need the API key too.")

@@ -49,18 +49,32 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+_READERS: dict[tuple[object, ...], object] = {}
+
+
+def reader_for(settings: Settings, embedder: Embedder, nlp, prompts: Prompts):  # type: ignore[no-untyped-def]
+    """The reader the settings name, loaded once per test session (the trained model takes a second to load)."""
+    from service.readers.factory import build_reader
+
+    key = (settings.reader, settings.reader_model, settings.abstain_below, settings.reader_max_length)
+    if key not in _READERS:
+        _READERS[key] = build_reader(settings, embedder, nlp, prompts)
+    return _READERS[key]
+
+
 def build_service(settings: Settings, embedder: Embedder, nlp, prompts: Prompts):  # type: ignore[no-untyped-def]
     """A QAService wired like ``QAService.from_settings`` but reusing the session's loaded models."""
     from index.indexer import Indexer
     from index.store import Store
+    from service.attribution import Attributor, load_attribution_rules
     from service.qa import QAService
-    from service.reader import HeuristicReader
 
     store = Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension)
     indexer = Indexer(store, embedder, nlp, prompts.debris, settings.chunk_max_chars,
                       settings.chunk_overlap_sentences)
-    reader = HeuristicReader(embedder, nlp, prompts, abstain_below=settings.abstain_below)
-    service = QAService(settings, prompts, store, indexer, embedder, reader)
+    attributor = Attributor(nlp, load_attribution_rules(settings.prompts_dir / "attribution.toml"))
+    service = QAService(settings, prompts, store, indexer, embedder, reader_for(settings, embedder, nlp, prompts),
+                        attributor)
     if not store.exists():
         store.snapshot()
         service.add_seeds()

@@ -45,3 +45,21 @@ def test_dev_questions(seeded):
             correct += 1
     print(f"seed dev questions: {correct}/{len(rows)} correct")
     assert correct / len(rows) >= 0.5
+
+
+def test_amnesty_death_toll_differs_between_the_seeds(seeded):
+    """One seed says 'between 5,000 and 11,000', the other 'between 5,000 and 13,000': both are shown."""
+    r = seeded.ask("How many people did Amnesty International say were killed at Saydnaya?")
+    assert not r.abstained and r.sources_differ
+    answers = [r.answer or "", *(a.answer for a in r.alternatives)]
+    assert any("11,000" in a for a in answers) and any("13,000" in a for a in answers)
+    for alt in r.alternatives:
+        c = alt.citation
+        assert seeded.get_document(c.doc_id).text[c.start:c.end] == c.quote
+
+
+def test_speaker_attribution_on_the_seeds(seeded):
+    r = seeded.ask("Who said there still needs to be a lot of research done?")
+    assert not r.abstained and r.answer == "Geoffrey Mock"
+    doc = seeded.get_document(r.citations[0].doc_id)
+    assert doc.text[r.answer_start:r.answer_end] == r.answer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index.embedding import BUNDLED_MODEL, Embedder, _bundled_model_path
+from index.embedding import BUNDLED_MODEL, Embedder, bundled_model_path
 from index.errors import ModelUnavailable
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ def test_wrong_checksum_is_refused():
 
 
 def test_model_given_by_local_path_is_its_own_model_id():
-    path = str(_bundled_model_path())
+    path = str(bundled_model_path())
     model = Embedder(path)
     assert model.model_id == path and model.expected_sha256 is None
     model.warm_up()

@@ -22,48 +22,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel
 
 from index.embedding import Embedder
 from index.models import Document, Passage
 from index.store import Snapshot
 from service.prompts import Prompts, QuestionType
+from service.readers.base import CandidateSentence, ReadResult
 
 if TYPE_CHECKING:
     from spacy.language import Language
     from spacy.tokens import Doc, Span
 
-__all__ = ["CandidateSentence", "HeuristicReader", "ReadResult"]
+__all__ = ["HeuristicReader"]
 
 _WH_WORDS = {"who", "whom", "whose", "what", "which", "when", "where", "why", "how"}
 _OBJECT_DEPS = {"dobj", "ccomp", "xcomp", "attr", "oprd", "acomp", "advcl"}
 _MAX_SPAN_TOKENS = 24
 _NUMERIC = {"DATE", "TIME", "CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT"}
-
-
-class CandidateSentence(BaseModel):
-    """A sentence of a stored document that may answer the question."""
-
-    doc_id: str
-    start: int
-    end: int
-    text: str  # the sentence, == document.text[start:end]
-    score: float
-    coverage: float
-    similarity: float
-
-
-class ReadResult(BaseModel):
-    """The reader's verdict: an answer span with its supporting sentence, or an abstention."""
-
-    answer: str | None
-    confidence: float
-    doc_id: str | None = None
-    answer_start: int | None = None
-    answer_end: int | None = None
-    sentence_start: int | None = None
-    sentence_end: int | None = None
-    sentences: list[CandidateSentence]  # every candidate, best first: corroboration and nearest evidence
 
 
 @dataclass
@@ -89,6 +64,7 @@ class HeuristicReader:
 
     def __init__(self, embedder: Embedder, nlp: Language, prompts: Prompts, abstain_below: float = 0.45,
                  min_coverage: float = 0.5, max_sentences: int = 60, sentences_to_read: int = 5) -> None:
+        self.name = "heuristic"
         if not 0.0 <= abstain_below <= 1.0:
             raise ValueError(f"abstain_below must be within [0, 1]. Currently, it is {abstain_below}")
         self.embedder = embedder

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Reader figures for the README and the model card: one run of `newsroom-qa eval reader` per set and reader, on the
+# held-out split only (never trained or tuned on). Needs ../shared/data beside the checkout (or DATA=...).
+# Reports keep aggregate figures only (--figures-only): the data sets' text stays out of the repository.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-../shared/data}
+BIN=${BIN:-.venv/bin/newsroom-qa}
+OUT=benchmarks/results
+READERS=${READERS:-trained heuristic}
+mkdir -p "$OUT"
+for reader in $READERS; do
+    "$BIN" eval reader "$DATA/squad11_dev/squad11-dev.shared.json" --gold-context --reader "$reader" --figures-only \
+        --report "$OUT/reader-wiki11-gold-$reader.json"
+    "$BIN" eval reader "$DATA/squad2_dev_half/dev-v2.0.shared.json" --gold-context --reader "$reader" --figures-only \
+        --report "$OUT/reader-wiki20-gold-$reader.json"
+    "$BIN" eval reader "$DATA/newsqa/newsqa-500.shared.json" --gold-context --reader "$reader" --figures-only \
+        --report "$OUT/reader-cnn-gold-$reader.json"
+    "$BIN" eval reader "$DATA/newsqa/newsqa-500.shared.json" --open --reader "$reader" --figures-only \
+        --report "$OUT/reader-cnn-open-$reader.json"
+done
+.venv/bin/python -m service.eval_reader "$OUT"/reader-*.json | tee benchmarks/READER-RESULTS.md

@@ -1,0 +1,114 @@
+"""Who said it: the speaker of a supporting sentence, for "who said ..." questions and quotes.
+
+A span reader asked "Who said there still needs to be a lot of research done?" often returns a phrase of the
+quote itself; the answer a journalist wants is the person the reporting verb (said, told, according to) names.
+Patterns and verbs live in ``prompts/attribution.toml``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from index.models import Sentence
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+    from spacy.tokens import Doc, Span, Token
+
+__all__ = ["AttributionRules", "Attributor", "load_attribution_rules"]
+
+_SUBJECT_DEPS = {"nsubj", "nsubjpass"}
+_PRONOUNS = {"he", "she", "they", "i", "we"}
+_QUOTED = re.compile(r'"[^"]*"|\u201c[^\u201d]*\u201d|\u201c[^\u201d]*$|^[^\u201c]*\u201d')
+
+
+class AttributionRules(BaseModel):
+    question_patterns: list[str]
+    reporting_verbs: list[str]
+
+
+def load_attribution_rules(path: Path) -> AttributionRules:
+    with path.open("rb") as fh:
+        return AttributionRules.model_validate(tomllib.load(fh))
+
+
+class Attributor:
+    """Finds the speaker of a sentence of a stored article, as exact offsets into the article."""
+
+    def __init__(self, nlp: Language, rules: AttributionRules) -> None:
+        self.nlp = nlp
+        self._questions = [re.compile(p, re.IGNORECASE) for p in rules.question_patterns]
+        self._verbs = set(rules.reporting_verbs)
+
+    def asks_for_speaker(self, question: str) -> bool:
+        return any(p.search(question) for p in self._questions)
+
+    def speaker(self, text: str, sentences: list[Sentence], sentence_start: int, sentence_end: int
+                ) -> tuple[int, int] | None:
+        """The speaker of ``text[sentence_start:sentence_end]`` (or of the quote it continues), or None.
+
+        Looks in the sentence, then the next one ('"...," she said.' often follows the quote), then the one before.
+        """
+        order = [i for i, s in enumerate(sentences) if s.start < sentence_end and s.end > sentence_start]
+        if not order:
+            return None
+        first, last = order[0], order[-1]
+        candidates = [*order, last + 1, first - 1]
+        for i in candidates:
+            if not 0 <= i < len(sentences):
+                continue
+            s = sentences[i]
+            doc = self.nlp(text[s.start:s.end])
+            found = self._speaker_in(doc)
+            if found is None:
+                continue
+            span_start, span_end = found
+            if text[s.start + span_start:s.start + span_end].lower() in _PRONOUNS:
+                return self._antecedent(text, sentences, i)
+            return s.start + span_start, s.start + span_end
+        return None
+
+    # --- internals -------------------------------------------------------------------------------------
+    def _speaker_in(self, doc: Doc) -> tuple[int, int] | None:
+        """Subject of the first reporting verb outside quotation marks, or the object of "according to"."""
+        quoted = [(m.start(), m.end()) for m in _QUOTED.finditer(doc.text)]
+        for token in doc:
+            if any(a <= token.idx < b for a, b in quoted):
+                continue  # "... before anyone can say ...," Lindqvist said: the verb inside the quote is not it
+            if token.lower_ == "according" and token.i + 1 < len(doc) and doc[token.i + 1].lower_ == "to":
+                objects = [c for c in doc[token.i + 1].children if c.dep_ == "pobj"]
+                if objects:
+                    return self._name_span(doc, objects[0])
+            if token.lemma_.lower() in self._verbs and token.pos_ in ("VERB", "AUX"):
+                subjects = [c for c in token.children if c.dep_ in _SUBJECT_DEPS]
+                if subjects:
+                    return self._name_span(doc, subjects[0])
+        return None
+
+    @staticmethod
+    def _name_span(doc: Doc, head: Token) -> tuple[int, int]:
+        """The named entity around the subject's head if there is one ("Geoffrey Mock"), else the subject phrase."""
+        for ent in doc.ents:
+            if ent.start <= head.i < ent.end and ent.label_ in ("PERSON", "ORG", "NORP", "GPE"):
+                return ent.start_char, ent.end_char
+        subtree: Span = doc[head.left_edge.i:head.right_edge.i + 1]
+        # Keep the core phrase: drop a trailing apposition or clause after a comma ("Mock, a researcher at ...").
+        for tok in subtree:
+            if tok.text == "," and tok.i > head.i:
+                subtree = doc[subtree.start:tok.i]
+                break
+        return subtree.start_char, subtree.end_char
+
+    def _antecedent(self, text: str, sentences: list[Sentence], index: int) -> tuple[int, int] | None:
+        """The last person named at or before sentence ``index`` (a pronoun speaker's likeliest referent)."""
+        for i in range(index, max(-1, index - 6), -1):
+            s = sentences[i]
+            people = [e for e in self.nlp(text[s.start:s.end]).ents if e.label_ == "PERSON"]
+            if people:
+                return s.start + people[-1].start_char, s.start + people[-1].end_char
+        return None

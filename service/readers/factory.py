@@ -1,0 +1,47 @@
+"""Build the reader named by the settings (once, at start-up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from index.embedding import Embedder
+from index.errors import ModelUnavailable
+from service.prompts import Prompts
+from service.readers.base import Reader
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+
+__all__ = ["HEURISTIC_ABSTAIN_BELOW", "build_reader"]
+
+HEURISTIC_ABSTAIN_BELOW = 0.45
+
+
+def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts: Prompts) -> Reader:
+    """The reader the settings ask for; a missing trained model is a clear start-up error, not a silent fallback."""
+    if settings.reader == "heuristic":
+        from service.readers.heuristic import HeuristicReader
+
+        threshold = HEURISTIC_ABSTAIN_BELOW if settings.abstain_below is None else settings.abstain_below
+        return HeuristicReader(embedder, nlp, prompts, abstain_below=threshold)
+
+    from service.readers.calibration import Calibration
+    from service.readers.span_model import SpanModel
+    from service.readers.transformer import BUNDLED_READER, TransformerReader
+
+    if settings.reader == "trained":
+        if not (BUNDLED_READER / "config.json").is_file():
+            raise ModelUnavailable(f"the trained reader is missing from {BUNDLED_READER}: reinstall the package, "
+                                   "or set NEWSROOM_QA_READER=heuristic")
+        name = str(BUNDLED_READER)
+    elif settings.reader_model:
+        name = settings.reader_model
+    else:
+        raise ModelUnavailable("NEWSROOM_QA_READER=transformers needs NEWSROOM_QA_READER_MODEL (a local path or "
+                               "a hub id of an extractive question-answering model)")
+    model = SpanModel(name, max_length=settings.reader_max_length)
+    # A local model directory may carry its own calibration.json (ours does); a hub model is uncalibrated.
+    calibration = Calibration.load(Path(name)) if Path(name).is_dir() else Calibration()
+    return TransformerReader(model, calibration, abstain_below=settings.abstain_below)

@@ -1,0 +1,137 @@
+"""Span extraction with any Hugging Face extractive-QA model: overlapping windows, exact character offsets.
+
+Both the project's own trained reader and any hub model (``deepset/roberta-base-squad2``, a newsroom's own) run
+through this one class, so windowing, offset mapping and the no-answer score behave the same for every model.
+The no-answer score is the [CLS] start+end logit (SQuAD 2.0 convention); the answer's margin over it is what
+the calibrator turns into a probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from index.embedding import cpu_has_bf16
+from index.errors import ModelUnavailable
+
+__all__ = ["SpanModel", "SpanPrediction"]
+
+
+@dataclass(frozen=True)
+class SpanPrediction:
+    """A candidate answer in one context: ``context[start:end]``, its score and the window's no-answer score."""
+
+    context_index: int
+    start: int
+    end: int
+    score: float  # start logit + end logit
+    null_score: float  # [CLS] start + end logit of the window the span came from
+
+    @property
+    def margin(self) -> float:
+        """How much the model prefers this span to "no answer here"."""
+        return self.score - self.null_score
+
+
+class SpanModel:
+    """Loads a question-answering model from a local path or hub id and finds answer spans in texts.
+
+    Usage::
+
+        model = SpanModel("service/readers/weights/minilm-newsroom-reader")
+        best = model.predict("Who doubted the claim?", ["... Mock doubted it ..."])[0]
+    """
+
+    def __init__(self, name_or_path: str | Path, max_length: int = 384, stride: int = 128, max_answer_tokens: int = 30,
+                 precision: str = "auto", threads: int | None = None, batch_size: int = 16) -> None:
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+            self.model = AutoModelForQuestionAnswering.from_pretrained(str(name_or_path), dtype=torch.float32)
+        except (OSError, ValueError) as exc:
+            raise ModelUnavailable(
+                f"cannot load the reader model {name_or_path!r}: {exc}. Give a local directory holding a "
+                "question-answering model, or a hub id on a machine with internet access.") from exc
+        self.model.eval()
+        self.name = str(name_or_path)
+        self.max_length = min(max_length, int(getattr(self.tokenizer, "model_max_length", max_length) or max_length))
+        self.stride = stride
+        self.max_answer_tokens = max_answer_tokens
+        self.batch_size = batch_size
+        if threads:
+            torch.set_num_threads(threads)
+        self.bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
+
+    def predict(self, question: str, contexts: Sequence[str], top_n: int = 3) -> list[SpanPrediction]:
+        """The ``top_n`` best spans over all contexts, best first (several windows of one context may contribute)."""
+        if not contexts:
+            return []
+        enc = self.tokenizer([question] * len(contexts), list(contexts), truncation="only_second",
+                             max_length=self.max_length, stride=self.stride, return_overflowing_tokens=True,
+                             return_offsets_mapping=True, padding=True, return_tensors="pt")
+        window_context = enc.pop("overflow_to_sample_mapping").tolist()
+        offsets = enc.pop("offset_mapping").tolist()
+        starts, ends = self._logits(enc)
+        predictions: list[SpanPrediction] = []
+        for w in range(len(window_context)):
+            seq = enc.sequence_ids(w)
+            ctx_tokens = np.array([s == 1 for s in seq])
+            predictions.extend(self._best_in_window(starts[w], ends[w], ctx_tokens, offsets[w], window_context[w],
+                                                    top_n))
+        predictions.sort(key=lambda p: p.score, reverse=True)
+        return _dedupe(predictions)[:top_n]
+
+    def null_score(self, question: str, contexts: Sequence[str]) -> float:
+        """The lowest window no-answer score (the window most open to an answer), for abstention decisions."""
+        preds = self.predict(question, contexts, top_n=1)
+        return preds[0].null_score if preds else float("inf")
+
+    # --- internals -------------------------------------------------------------------------------------
+    def _logits(self, enc: Any) -> tuple[np.ndarray, np.ndarray]:
+        inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        n = inputs["input_ids"].shape[0]
+        starts, ends = [], []
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            for i in range(0, n, self.batch_size):
+                out = self.model(**{k: v[i:i + self.batch_size] for k, v in inputs.items()})
+                starts.append(out.start_logits.float().numpy())
+                ends.append(out.end_logits.float().numpy())
+        return np.concatenate(starts), np.concatenate(ends)
+
+    def _best_in_window(self, start: np.ndarray, end: np.ndarray, ctx: np.ndarray, offsets: list[list[int]],
+                        context_index: int, top_n: int) -> list[SpanPrediction]:
+        null = float(start[0] + end[0])
+        s = np.where(ctx, start, -np.inf)
+        e = np.where(ctx, end, -np.inf)
+        k = min(20, int(ctx.sum()))
+        if k == 0:
+            return []
+        top_s = np.argsort(-s)[:k]
+        top_e = np.argsort(-e)[:k]
+        found: list[SpanPrediction] = []
+        for i in top_s:
+            for j in top_e:
+                if j < i or j - i + 1 > self.max_answer_tokens:
+                    continue
+                c0, c1 = offsets[i][0], offsets[j][1]
+                if c1 <= c0:
+                    continue
+                found.append(SpanPrediction(context_index, c0, c1, float(s[i] + e[j]), null))
+        found.sort(key=lambda p: p.score, reverse=True)
+        return found[: top_n * 3]
+
+
+def _dedupe(predictions: list[SpanPrediction]) -> list[SpanPrediction]:
+    """Keep the best of spans that overlap in the same context (overlapping windows repeat them)."""
+    kept: list[SpanPrediction] = []
+    for p in predictions:
+        if any(k.context_index == p.context_index and k.start < p.end and p.start < k.end for k in kept):
+            continue
+        kept.append(p)
+    return kept

@@ -1,0 +1,136 @@
+"""The transformer reader: a question-answering model reads the retrieved passages and quotes the best span.
+
+Passages of one article that overlap or touch are merged before reading, so an answer that straddles two chunks
+is still found; the model reads long text in overlapping windows (``SpanModel``) and every span is mapped back to
+exact offsets of the stored article. The same span found through several passages counts once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from index.models import Document, Passage, Sentence
+from index.store import Snapshot
+from service.readers.base import AnswerCandidate, CandidateSentence, ReadResult
+from service.readers.calibration import Calibration
+from service.readers.span_model import SpanModel
+from service.readers.squad_metrics import normalize_answer
+
+__all__ = ["BUNDLED_READER", "TransformerReader"]
+
+# The reader trained by `newsroom-qa train-reader` and shipped with the package (model card inside).
+BUNDLED_READER = Path(__file__).resolve().parent / "weights" / "minilm-newsroom-reader"
+
+
+@dataclass(frozen=True)
+class _Segment:
+    doc_id: str
+    start: int
+    end: int
+
+
+def merge_passages(passages: list[Passage], gap: int = 1) -> list[_Segment]:
+    """Contiguous stretches of each article covered by the passages, in the order the articles were first ranked."""
+    by_doc: dict[str, list[tuple[int, int]]] = {}
+    for p in passages:
+        by_doc.setdefault(p.doc_id, []).append((p.start, p.end))
+    segments: list[_Segment] = []
+    for doc_id, ranges in by_doc.items():
+        ranges.sort()
+        cur_start, cur_end = ranges[0]
+        for start, end in ranges[1:]:
+            if start <= cur_end + gap:
+                cur_end = max(cur_end, end)
+            else:
+                segments.append(_Segment(doc_id, cur_start, cur_end))
+                cur_start, cur_end = start, end
+        segments.append(_Segment(doc_id, cur_start, cur_end))
+    return segments
+
+
+def _sentence_at(sentences: list[Sentence], start: int, end: int) -> tuple[int, int]:
+    """The stored sentence(s) holding ``[start, end)``: an answer crossing a boundary gets both sentences."""
+    first = next((s for s in sentences if s.start <= start < s.end), None)
+    last = next((s for s in sentences if s.start < end <= s.end), None)
+    return (first.start if first else start), (last.end if last else end)
+
+
+class TransformerReader:
+    """Reads passages with a span model; abstains when the calibrated confidence is below the threshold.
+
+    Usage::
+
+        reader = TransformerReader(SpanModel(BUNDLED_READER), Calibration.load(BUNDLED_READER))
+        result = reader.run("Who doubted the crematorium claim?", passages, store.snapshot())
+    """
+
+    def __init__(self, model: SpanModel, calibration: Calibration, abstain_below: float | None = None,
+                 top_n: int = 8) -> None:
+        self.model = model
+        self.calibration = calibration
+        self.abstain_below = calibration.threshold if abstain_below is None else abstain_below
+        self.top_n = top_n
+        self.name = f"transformers:{model.name}"
+
+    def run(self, question: str, passages: list[Passage], snapshot: Snapshot,
+            question_vector: np.ndarray | None = None) -> ReadResult:
+        """Read ``passages`` (best first) for an answer; ``question_vector`` is unused (the model reads text)."""
+        if not passages:
+            return ReadResult(answer=None, confidence=0.0, sentences=[])
+        segments = merge_passages(passages)
+        documents = {s.doc_id: snapshot.document(s.doc_id) for s in segments}
+        sentences = {d: snapshot.sentences(d) for d in documents}
+        contexts = [documents[s.doc_id].text[s.start:s.end] for s in segments]
+        predictions = self.model.predict(question, contexts, top_n=self.top_n)
+
+        answers: list[AnswerCandidate] = []
+        seen: set[tuple[str, str]] = set()
+        for p in predictions:
+            seg = segments[p.context_index]
+            start, end = seg.start + p.start, seg.start + p.end
+            text = documents[seg.doc_id].text[start:end]
+            key = (seg.doc_id, normalize_answer(text))
+            if key in seen or not key[1]:
+                continue  # the same answer again (overlapping windows or a repeated mention)
+            seen.add(key)
+            s_start, s_end = _sentence_at(sentences[seg.doc_id], start, end)
+            answers.append(AnswerCandidate(doc_id=seg.doc_id, answer=text, answer_start=start, answer_end=end,
+                                           sentence_start=s_start, sentence_end=s_end,
+                                           confidence=self.calibration.confidence(p.margin)))
+        pool = self._sentence_pool(answers, segments, documents, sentences)
+        if not answers:
+            return ReadResult(answer=None, confidence=0.0, sentences=pool)
+        best = answers[0]
+        others: list[AnswerCandidate] = []
+        for a in answers[1:]:
+            if a.doc_id != best.doc_id and a.doc_id not in {o.doc_id for o in others}:
+                others.append(a)  # each other article's best answer
+        if best.confidence < self.abstain_below:
+            return ReadResult(answer=None, confidence=best.confidence, sentences=pool, best_guess=best)
+        return ReadResult(answer=best.answer, confidence=best.confidence, doc_id=best.doc_id,
+                          answer_start=best.answer_start, answer_end=best.answer_end,
+                          sentence_start=best.sentence_start, sentence_end=best.sentence_end, sentences=pool,
+                          alternatives=others, best_guess=best)
+
+    @staticmethod
+    def _sentence_pool(answers: list[AnswerCandidate], segments: list[_Segment], documents: dict[str, Document],
+                       sentences: dict[str, list[Sentence]]) -> list[CandidateSentence]:
+        """Sentences holding candidate answers first (by confidence), then the rest of the passages in rank order."""
+        pool: list[CandidateSentence] = []
+        seen: set[tuple[str, int]] = set()
+        for a in answers:
+            if (a.doc_id, a.sentence_start) not in seen:
+                seen.add((a.doc_id, a.sentence_start))
+                pool.append(CandidateSentence(doc_id=a.doc_id, start=a.sentence_start, end=a.sentence_end,
+                                              text=documents[a.doc_id].text[a.sentence_start:a.sentence_end],
+                                              score=a.confidence))
+        for seg in segments:
+            for s in sentences[seg.doc_id]:
+                if seg.start <= s.start and s.end <= seg.end and (seg.doc_id, s.start) not in seen:
+                    seen.add((seg.doc_id, s.start))
+                    pool.append(CandidateSentence(doc_id=seg.doc_id, start=s.start, end=s.end,
+                                                  text=documents[seg.doc_id].text[s.start:s.end], score=0.0))
+        return pool

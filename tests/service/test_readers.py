@@ -1,0 +1,310 @@
+"""Readers: SQuAD metrics and splits, the span model and training on a tiny model the test builds, calibration,
+answers mapped to exact article offsets, disagreement and speaker attribution."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from index.embedding import bundled_model_path
+from index.errors import InvalidInput, ModelUnavailable
+from index.models import DocumentIn, Passage
+from service.disagreement import answer_kind, differ
+from service.readers.calibration import Calibration, fit_calibration
+from service.readers.span_model import SpanModel
+from service.readers.squad_data import SquadExample, load_squad, split_of
+from service.readers.squad_metrics import f1_score, normalize_answer, score_prediction
+from service.readers.training import TrainConfig, export_model, train_reader
+from service.readers.transformer import merge_passages
+from tests.conftest import build_service, make_settings
+
+CONTEXT = ("The Marren Water Trust, whose analyst Tomas Lindqvist has studied the estuary for a decade, doubted the "
+           "pipeline claim. The harbour authority said the pipeline carried rainwater.")
+
+
+@pytest.fixture(scope="module")
+def tiny_qa_model(tmp_path_factory) -> Path:
+    """A randomly initialised one-layer BERT QA model with MiniLM's vocabulary: plumbing only, no quality."""
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_path()))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    path = tmp_path_factory.mktemp("tiny") / "tiny-qa"
+    BertForQuestionAnswering(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def squad_file(path: Path) -> Path:
+    data = {"version": "v2.0", "data": [{"title": "Marren", "paragraphs": [
+        {"context": CONTEXT, "qas": [
+            {"id": "q1", "question": "Who doubted the pipeline claim?", "is_impossible": False,
+             "answers": [{"text": "The Marren Water Trust", "answer_start": 0}]},
+            {"id": "q2", "question": "Who is Lindqvist's analyst?", "is_impossible": False,
+             "answers": [{"text": "Tomas Lindqvist", "answer_start": CONTEXT.index("Tomas")}]},
+            {"id": "q3", "question": "How many barrels were dumped in 1950?", "is_impossible": True, "answers": []},
+        ]}]}]}
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+# --- metrics and data --------------------------------------------------------------------------------------
+def test_official_squad_normalisation_and_scores():
+    assert normalize_answer("The  Amnesty, International!") == "amnesty international"
+    assert f1_score("between 5,000 and 11,000", "5,000 and 11,000") == pytest.approx(2 * 0.75 / 1.75)
+    assert score_prediction(["Tomas Lindqvist", "Lindqvist"], "lindqvist") == (1.0, 1.0)
+    assert score_prediction([], "") == (1.0, 1.0)  # a right abstention
+    assert score_prediction([], "anything") == (0.0, 0.0)
+    assert score_prediction(["March"], "") == (0.0, 0.0)
+
+
+def test_splits_are_fixed_and_proportional():
+    rng = random.Random(1)
+    contexts = [" ".join(str(rng.random()) for _ in range(5)) for _ in range(3000)]
+    assert [split_of("squad11", c) for c in contexts[:50]] == [split_of("squad11", c) for c in contexts[:50]]
+    share = sum(split_of("squad11", c) == "heldout" for c in contexts) / len(contexts)
+    assert 0.08 < share < 0.12
+    share = sum(split_of("newsqa", c) == "heldout" for c in contexts) / len(contexts)
+    assert 0.46 < share < 0.54
+
+
+def test_load_squad_flags_unanswerable_and_refuses_bad_files(tmp_path):
+    examples = load_squad(squad_file(tmp_path / "mini-v2.0.json"))
+    assert [e.is_impossible for e in examples] == [False, False, True]
+    assert examples[0].dataset == "squad2"
+    (tmp_path / "bad.json").write_text("{\"data\": 3}", encoding="utf-8")
+    with pytest.raises(InvalidInput, match="not a SQuAD-format"):
+        load_squad(tmp_path / "bad.json")
+
+
+# --- span model and transformer reader on a tiny model -----------------------------------------------------
+def test_span_model_returns_exact_character_spans_across_windows(tiny_qa_model):
+    model = SpanModel(tiny_qa_model, max_length=64, stride=16)
+    long_context = " ".join([CONTEXT] * 8)  # several 64-token windows
+    preds = model.predict("Who doubted the pipeline claim?", [CONTEXT, long_context], top_n=10)
+    assert preds, "a model always proposes spans"
+    assert {p.context_index for p in preds} <= {0, 1}
+    for p in preds:
+        text = [CONTEXT, long_context][p.context_index]
+        assert 0 <= p.start < p.end <= len(text)
+        assert text[p.start:p.end] == text[p.start:p.end].strip()
+    assert [p.score for p in preds] == sorted((p.score for p in preds), reverse=True)
+
+
+def test_merge_passages_joins_overlapping_and_touching_chunks():
+    def passage(doc: str, start: int, end: int) -> Passage:
+        return Passage(doc_id=doc, title=doc, chunk_id=f"{doc}:{start}", text="x" * (end - start), start=start,
+                       end=end, score=1.0)
+
+    segments = merge_passages([passage("b", 100, 200), passage("a", 0, 50), passage("b", 180, 300),
+                               passage("b", 301, 400), passage("b", 900, 950)])
+    assert [(s.doc_id, s.start, s.end) for s in segments] == [("b", 100, 400), ("b", 900, 950), ("a", 0, 50)]
+
+
+@pytest.mark.integration
+def test_hub_model_path_answers_with_exact_offsets(tmp_path, tiny_qa_model, embedder, nlp, prompts):
+    settings = make_settings(tmp_path / "data", reader="transformers", reader_model=str(tiny_qa_model),
+                             abstain_below=0.0)
+    service = build_service(settings, embedder, nlp, prompts)
+    assert service.reader.name == f"transformers:{tiny_qa_model}"
+    for question in ("Who doubted the pipeline claim?", "Who is the mayor of Vellmont?"):
+        r = service.ask(question)
+        assert not r.abstained and r.answer
+        doc = service.get_document(r.citations[0].doc_id)
+        assert doc.text[r.answer_start:r.answer_end] == r.answer
+        assert r.citations[0].start <= r.answer_start < r.answer_end <= r.citations[0].end
+        for c in r.citations:
+            assert service.get_document(c.doc_id).text[c.start:c.end] == c.quote
+
+
+def test_reader_settings_errors_name_the_problem(tmp_path, embedder, nlp, prompts):
+    from service.readers.factory import build_reader
+
+    with pytest.raises(ModelUnavailable, match="NEWSROOM_QA_READER_MODEL"):
+        build_reader(make_settings(tmp_path, reader="transformers"), embedder, nlp, prompts)
+    with pytest.raises(ModelUnavailable, match="cannot load the reader model"):
+        build_reader(make_settings(tmp_path, reader="transformers", reader_model=str(tmp_path / "nowhere")),
+                     embedder, nlp, prompts)
+
+
+# --- training ----------------------------------------------------------------------------------------------
+def _examples() -> list[SquadExample]:
+    start = CONTEXT.index("Tomas")
+    return [SquadExample(id=f"e{i}", dataset="t", question=q, context=CONTEXT, answers=a, is_impossible=not a)
+            for i, (q, a) in enumerate([("Who studied the estuary?", [(start, "Tomas Lindqvist")]),
+                                        ("Who doubted the claim?", [(0, "The Marren Water Trust")]),
+                                        ("What is the capital of Peru?", [])] * 4)]
+
+
+def test_training_checkpoints_resumes_and_exports(tmp_path, tiny_qa_model):
+    config = TrainConfig(base_model=str(tiny_qa_model), max_length=64, stride=16, batch_size=4, epochs=2,
+                         checkpoint_every=1, threads=1, bf16=False)
+    seen: list[int] = []
+
+    def interrupt_at_3(step: int, total: int, loss: float) -> None:
+        seen.append(step)
+        assert loss == loss  # not NaN
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_reader(_examples(), config, tmp_path / "run", interrupt_at_3)
+    first_total = len(seen)
+    train_reader(_examples(), config, tmp_path / "run", lambda s, t, loss: seen.append(s))
+    # the resumed run starts after the last checkpoint (step 2: step 3 was interrupted before its checkpoint)
+    assert seen[:first_total] == [1, 2, 3] and seen[first_total] == 3 and seen[-1] == 6
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 6
+    exported = export_model(tmp_path / "run" / "checkpoint.pt", tmp_path / "export")
+    weights = exported / "model.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as fh:
+        assert all(fh.get_tensor(k).dtype == torch.float16 for k in fh.keys())  # noqa: SIM118
+    assert SpanModel(exported).predict("Who studied the estuary?", [CONTEXT])
+
+
+def test_calibration_is_monotonic_and_threshold_maximises_f1():
+    rng = random.Random(3)
+    margins = [rng.uniform(-8, 8) for _ in range(400)]
+    right = [rng.random() < 1 / (1 + pow(2.718, -m)) for m in margins]
+    calibration = fit_calibration(margins, right, [1.0 if r else 0.0 for r in right], [True] * 400, "synthetic")
+    assert calibration.slope > 0
+    assert calibration.confidence(-5) < calibration.confidence(0) < calibration.confidence(5)
+    assert abs(calibration.confidence(0) - 0.5) < 0.15  # the data were drawn from sigmoid(margin)
+    assert 0.0 <= calibration.threshold <= 0.95
+    assert Calibration.load(Path("/nonexistent")).fitted_on.startswith("uncalibrated")
+
+
+# --- sources that differ, speakers -------------------------------------------------------------------------
+def test_differ_compares_numbers_names_and_ignores_containment():
+    assert differ("between 5,000 and 11,000", "between 5,000 and 13,000")
+    assert differ("Tomas Lindqvist", "Clara Voss")
+    assert not differ("Amnesty International", "Amnesty")
+    assert not differ("40 barrels", "40 barrels a week")
+    assert not differ("the pipe", "a pipeline")
+    assert not differ("March 2019", "Clara Voss")
+    assert answer_kind("in March") == "name" or answer_kind("in March") == "other"
+
+
+@pytest.mark.integration
+def test_speaker_of_a_quote_and_of_a_pronoun(nlp, service):
+    from service.attribution import Attributor, load_attribution_rules
+    from service.settings import REPO_ROOT
+
+    attributor = Attributor(nlp, load_attribution_rules(REPO_ROOT / "prompts" / "attribution.toml"))
+    assert attributor.asks_for_speaker("Who said there is still a great deal of testing to be done?")
+    assert attributor.asks_for_speaker("According to whom was the pipe new?")
+    assert not attributor.asks_for_speaker("Who doubted the pipeline claim?")
+    snap = service.store.snapshot()
+    for doc_id, needle, speaker in [("001_harbour-report", "reached a new low", "Clara Voss"),
+                                    ("002_harbour-doubts", "great deal of testing", "Lindqvist"),
+                                    ("002_harbour-doubts", "pay for new water samples", "Peter Amsel")]:
+        text = snap.document(doc_id).text
+        sentence = next(s for s in snap.sentences(doc_id) if needle in text[s.start:s.end])
+        found = attributor.speaker(text, snap.sentences(doc_id), sentence.start, sentence.end)
+        assert found is not None and text[found[0]:found[1]] == speaker
+
+
+@pytest.mark.integration
+def test_who_said_questions_answer_with_the_speaker(service):
+    r = service.ask("Who said there is still a great deal of testing to be done?")
+    assert not r.abstained and r.answer == "Lindqvist"
+    doc = service.get_document(r.citations[0].doc_id)
+    assert doc.text[r.answer_start:r.answer_end] == r.answer and r.answer in r.supporting_sentence
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not (Path(__file__).parents[2] / "service/readers/weights/minilm-newsroom-reader").is_dir(),
+                    reason="TEMPORARY until the trained weights are committed")
+def test_sources_that_differ_are_both_cited(tmp_path, embedder, nlp, prompts):
+    service = build_service(make_settings(tmp_path / "data", seeds_dir=tmp_path / "none", reader="trained"),
+                            embedder, nlp, prompts)
+    service.add_documents([
+        DocumentIn(id="a", title="Trust counts barrels", source="Marren Daily",
+                   text="The Marren Water Trust said on Monday that 40 barrels of sludge were dumped every week."),
+        DocumentIn(id="b", title="Barrel count disputed", source="Valley Post",
+                   text="The Marren Water Trust said on Monday that 65 barrels of sludge were dumped every week."),
+    ])
+    r = service.ask("How many barrels of sludge were dumped every week?")
+    assert not r.abstained and r.sources_differ
+    answers = {r.answer, *(a.answer for a in r.alternatives)}
+    assert any("40" in a for a in answers) and any("65" in a for a in answers)
+    for alt in r.alternatives:
+        c = alt.citation
+        assert service.get_document(c.doc_id).text[c.start:c.end] == c.quote and alt.answer in c.quote
+    agree = service.ask("Who said the barrels were dumped every week?")
+    assert not agree.sources_differ
+
+
+@pytest.mark.integration
+def test_off_topic_questions_abstain(service):
+    for question in ("What is the capital of Peru?", "How many moons does Jupiter have?",
+                     "Who won the 1998 football world cup?"):
+        r = service.ask(question)
+        assert r.abstained and r.answer is None and r.citations == []
+
+
+# --- the shipped reader and the eval command ---------------------------------------------------------------
+@pytest.mark.skipif(not (Path(__file__).parents[2] / "service/readers/weights/minilm-newsroom-reader").is_dir(),
+                    reason="TEMPORARY until the trained weights are committed")
+def test_trained_reader_ships_with_the_package_and_loads_offline(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from service.readers.transformer import BUNDLED_READER
+
+    weights = BUNDLED_READER / "model.safetensors"
+    assert weights.is_file() and weights.stat().st_size <= 50 * 2**20
+    assert (BUNDLED_READER / "calibration.json").is_file()
+    assert "<!-- results -->" in (BUNDLED_READER / "README.md").read_text(encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "NEWSROOM_QA_DATA_DIR": str(tmp_path / "data")}
+    code = ("from service.settings import Settings; from service.readers.factory import build_reader; "
+            "r = build_reader(Settings(), None, None, None); "
+            "print(r.name, r.abstain_below, r.model.predict('Who doubted it?', ['Lindqvist doubted it.'])[0].start)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "minilm-newsroom-reader" in out.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["--gold-context", "--open"])
+def test_eval_reader_command_writes_report_and_plot(tmp_path, mode):
+    from click.testing import CliRunner
+
+    from service.cli import cli
+
+    data = squad_file(tmp_path / "mini-v2.0.json")
+    report = tmp_path / "out" / "reader.json"
+    result = CliRunner().invoke(cli, ["eval", "reader", str(data), mode, "--split", "heldout", "--split", "tune",
+                                      "--split", "train", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    body = json.loads(report.read_text())
+    figures = body["figures"]
+    assert figures["questions"] == 3
+    assert {"exact", "f1", "HasAns_f1", "NoAns_accuracy", "sentence_accuracy", "reader_ms_p50",
+            "expected_calibration_error", "reliability"} <= set(figures)
+    assert 0.0 <= figures["f1"] <= 100.0
+    assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "f1" in result.output
+    if mode == "--open":
+        assert "document_accuracy" in figures
+
+
+def test_eval_reader_refuses_a_file_that_is_not_squad(tmp_path):
+    from click.testing import CliRunner
+
+    from service.cli import cli
+
+    bad = tmp_path / "x.json"
+    bad.write_text("[1, 2]", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["eval", "reader", str(bad)])
+    assert result.exit_code == 1 and "not a SQuAD-format JSON file" in result.output
