@@ -19,4 +19,4 @@ for reader in $READERS; do
     "$BIN" eval reader "$DATA/newsqa/newsqa-500.shared.json" --open --reader "$reader" --figures-only \
         --report "$OUT/reader-cnn-open-$reader.json"
 done
-.venv/bin/python -m service.eval_reader "$OUT"/reader-*.json | tee benchmarks/READER-RESULTS.md
+"${PY:-.venv/bin/python}" -m service.eval_reader "$OUT"/reader-*.json | tee benchmarks/READER-RESULTS.md

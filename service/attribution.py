@@ -24,6 +24,9 @@ __all__ = ["AttributionRules", "Attributor", "load_attribution_rules"]
 
 _SUBJECT_DEPS = {"nsubj", "nsubjpass"}
 _PRONOUNS = {"he", "she", "they", "i", "we"}
+_WORDS = re.compile(r"[a-z0-9']+")
+_QUESTION_WORDS = {"who", "whom", "said", "says", "say", "told", "tell", "according", "to", "the", "a", "an", "is",
+                   "was", "that", "there", "of", "be", "and", "in", "on", "it"}
 _QUOTED = re.compile(r'"[^"]*"|\u201c[^\u201d]*\u201d|\u201c[^\u201d]*$|^[^\u201c]*\u201d')
 
 
@@ -47,6 +50,20 @@ class Attributor:
 
     def asks_for_speaker(self, question: str) -> bool:
         return any(p.search(question) for p in self._questions)
+
+    def quoted_sentence(self, question: str, sentences: list[tuple[str, int, str]],
+                        min_overlap: float = 0.5) -> tuple[str, int] | None:
+        """The (doc_id, start) of the sentence that best contains the question's words, if it holds at least
+        ``min_overlap`` of them: for "Who said there is still a lot to test?" the sentence quoting it."""
+        wanted = {w for w in _WORDS.findall(question.lower()) if w not in _QUESTION_WORDS}
+        if not wanted:
+            return None
+        best, best_overlap = None, min_overlap
+        for doc_id, start, text in sentences:
+            overlap = len(wanted & set(_WORDS.findall(text.lower()))) / len(wanted)
+            if overlap > best_overlap:
+                best, best_overlap = (doc_id, start), overlap
+        return best
 
     def speaker(self, text: str, sentences: list[Sentence], sentence_start: int, sentence_end: int
                 ) -> tuple[int, int] | None:

@@ -367,12 +367,16 @@ def eval_reader(squad_file: Path, mode: str, splits: tuple[str, ...], limit: int
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--max-length", type=click.IntRange(min=64, max=512), default=384, show_default=True,
               help="Tokens per training window.")
+@click.option("--warmup", type=click.FloatRange(0, 0.5), default=0.1, show_default=True,
+              help="Share of the steps with a rising learning rate.")
+@click.option("--oversample", "oversample", multiple=True, metavar="NAME=K",
+              help="Repeat a data set's training questions K times (e.g. newsqa=3); NAME as in the file name.")
 @click.option("--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True)
 @click.option("--skip-training", is_flag=True, help="Only export and calibrate the last checkpoint.")
 @_friendly_errors
 def train_reader_command(squad_files: tuple[Path, ...], run_dir: Path, export_dir: Path | None, base_model: str | None,
-                         epochs: float, learning_rate: float, batch_size: int, max_length: int, threads: int,
-                         skip_training: bool) -> None:
+                         epochs: float, learning_rate: float, batch_size: int, max_length: int, warmup: float,
+                         oversample: tuple[str, ...], threads: int, skip_training: bool) -> None:
     """Fine-tune a span reader on the train split of SQuAD-format files, then export and calibrate it.
 
     The tune split chooses the abstention threshold and calibration; the heldout split is left for
@@ -384,19 +388,26 @@ def train_reader_command(squad_files: tuple[Path, ...], run_dir: Path, export_di
     from service.readers.calibrate import calibrate_model
     from service.readers.model_card import write_model_card
     from service.readers.span_model import SpanModel
-    from service.readers.squad_data import load_squad
+    from service.readers.squad_data import dataset_name, load_squad
     from service.readers.training import TrainConfig, export_model, train_reader
     from service.readers.transformer import BUNDLED_READER
 
     _quiet_libraries()
+    repeat: dict[str, int] = {}
+    for item in oversample:
+        name, _, times = item.partition("=")
+        if not times.isdigit() or int(times) < 1:
+            raise click.BadParameter(f"expected NAME=K with K >= 1, got {item!r}", param_hint="--oversample")
+        repeat[name] = int(times)
+    data = "train split of " + ", ".join(
+        f.name + (f" (x{repeat[n]})" if (n := dataset_name(f)) in repeat else "") for f in squad_files)
     checkpoint = run_dir / "checkpoint.pt"
     if not skip_training:
-        examples = [ex for f in squad_files for ex in load_squad(f, ["train"])]
-        click.echo(f"training on {len(examples)} questions from the train split of "
-                   f"{', '.join(f.name for f in squad_files)}", err=True)
+        examples = [ex for f in squad_files for ex in load_squad(f, ["train"]) * repeat.get(dataset_name(f), 1)]
+        click.echo(f"training on {len(examples)} questions: {data}", err=True)
         config = TrainConfig(base_model=base_model or str(bundled_model_path(verify=True)), epochs=epochs,
                              learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
-                             stride=max_length // 3, threads=threads)
+                             stride=max_length // 3, warmup=warmup, threads=threads)
         with tqdm(desc="training", unit="step") as bar:
             def progress(step: int, total: int, loss: float) -> None:
                 bar.total = total
@@ -406,7 +417,7 @@ def train_reader_command(squad_files: tuple[Path, ...], run_dir: Path, export_di
             checkpoint = train_reader(examples, config, run_dir, progress)
     elif not checkpoint.is_file():
         raise click.ClickException(f"no checkpoint in {run_dir}: train first")
-    target = export_model(checkpoint, export_dir or BUNDLED_READER)
+    target = export_model(checkpoint, export_dir or BUNDLED_READER, data=data)
     click.echo(f"model written to {target}; calibrating on the tune split", err=True)
     calibration = calibrate_model(SpanModel(target), list(squad_files),
                                   progress=lambda it: tqdm(list(it), desc="calibrating", unit="q"))

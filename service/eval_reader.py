@@ -3,7 +3,8 @@
 Two modes over a SQuAD v1.1/v2.0-format file (only its ``heldout`` split by default, see ``readers/squad_data``):
 
 - ``gold``: each paragraph is stored as an article and the reader is given its whole text as the passage, so the
-  figure measures the reader alone, through the same offsets and citation path the service uses;
+  figure measures reading alone (``QAService.read``: reader, name check, speaker attribution) through the same
+  offsets path the service uses;
 - ``open``: every paragraph of the file is stored, and each question goes through retrieval + reader, as a user's
   would; also scored: whether the cited article is the paragraph the question was written on.
 """
@@ -77,7 +78,7 @@ def evaluate_reader(service: QAService, path: Path, mode: Literal["gold", "open"
         else:
             passages = service.retrieve_passages(snap, ex.question, vector, service.settings.top_k)
         started = time.perf_counter()
-        read = service.reader.run(ex.question, passages, snap, question_vector=vector)
+        read = service.read(ex.question, passages, snap, vector)
         reader_ms = (time.perf_counter() - started) * 1000
         golds = [text for _, text in ex.answers] if not ex.is_impossible else []
         prediction = read.answer or ""

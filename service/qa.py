@@ -22,6 +22,7 @@ from index.sentences import load_nlp
 from index.store import Snapshot, Store
 from service.attribution import Attributor, load_attribution_rules
 from service.disagreement import differing_answers
+from service.grounding import Grounding
 from service.prompts import Prompts, load_prompts
 from service.readers.base import Reader, ReadResult
 from service.readers.factory import build_reader
@@ -54,9 +55,11 @@ class QAService:
     """Answers questions about the stored articles with short, cited, verbatim answers."""
 
     def __init__(self, settings: Settings, prompts: Prompts, store: Store, indexer: Indexer,
-                 embedder: Embedder, reader: Reader, attributor: Attributor | None = None) -> None:
+                 embedder: Embedder, reader: Reader, attributor: Attributor | None = None,
+                 grounding: Grounding | None = None) -> None:
         self.settings = settings
         self.attributor = attributor
+        self.grounding = grounding
         self.prompts = prompts
         self.store = store
         self.indexer = indexer
@@ -77,7 +80,7 @@ class QAService:
                           settings.chunk_overlap_sentences)
         reader = build_reader(settings, embedder, nlp, prompts)
         attributor = Attributor(nlp, load_attribution_rules(settings.prompts_dir / "attribution.toml"))
-        service = cls(settings, prompts, store, indexer, embedder, reader, attributor)
+        service = cls(settings, prompts, store, indexer, embedder, reader, attributor, Grounding(nlp))
         was_new = not store.exists()
         store.snapshot()  # opens (or creates) the data dir now, so a bad one fails at start-up
         if seed_if_empty and was_new:
@@ -177,27 +180,48 @@ class QAService:
         snap = self.store.snapshot()
         vector = self.embedder.embed_query(question)  # once: for retrieval and for the reader
         passages = self.retrieve_passages(snap, question, vector, self._check_top_k(top_k), filters, recency)
+        return self.cite(snap, self.read(question, passages, snap, vector), passages)
+
+    def read(self, question: str, passages: list[Passage], snap: Snapshot,
+             vector: np.ndarray | None = None) -> ReadResult:
+        """The reading step: the reader's answer, kept only if its article names what the question names, with
+        the speaker as the answer for "who said" questions."""
         result = self.reader.run(question, passages, snap, question_vector=vector)
-        result = self.attribute(question, result, snap)
-        return self.cite(snap, result, passages)
+        if result.answer is not None and result.doc_id is not None and self.grounding is not None:
+            missing = self.grounding.missing(question, snap.document(result.doc_id).text)
+            if missing:
+                logger.info("abstaining: the answer's article does not mention %s", ", ".join(missing))
+                result = ReadResult(answer=None, confidence=result.confidence, sentences=result.sentences,
+                                    best_guess=result.best_guess)
+        return self.attribute(question, result, snap)
 
     def attribute(self, question: str, result: ReadResult, snap: Snapshot) -> ReadResult:
-        """For "who said ..." questions, answer with the speaker the reporting verb names, not the quote."""
+        """For "who said ..." questions, answer with the speaker the reporting verb names, not the quote.
+
+        The quoted sentence is the candidate sentence sharing most words with the question (the question repeats
+        the quote), which is a surer guide than where the reader's span fell.
+        """
         if self.attributor is None or result.answer is None or result.doc_id is None \
                 or result.sentence_start is None or result.sentence_end is None \
                 or not self.attributor.asks_for_speaker(question):
             return result
-        doc = snap.document(result.doc_id)
-        found = self.attributor.speaker(doc.text, snap.sentences(doc.id), result.sentence_start, result.sentence_end)
+        doc_id, s_start, s_end = result.doc_id, result.sentence_start, result.sentence_end
+        quoted = self.attributor.quoted_sentence(question, [(c.doc_id, c.start, c.text) for c in result.sentences])
+        if quoted is not None:
+            doc_id, s_start = quoted
+            s_end = s_start + next(len(c.text) for c in result.sentences if (c.doc_id, c.start) == quoted)
+        doc = snap.document(doc_id)
+        found = self.attributor.speaker(doc.text, snap.sentences(doc.id), s_start, s_end)
         if found is None:
             return result
         start, end = found
         # The quote must show the speaker: widen it to the sentence holding the speaker when that is another one.
         sentences = [s for s in snap.sentences(doc.id) if s.start < end and s.end > start]
-        s_start = min([result.sentence_start] + [s.start for s in sentences])
-        s_end = max([result.sentence_end] + [s.end for s in sentences])
-        return result.model_copy(update={"answer": doc.text[start:end], "answer_start": start, "answer_end": end,
-                                         "sentence_start": s_start, "sentence_end": s_end, "alternatives": []})
+        s_start = min([s_start] + [s.start for s in sentences])
+        s_end = max([s_end] + [s.end for s in sentences])
+        return result.model_copy(update={"answer": doc.text[start:end], "doc_id": doc_id, "answer_start": start,
+                                         "answer_end": end, "sentence_start": s_start, "sentence_end": s_end,
+                                         "alternatives": []})
 
     def chat(self, conversation_id: str | None, message: str) -> ChatResponse:
         """One chat turn; for now each message is answered on its own (follow-ups come with chat memory)."""

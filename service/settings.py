@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     max_top_k: int = Field(default=50, ge=1, le=1000)
     max_question_chars: int = Field(default=1000, ge=10)
     reader: Literal["trained", "transformers", "heuristic"] = Field(
-        default="heuristic", description="'trained': the span reader shipped with the package; 'transformers': any "
+        default="trained", description="'trained': the span reader shipped with the package; 'transformers': any "
         "Hugging Face extractive-QA model named by reader_model; 'heuristic': no QA model, sentence + entity rules.")
     reader_model: str | None = Field(default=None, description="Path or hub id of the QA model ('transformers').")
     reader_max_length: int = Field(default=384, ge=32, le=4096)  # tokens per window the reader reads

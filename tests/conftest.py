@@ -67,6 +67,7 @@ def build_service(settings: Settings, embedder: Embedder, nlp, prompts: Prompts)
     from index.indexer import Indexer
     from index.store import Store
     from service.attribution import Attributor, load_attribution_rules
+    from service.grounding import Grounding
     from service.qa import QAService
 
     store = Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension)
@@ -74,7 +75,7 @@ def build_service(settings: Settings, embedder: Embedder, nlp, prompts: Prompts)
                       settings.chunk_overlap_sentences)
     attributor = Attributor(nlp, load_attribution_rules(settings.prompts_dir / "attribution.toml"))
     service = QAService(settings, prompts, store, indexer, embedder, reader_for(settings, embedder, nlp, prompts),
-                        attributor)
+                        attributor, Grounding(nlp))
     if not store.exists():
         store.snapshot()
         service.add_seeds()

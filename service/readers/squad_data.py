@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from index.errors import InvalidInput
 
-__all__ = ["SPLIT_FRACTIONS", "SquadExample", "load_squad", "split_of"]
+__all__ = ["SPLIT_FRACTIONS", "SquadExample", "dataset_name", "load_squad", "split_of"]
 
 Split = Literal["train", "tune", "heldout"]
 

@@ -151,7 +151,8 @@ def train_reader(examples: Sequence[SquadExample], config: TrainConfig, out_dir:
         config = TrainConfig.model_validate(resume["config"])  # a resume keeps the original settings
 
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-    model = AutoModelForQuestionAnswering.from_pretrained(config.base_model)
+    # fp32 master weights even when the base is an exported fp16 reader (a second training stage)
+    model = AutoModelForQuestionAnswering.from_pretrained(config.base_model, dtype=torch.float32)
     features = featurize(examples, tokenizer, config.max_length, config.stride, config.negative_window_keep,
                          random.Random(config.seed))
     steps_per_epoch = math.ceil(len(features) / config.batch_size)
@@ -208,20 +209,27 @@ def train_reader(examples: Sequence[SquadExample], config: TrainConfig, out_dir:
     return checkpoint_path
 
 
-def export_model(checkpoint_path: Path, export_dir: Path, card: str | None = None) -> Path:
-    """Write the trained reader as a plain fp16 Hugging Face QA model directory (small enough to ship)."""
+def export_model(checkpoint_path: Path, export_dir: Path, card: str | None = None, data: str = "") -> Path:
+    """Write the trained reader as a plain fp16 Hugging Face QA model directory (small enough to ship).
+
+    ``data`` describes the training questions for the model card.
+    """
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     state = torch.load(checkpoint_path, weights_only=False)
     config = TrainConfig.model_validate(state["config"])
-    model = AutoModelForQuestionAnswering.from_pretrained(config.base_model)
+    model = AutoModelForQuestionAnswering.from_pretrained(config.base_model, dtype=torch.float32)
     model.load_state_dict(state["model"])
     model = model.half()
     tmp = export_dir.with_name(export_dir.name + ".tmp")
     model.save_pretrained(tmp, safe_serialization=True)
     AutoTokenizer.from_pretrained(config.base_model).save_pretrained(tmp)
-    (tmp / "training.json").write_text(json.dumps({"config": config.model_dump(), "steps": state["step"]},
-                                                  indent=2), encoding="utf-8")
+    # The recipe of every stage: a base that was itself trained by us carries its own training.json.
+    previous = Path(config.base_model) / "training.json"
+    record: dict[str, Any] = {"config": config.model_dump(), "steps": state["step"], "data": data}
+    if previous.is_file():
+        record["previous"] = json.loads(previous.read_text(encoding="utf-8"))
+    (tmp / "training.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     if card is not None:
         (tmp / "README.md").write_text(card, encoding="utf-8")
     if export_dir.exists():

@@ -34,7 +34,7 @@ def test_ask_in_process_seeds_an_empty_data_dir_and_cites(env):
 def test_ask_against_a_running_server(live):
     result = CliRunner().invoke(cli, ["ask", "--server", live.url, "Who doubted the pipeline claim?"])
     assert result.exit_code == 0, result.output
-    assert "Lindqvist" in result.output.splitlines()[0]
+    assert any(name in result.output.splitlines()[0] for name in ("Marren Water Trust", "Lindqvist"))
     assert "[1] Marren Daily (fictional), 2024-03-13" in result.output
 
 

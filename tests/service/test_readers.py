@@ -182,7 +182,7 @@ def test_calibration_is_monotonic_and_threshold_maximises_f1():
     assert Calibration.load(Path("/nonexistent")).fitted_on.startswith("uncalibrated")
 
 
-# --- sources that differ, speakers -------------------------------------------------------------------------
+# --- grounding, sources that differ, speakers -------------------------------------------------------------------------
 def test_differ_compares_numbers_names_and_ignores_containment():
     assert differ("between 5,000 and 11,000", "between 5,000 and 13,000")
     assert differ("Tomas Lindqvist", "Clara Voss")
@@ -191,6 +191,20 @@ def test_differ_compares_numbers_names_and_ignores_containment():
     assert not differ("the pipe", "a pipeline")
     assert not differ("March 2019", "Clara Voss")
     assert answer_kind("in March") == "name" or answer_kind("in March") == "other"
+
+
+@pytest.mark.integration
+def test_grounding_finds_names_the_article_does_not_mention(nlp):
+    from service.grounding import Grounding
+
+    grounding = Grounding(nlp)
+    article = "Ostrava Point is the capital of the Marren province. Inmates were held at Saydnaya prison."
+    assert grounding.missing("What is the capital of France?", article) == ["france"]
+    assert grounding.missing("What is the capital of the Marren province?", article) == []
+    assert grounding.missing("Who ran Sednaya prison?", article) == []  # a transliteration variant
+    assert grounding.missing("What is the capital of the Maren province?", article) == []  # a typo
+    assert grounding.missing("How many moons does Jupiter have?", article) == ["jupiter"]
+    assert grounding.missing("What is the capital of Peru?", article + " The pier is new.") == ["peru"]
 
 
 @pytest.mark.integration
@@ -221,16 +235,15 @@ def test_who_said_questions_answer_with_the_speaker(service):
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not (Path(__file__).parents[2] / "service/readers/weights/minilm-newsroom-reader").is_dir(),
-                    reason="TEMPORARY until the trained weights are committed")
 def test_sources_that_differ_are_both_cited(tmp_path, embedder, nlp, prompts):
     service = build_service(make_settings(tmp_path / "data", seeds_dir=tmp_path / "none", reader="trained"),
                             embedder, nlp, prompts)
     service.add_documents([
         DocumentIn(id="a", title="Trust counts barrels", source="Marren Daily",
                    text="The Marren Water Trust said on Monday that 40 barrels of sludge were dumped every week."),
-        DocumentIn(id="b", title="Barrel count disputed", source="Valley Post",
-                   text="The Marren Water Trust said on Monday that 65 barrels of sludge were dumped every week."),
+        DocumentIn(id="b", title="Guild disputes the count", source="Valley Post",
+                   text="Fishermen in the valley have a different figure. According to their guild, 65 barrels of "
+                        "sludge were dumped every week into the estuary near the pier."),
     ])
     r = service.ask("How many barrels of sludge were dumped every week?")
     assert not r.abstained and r.sources_differ
@@ -252,8 +265,6 @@ def test_off_topic_questions_abstain(service):
 
 
 # --- the shipped reader and the eval command ---------------------------------------------------------------
-@pytest.mark.skipif(not (Path(__file__).parents[2] / "service/readers/weights/minilm-newsroom-reader").is_dir(),
-                    reason="TEMPORARY until the trained weights are committed")
 def test_trained_reader_ships_with_the_package_and_loads_offline(tmp_path):
     import os
     import subprocess
