@@ -1,4 +1,4 @@
-"""Command line: ``newsroom-qa serve|index|ask`` and the ``ask`` shortcut.
+"""Command line: ``newsroom-qa serve|index|ask|feedback|eval|train-reader`` and the ``ask`` shortcut.
 
 Each command parses its arguments, calls ``QAService`` (or a running server through httpx) and prints the result;
 errors are printed as one line and exit with code 1, never as a traceback.
@@ -107,7 +107,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 
     service = QAService.from_settings(settings)
     click.echo(f"newsroom-qa: {service.store.snapshot().manifest.n_documents} documents in {settings.data_dir}; "
-               f"serving on http://{settings.host}:{settings.port} (API docs at /docs)", err=True)
+               f"chat page on http://{settings.host}:{settings.port}/ (API docs at /docs)", err=True)
     uvicorn.run(create_app(service=service), host=settings.host, port=settings.port, log_level="info")
 
 
@@ -229,6 +229,33 @@ def ask(question: str, as_json: bool, server: str | None, top_k: int | None, sou
 
 
 cli.add_command(ask)
+
+
+@cli.group("feedback")
+def feedback_group() -> None:
+    """Ratings given to answers in the chat page or with POST /v1/feedback."""
+
+
+@feedback_group.command("export")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON Lines here (default: standard output).")
+@click.option("--rating", type=click.Choice(["up", "down"]), default=None, help="Only this rating.")
+@data_dir_option
+@_friendly_errors
+def feedback_export(output: Path | None, rating: str | None, data_dir: Path | None) -> None:
+    """Export feedback as a JSON Lines evaluation set ({"id", "q", "any", "doc", "rating", ...} per line)."""
+    from service.database import open_database
+    from service.feedback import FeedbackStore
+
+    settings = _settings(data_dir)
+    store = FeedbackStore(open_database(settings.database_url, settings.data_dir))
+    lines = [json.dumps(item, ensure_ascii=False) for item in store.export(rating)]  # type: ignore[arg-type]
+    text = "".join(line + "\n" for line in lines)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"{len(lines)} feedback items written to {output}", err=True)
 
 
 @cli.group("eval")

@@ -7,7 +7,7 @@ pydantic model it gets back. Data flows one way: ingest -> chunk -> embed -> sto
 from __future__ import annotations
 
 import logging
-import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,6 @@ from service.schemas import (
     AddDocumentsResponse,
     AlternativeAnswer,
     AnswerResponse,
-    ChatResponse,
     Citation,
     DocumentDetail,
     DocumentList,
@@ -40,10 +39,19 @@ from service.schemas import (
 )
 from service.settings import Settings
 
-__all__ = ["QAService"]
+__all__ = ["QAService", "Retrieved"]
 
 logger = logging.getLogger(__name__)
 MAX_CORROBORATING = 2  # citations beyond the supporting sentence: other sentences that state the same answer
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """Passages retrieved for one question, with the snapshot they came from and the question's embedding."""
+
+    snap: Snapshot
+    vector: np.ndarray
+    passages: list[Passage]
 
 
 def _summary(doc: Document) -> DocumentSummary:
@@ -135,7 +143,8 @@ class QAService:
         doc = self.store.snapshot().document(doc_id)
         return DocumentDetail(**_summary(doc).model_dump(), text=doc.text)
 
-    def _check_question(self, text: str, what: str = "question") -> str:
+    def check_question(self, text: str, what: str = "question") -> str:
+        """The question trimmed. :raises InvalidInput: when it is empty or longer than the configured limit."""
         question = text.strip()
         errors = self.prompts.templates.errors
         if not question:
@@ -167,7 +176,7 @@ class QAService:
     def search(self, query: str, top_k: int | None = None, filters: Filters | None = None,
                recency: Recency | None = None, explain: bool = False) -> SearchResponse:
         """The most relevant passages for ``query`` (hybrid lexical + dense), best first."""
-        query = self._check_question(query, what="query")
+        query = self.check_question(query, what="query")
         snap = self.store.snapshot()
         vector = self.embedder.embed_query(query)
         return SearchResponse(results=self.retrieve_passages(snap, query, vector, self._check_top_k(top_k), filters,
@@ -176,11 +185,21 @@ class QAService:
     def ask(self, question: str, top_k: int | None = None, filters: Filters | None = None,
             recency: Recency | None = None) -> AnswerResponse:
         """Answer with a short span quoted from a stored article, or abstain when the archive does not say."""
-        question = self._check_question(question)
+        question = self.check_question(question)
+        return self.answer(question, self.retrieve(question, top_k, filters, recency))
+
+    def retrieve(self, question: str, top_k: int | None = None, filters: Filters | None = None,
+                 recency: Recency | None = None) -> Retrieved:
+        """The first half of ``ask``: passages for a checked question, on one snapshot (chat streams them)."""
         snap = self.store.snapshot()
         vector = self.embedder.embed_query(question)  # once: for retrieval and for the reader
         passages = self.retrieve_passages(snap, question, vector, self._check_top_k(top_k), filters, recency)
-        return self.cite(snap, self.read(question, passages, snap, vector), passages)
+        return Retrieved(snap=snap, vector=vector, passages=passages)
+
+    def answer(self, question: str, retrieved: Retrieved) -> AnswerResponse:
+        """The second half of ``ask``: read the retrieved passages and cite the answer."""
+        snap, passages = retrieved.snap, retrieved.passages
+        return self.cite(snap, self.read(question, passages, snap, retrieved.vector), passages)
 
     def read(self, question: str, passages: list[Passage], snap: Snapshot,
              vector: np.ndarray | None = None) -> ReadResult:
@@ -222,11 +241,6 @@ class QAService:
         return result.model_copy(update={"answer": doc.text[start:end], "doc_id": doc_id, "answer_start": start,
                                          "answer_end": end, "sentence_start": s_start, "sentence_end": s_end,
                                          "alternatives": []})
-
-    def chat(self, conversation_id: str | None, message: str) -> ChatResponse:
-        """One chat turn; for now each message is answered on its own (follow-ups come with chat memory)."""
-        answer = self.ask(message)
-        return ChatResponse(**answer.model_dump(), conversation_id=conversation_id or uuid.uuid4().hex)
 
     # --- citing --------------------------------------------------------------------------------------
     @staticmethod

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,10 +17,16 @@ __all__ = [
     "AskRequest",
     "ChatRequest",
     "ChatResponse",
+    "ChatTurn",
     "Citation",
+    "ConversationDetail",
+    "ConversationList",
+    "ConversationSummary",
     "DocumentDetail",
     "DocumentList",
     "DocumentSummary",
+    "FeedbackRequest",
+    "FeedbackResponse",
     "Recency",
     "SearchRequest",
     "SearchResponse",
@@ -91,15 +98,67 @@ class AnswerResponse(BaseModel):
     alternatives: list[AlternativeAnswer] = Field(default_factory=list)
 
 
+CONVERSATION_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    conversation_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
-    message: str
+    conversation_id: str | None = Field(
+        default=None, pattern=CONVERSATION_ID,
+        description="Continue this conversation; a new id starts one under that id; omitted: a new random id.")
+    message: str = Field(description="A question or a follow-up such as 'What did he say?' or 'And in 2013?'.")
 
 
 class ChatResponse(AnswerResponse):
     conversation_id: str
+    turn: int = Field(description="1 for the first message of the conversation.")
+    resolved_question: str = Field(description="The question actually answered: the message with pronouns and "
+                                   "ellipses filled in from earlier turns.")
+
+
+class ChatTurn(BaseModel):
+    n: int
+    message: str
+    resolved_question: str
+    response: AnswerResponse
+    created: datetime
+
+
+class ConversationSummary(BaseModel):
+    id: str
+    title: str = Field(description="The first message.")
+    created: datetime
+    updated: datetime
+    turns: int
+
+
+class ConversationDetail(ConversationSummary):
+    history: list[ChatTurn]
+
+
+class ConversationList(BaseModel):
+    conversations: list[ConversationSummary] = Field(description="Most recently updated first.")
+    total: int
+
+
+class FeedbackRequest(BaseModel):
+    """A thumbs up or down on one answer, kept with what was asked and shown so it can become an evaluation item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rating: Literal["up", "down"]
+    question: str = Field(min_length=1, max_length=5000)
+    answer: str | None = Field(default=None, max_length=5000, description="Null when the service abstained.")
+    citations: list[Citation] = Field(default_factory=list, max_length=20)
+    conversation_id: str | None = Field(default=None, pattern=CONVERSATION_ID)
+    turn: int | None = Field(default=None, ge=1)
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class FeedbackResponse(BaseModel):
+    id: int
+    created: datetime
 
 
 class AddDocumentsRequest(BaseModel):

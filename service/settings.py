@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # Unset: the trained reader's threshold chosen on its tune split (calibration.json); 0.45 for the heuristic.
     abstain_below: float | None = Field(default=None, ge=0.0, le=1.0)
 
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL of the conversation and feedback "
+                                     "database; unset: SQLite in the data dir (chat.sqlite3).")
+
     api_key: SecretStr | None = Field(default=None, description="Bearer key required for HTTP writes.")
     public_reads: bool = Field(default=True, description="If false, reads need the API key too.")
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)  # 20 MiB per uploaded file

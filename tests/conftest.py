@@ -123,8 +123,16 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live(service) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
-    with LiveServer(service) as server:
+def newsroom(service):  # type: ignore[no-untyped-def]
+    """The shared service with chat and feedback (SQLite in its data dir)."""
+    from service.newsroom import Newsroom
+
+    return Newsroom.around(service)
+
+
+@pytest.fixture(scope="session")
+def live(newsroom) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    with LiveServer(newsroom) as server:
         yield server
 
 

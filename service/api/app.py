@@ -7,25 +7,20 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from index.errors import DataDirError, DocumentNotFound, InvalidInput, ModelUnavailable, QAError, UnsupportedFormat
-from service.api.routes import answers, documents
+from index.errors import QAError
+from service.api.errors import status_for
+from service.api.routes import answers, chat, documents, web
+from service.newsroom import Newsroom
 from service.qa import QAService
 from service.settings import Settings
 
 __all__ = ["create_app"]
 
 API_PREFIX = "/v1"
-# Core errors -> HTTP status; the most specific class listed first wins.
-_STATUS: list[tuple[type[QAError], int]] = [
-    (UnsupportedFormat, status.HTTP_415_UNSUPPORTED_MEDIA_TYPE),
-    (InvalidInput, status.HTTP_422_UNPROCESSABLE_CONTENT),
-    (DocumentNotFound, status.HTTP_404_NOT_FOUND),
-    (ModelUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
-    (DataDirError, status.HTTP_503_SERVICE_UNAVAILABLE),
-]
 
 
 class Health(BaseModel):
@@ -36,8 +31,8 @@ class Health(BaseModel):
 
 
 def _qa_error(_: Request, exc: Exception) -> JSONResponse:
-    code = next((c for cls, c in _STATUS if isinstance(exc, cls)), status.HTTP_500_INTERNAL_SERVER_ERROR)
-    return JSONResponse(status_code=code, content={"detail": str(exc)})
+    assert isinstance(exc, QAError)
+    return JSONResponse(status_code=status_for(exc), content={"detail": str(exc)})
 
 
 def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -52,21 +47,23 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
                         content={"detail": "; ".join(problems), "errors": errors})
 
 
-def create_app(settings: Settings | None = None, service: QAService | None = None) -> FastAPI:
-    """Build the app around a ready ``QAService``, or build one from ``settings`` at start-up."""
+def create_app(settings: Settings | None = None, service: Newsroom | QAService | None = None) -> FastAPI:
+    """Build the app around ready services (a ``QAService`` gets chat and feedback in its data dir), or build them
+    from ``settings`` at start-up."""
+    newsroom = Newsroom.around(service) if isinstance(service, QAService) else service
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if service is None:
-            app.state.qa = QAService.from_settings(settings or Settings())
+        if newsroom is None:
+            app.state.newsroom = Newsroom.from_settings(settings or Settings())
         yield
 
     app = FastAPI(title="newsroom-qa", version="0.1.0", lifespan=lifespan,
                   description="Extractive question answering over a newsroom's archive: every answer is quoted "
                               "from a stored article and cited to the exact characters, or the service abstains.")
-    if service is not None:
-        app.state.qa = service
-    max_body = (service.settings if service is not None else settings or Settings()).max_request_bytes
+    if newsroom is not None:
+        app.state.newsroom = newsroom
+    max_body = (newsroom.qa.settings if newsroom is not None else settings or Settings()).max_request_bytes
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -80,17 +77,16 @@ def create_app(settings: Settings | None = None, service: QAService | None = Non
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(answers.router, prefix=API_PREFIX)
     app.include_router(documents.router, prefix=API_PREFIX)
+    app.include_router(chat.router, prefix=API_PREFIX)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz(request: Request) -> Health:
         """Alive, with the size of the loaded archive."""
-        qa: QAService = request.app.state.qa
+        qa: QAService = request.app.state.newsroom.qa
         manifest = qa.store.snapshot().manifest
         return Health(status="ok", documents=manifest.n_documents, chunks=manifest.n_chunks,
                       model=manifest.model_id)
-
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
 
     return app

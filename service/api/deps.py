@@ -8,19 +8,36 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.chat import ChatService
+from service.feedback import FeedbackStore
+from service.newsroom import Newsroom
 from service.qa import QAService
 
-__all__ = ["QADep", "ReaderDep", "WriterDep"]
+__all__ = ["ChatDep", "FeedbackDep", "QADep", "ReaderDep", "WriterDep"]
 
 _bearer = HTTPBearer(auto_error=False, description="The key set in NEWSROOM_QA_API_KEY.")
 
 
+def get_newsroom(request: Request) -> Newsroom:
+    newsroom: Newsroom = request.app.state.newsroom
+    return newsroom
+
+
 def get_qa_service(request: Request) -> QAService:
-    service: QAService = request.app.state.qa
-    return service
+    return get_newsroom(request).qa
+
+
+def get_chat_service(request: Request) -> ChatService:
+    return get_newsroom(request).chat
+
+
+def get_feedback_store(request: Request) -> FeedbackStore:
+    return get_newsroom(request).feedback
 
 
 QADep = Annotated[QAService, Depends(get_qa_service)]
+ChatDep = Annotated[ChatService, Depends(get_chat_service)]
+FeedbackDep = Annotated[FeedbackStore, Depends(get_feedback_store)]
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 

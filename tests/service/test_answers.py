@@ -77,14 +77,6 @@ def test_search_returns_passages_with_offsets_and_scores(service):
         assert r.title and r.chunk_id.startswith(r.doc_id + "#")
 
 
-def test_chat_answers_like_ask_with_a_conversation_id(service):
-    first = service.chat(None, "Who is the mayor of Vellmont?")
-    assert first.answer == "Peter Amsel" and len(first.conversation_id) == 32
-    again = service.chat(first.conversation_id, "Who doubted the pipeline claim?")
-    assert again.conversation_id == first.conversation_id
-    assert_citations_verbatim(service, again)
-
-
 @pytest.mark.parametrize(("question", "message"), [
     ("", "question is empty"), ("   \n\t", "question is empty"), ("x" * 100_000, "100000 characters"),
 ])

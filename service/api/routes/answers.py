@@ -1,11 +1,11 @@
-"""Search, ask and chat: the read side of the API."""
+"""Search and ask: the read side of the API."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from service.api.deps import QADep, ReaderDep
-from service.schemas import AnswerResponse, AskRequest, ChatRequest, ChatResponse, SearchRequest, SearchResponse
+from service.schemas import AnswerResponse, AskRequest, SearchRequest, SearchResponse
 
 router = APIRouter(tags=["answers"], dependencies=[ReaderDep])
 
@@ -20,9 +20,3 @@ def search(body: SearchRequest, qa: QADep) -> SearchResponse:
 def ask(body: AskRequest, qa: QADep) -> AnswerResponse:
     """Answer a question with a short span quoted from an article, cited to the character, or abstain."""
     return qa.ask(body.question, body.top_k, body.filters, body.recency)
-
-
-@router.post("/chat", response_model=ChatResponse)
-def chat(body: ChatRequest, qa: QADep) -> ChatResponse:
-    """One chat turn: the same answer as /ask, within a conversation (created when no id is given)."""
-    return qa.chat(body.conversation_id, body.message)
