@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # On machines without a local CPU wheel of torch, pass e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 
-.PHONY: install serve test lint bench clean
+.PHONY: install browser serve test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,7 +19,18 @@ install: $(VENV)/.installed
 serve: install
 	$(VENV)/bin/newsroom-qa serve
 
-test: install
+# The browser tests drive Debian's Chromium (Playwright's own browser download needs the internet). Installed when
+# missing and we may (root or sudo); without it those tests are skipped with the reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+	    echo "note: could not install chromium; the browser tests will be skipped"; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    sudo apt-get install -y -q chromium chromium-driver >/dev/null; \
+	  else echo "note: chromium is not installed; the browser tests will be skipped (apt-get install chromium)"; fi; }
+
+test: install browser
 	$(PY) -m pytest
 
 lint: install

@@ -1,4 +1,4 @@
-"""Command line: ``newsroom-qa serve|index|ask|feedback|eval|train-reader`` and the ``ask`` shortcut.
+"""Command line: ``newsroom-qa serve|slack|index|ask|feedback|eval|train-reader`` and the ``ask`` shortcut.
 
 Each command parses its arguments, calls ``QAService`` (or a running server through httpx) and prints the result;
 errors are printed as one line and exit with code 1, never as a traceback.
@@ -109,6 +109,39 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     click.echo(f"newsroom-qa: {service.store.snapshot().manifest.n_documents} documents in {settings.data_dir}; "
                f"chat page on http://{settings.host}:{settings.port}/ (API docs at /docs)", err=True)
     uvicorn.run(create_app(service=service), host=settings.host, port=settings.port, log_level="info")
+
+
+@cli.command()
+@click.option("--host", default=None, help="Interface to listen on for HTTP events (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port for HTTP events (default 8000).")
+@data_dir_option
+@_friendly_errors
+def slack(host: str | None, port: int | None, data_dir: Path | None) -> None:
+    """Run the Slack bot: Socket Mode when SLACK_APP_TOKEN is set, else the HTTP service with /slack/events."""
+    settings = _settings(data_dir, host=host, port=port)
+    from service.slack_app import build_slack_app, require_slack_settings
+
+    socket_mode = settings.slack_app_token is not None
+    require_slack_settings(settings, socket_mode=socket_mode)  # before loading any model
+    _quiet_libraries()
+    from service.newsroom import Newsroom
+
+    newsroom = Newsroom.from_settings(settings)
+    if socket_mode:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        assert settings.slack_app_token is not None
+        click.echo("newsroom-qa: Slack bot connected in Socket Mode (Ctrl-C stops it)", err=True)
+        SocketModeHandler(build_slack_app(newsroom, socket_mode=True),
+                          settings.slack_app_token.get_secret_value()).start()
+        return
+    import uvicorn
+
+    from service.api.app import create_app
+
+    click.echo(f"newsroom-qa: Slack events on http://{settings.host}:{settings.port}/slack/events "
+               "(point the app's Request URL at it through your HTTPS proxy)", err=True)
+    uvicorn.run(create_app(service=newsroom), host=settings.host, port=settings.port, log_level="info")
 
 
 @cli.group()

@@ -182,12 +182,22 @@ class FollowupResolver:
         if answer is not None and question[:1].text.lower() in ("who", "whom") and _is_name(self.nlp(answer.text)):
             # The answer to "Who ...?" that is a name is a person, whatever label the small NER model gave it.
             answer = _Mention(answer.text, answer.kinds | {"person"}, answer.plural)
-        asked = [self._entity(e) for e in question.ents] + _noun_phrases(question)
+        asked = [self._in_phrase(e) for e in question.ents] + _noun_phrases(question)
         context = [self._entity(e) for e in sentence.ents] if sentence is not None else []
         first = [answer] if answer is not None else []
         if subject_like and not _asks_for_subject(question):
             return asked + first + context
         return first + asked + context
+
+    def _in_phrase(self, ent: Span) -> _Mention:
+        """An entity that only modifies a noun ("the Kessel dam") stands for the whole phrase, a thing."""
+        chunk = next((c for c in ent.doc.noun_chunks if c.start <= ent.start and ent.end <= c.end), None)
+        if chunk is None or ent.start <= chunk.root.i < ent.end:
+            return self._entity(ent)
+        words = [t for t in chunk if t.lower_ not in WH_WORDS]
+        plural = chunk.root.tag_ in ("NNS", "NNPS")
+        return _Mention(ent.doc.text[words[0].idx:chunk.end_char], frozenset({"thing", "group"} if plural
+                                                                             else {"thing"}), plural)
 
     def _entity(self, ent: Span) -> _Mention:
         return _Mention(ent.text, frozenset(self._label_kinds.get(ent.label_, ())))

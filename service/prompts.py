@@ -38,6 +38,7 @@ class Templates(BaseModel):
     cli: dict[str, str]
     http: dict[str, str]
     errors: dict[str, str]
+    slack: dict[str, str]
 
 
 class Prompts(BaseModel):

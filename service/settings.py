@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from index.embedding import BUNDLED_MODEL
@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     """Settings for every front end; each component receives plain values from here."""
 
     model_config = SettingsConfigDict(env_prefix="NEWSROOM_QA_", env_file=".env", env_ignore_empty=True,
-                                      extra="ignore")
+                                      extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(default_factory=default_data_dir, description="Where the index and store live.")
     seeds_dir: Path = REPO_ROOT / "seeds"
@@ -69,6 +69,19 @@ class Settings(BaseSettings):
     public_reads: bool = Field(default=True, description="If false, reads need the API key too.")
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)  # 20 MiB per uploaded file
     max_request_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)  # 25 MiB per request body
+
+    # Slack (service/slack_app.py). Read from the unprefixed names Slack's docs use, or NEWSROOM_QA_SLACK_*.
+    slack_bot_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "NEWSROOM_QA_SLACK_BOT_TOKEN"),
+        description="xoxb-... bot token of the Slack app.")
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET", "NEWSROOM_QA_SLACK_SIGNING_SECRET"),
+        description="Verifies that HTTP requests come from Slack.")
+    slack_app_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_APP_TOKEN", "NEWSROOM_QA_SLACK_APP_TOKEN"),
+        description="xapp-... token: when set, `newsroom-qa slack` uses Socket Mode instead of HTTP events.")
+    slack_api_url: str = Field(default="https://slack.com/api/",
+                               description="Slack Web API base URL (tests point it at a local stub).")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

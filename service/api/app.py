@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -47,6 +47,22 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
                         content={"detail": "; ".join(problems), "errors": errors})
 
 
+def _mount_slack(app: FastAPI, settings: Settings) -> None:
+    """``POST /slack/events``: Slack's events, commands and button clicks, for the bolt app built at start-up."""
+    from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+    from starlette.concurrency import run_in_threadpool
+
+    from service.slack_app import require_slack_settings
+
+    require_slack_settings(settings)  # a half-configured bot fails at start-up, naming what is missing
+
+    @app.post("/slack/events", include_in_schema=False)
+    async def slack_events(request: Request) -> Response:
+        bolt = request.app.state.slack
+        bolt_request = to_bolt_request(request, await request.body())
+        return to_starlette_response(await run_in_threadpool(bolt.dispatch, bolt_request))
+
+
 def create_app(settings: Settings | None = None, service: Newsroom | QAService | None = None) -> FastAPI:
     """Build the app around ready services (a ``QAService`` gets chat and feedback in its data dir), or build them
     from ``settings`` at start-up."""
@@ -56,6 +72,10 @@ def create_app(settings: Settings | None = None, service: Newsroom | QAService |
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if newsroom is None:
             app.state.newsroom = Newsroom.from_settings(settings or Settings())
+        if any(getattr(r, "path", None) == "/slack/events" for r in app.router.routes):
+            from service.slack_app import build_slack_app
+
+            app.state.slack = build_slack_app(app.state.newsroom)
         yield
 
     app = FastAPI(title="newsroom-qa", version="0.1.0", lifespan=lifespan,
@@ -79,6 +99,11 @@ def create_app(settings: Settings | None = None, service: Newsroom | QAService |
     app.include_router(documents.router, prefix=API_PREFIX)
     app.include_router(chat.router, prefix=API_PREFIX)
     app.include_router(web.router)
+    slack_settings = newsroom.qa.settings if newsroom is not None else settings or Settings()
+    # HTTP events when a signing secret is set; a bot token alone (no Socket Mode token either) is a half-done setup.
+    if slack_settings.slack_signing_secret is not None or (
+            slack_settings.slack_bot_token is not None and slack_settings.slack_app_token is None):
+        _mount_slack(app, slack_settings)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
 
     @app.get("/healthz", response_model=Health, tags=["health"])

@@ -28,7 +28,7 @@ def get_qa_service(request: Request) -> QAService:
 
 
 def get_chat_service(request: Request) -> ChatService:
-    return get_newsroom(request).chat
+    return get_newsroom(request).chat_service
 
 
 def get_feedback_store(request: Request) -> FeedbackStore:

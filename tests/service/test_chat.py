@@ -40,10 +40,10 @@ def assert_quotes_verbatim(newsroom: Newsroom, answer: ChatResponse) -> None:
 
 
 def test_a_follow_up_is_resolved_then_answered(newsroom):
-    first = newsroom.chat.turn(None, "Who is the mayor of Vellmont?")
+    first = newsroom.chat_service.turn(None, "Who is the mayor of Vellmont?")
     assert first.answer == "Peter Amsel" and first.turn == 1
     assert first.resolved_question == "Who is the mayor of Vellmont?"
-    second = newsroom.chat.turn(first.conversation_id, "What did he say the city would pay for?")
+    second = newsroom.chat_service.turn(first.conversation_id, "What did he say the city would pay for?")
     assert second.resolved_question == "What did Peter Amsel say the city would pay for?"
     assert second.turn == 2 and second.conversation_id == first.conversation_id
     assert second.answer is not None and "water samples" in second.answer
@@ -51,36 +51,36 @@ def test_a_follow_up_is_resolved_then_answered(newsroom):
 
 
 def test_a_she_follow_up_finds_the_answer_in_the_other_article(newsroom):
-    first = newsroom.chat.turn(None, "Who is the head of the regional environment office?")
+    first = newsroom.chat_service.turn(None, "Who is the head of the regional environment office?")
     assert first.answer == "Clara Voss"
-    second = newsroom.chat.turn(first.conversation_id, "What did she call on the port's shareholders to do?")
+    second = newsroom.chat_service.turn(first.conversation_id, "What did she call on the port's shareholders to do?")
     assert second.resolved_question == "What did Clara Voss call on the port's shareholders to do?"
     assert second.answer is not None and "independent inspection" in second.answer
     assert_quotes_verbatim(newsroom, second)
 
 
 def test_conversations_are_stored_listed_and_deleted(newsroom):
-    first = newsroom.chat.turn("desk-7:story-42", "Who doubted the pipeline claim?")
-    newsroom.chat.turn("desk-7:story-42", "And who denied the accusation?")
-    listed = {c.id: c for c in newsroom.chat.list().conversations}
+    first = newsroom.chat_service.turn("desk-7:story-42", "Who doubted the pipeline claim?")
+    newsroom.chat_service.turn("desk-7:story-42", "And who denied the accusation?")
+    listed = {c.id: c for c in newsroom.chat_service.list().conversations}
     assert listed[first.conversation_id].turns == 2
     assert listed[first.conversation_id].title == "Who doubted the pipeline claim?"
-    detail = newsroom.chat.get("desk-7:story-42")
+    detail = newsroom.chat_service.get("desk-7:story-42")
     assert [t.resolved_question for t in detail.history] == ["Who doubted the pipeline claim?",
                                                             "Who denied the accusation?"]
     assert detail.history[1].response.answer == first.answer or detail.history[1].response.answer is not None
-    newsroom.chat.delete("desk-7:story-42")
+    newsroom.chat_service.delete("desk-7:story-42")
     with pytest.raises(ConversationNotFound):
-        newsroom.chat.get("desk-7:story-42")
+        newsroom.chat_service.get("desk-7:story-42")
     with pytest.raises(ConversationNotFound):
-        newsroom.chat.delete("desk-7:story-42")
+        newsroom.chat_service.delete("desk-7:story-42")
 
 
 def test_an_empty_message_is_refused_before_anything_is_stored(newsroom):
-    before = newsroom.chat.list().total
+    before = newsroom.chat_service.list().total
     with pytest.raises(InvalidInput, match="message is empty"):
-        newsroom.chat.events(None, "   ")
-    assert newsroom.chat.list().total == before
+        newsroom.chat_service.events(None, "   ")
+    assert newsroom.chat_service.list().total == before
 
 
 def test_chat_api_and_conversation_endpoints(client):
