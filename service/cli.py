@@ -487,6 +487,35 @@ def train_reader_command(squad_files: tuple[Path, ...], run_dir: Path, export_di
                f"abstain below {calibration.threshold}")
 
 
+@cli.command("calibrate-reader")
+@click.argument("squad_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Model directory to calibrate (default: the reader shipped with the package).")
+@_friendly_errors
+def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | None) -> None:
+    """Refit a reader's calibration and abstention threshold on the tune split (after changing how spans are
+    ranked, or for a model trained elsewhere); rewrites calibration.json and the model card."""
+    from tqdm import tqdm
+
+    from service.readers.calibrate import calibrate_model
+    from service.readers.model_card import write_model_card
+    from service.readers.span_model import SpanModel
+    from service.readers.squad_data import load_squad
+    from service.readers.transformer import BUNDLED_READER
+
+    for path in squad_files:
+        load_squad(path)  # a malformed file fails before the model loads
+    target = model_dir or BUNDLED_READER
+    _quiet_libraries()
+    calibration = calibrate_model(SpanModel(target), list(squad_files),
+                                  progress=lambda it: tqdm(list(it), desc="calibrating", unit="q"))
+    calibration.save(target)
+    if (target / "training.json").is_file():
+        write_model_card(target, squad_files, calibration)
+    click.echo(f"calibration: slope {calibration.slope:.3f}, intercept {calibration.intercept:.3f}, "
+               f"abstain below {calibration.threshold}")
+
+
 def main() -> None:
     """Entry point of ``newsroom-qa``."""
     cli()

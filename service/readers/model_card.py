@@ -35,12 +35,14 @@ def _recipe(n: int, stage: dict[str, Any]) -> str:
             f"questions kept at {c['negative_window_keep']}.")
 
 
-def _command(n: int, stage: dict[str, Any]) -> str:
+def _command(n: int, stage: dict[str, Any], last: bool) -> str:
+    """The stage's command; the last one exports into the package (the default of ``--export``)."""
     c = stage["config"]
     data = stage.get("data") or ""
     oversample = " --oversample newsqa=3" if "(x3)" in data else ""
     base = f" --base-model runs/reader-{n - 1}-model" if n > 1 else ""
-    return (f"newsroom-qa train-reader {_FILES} \\\n    --run-dir runs/reader-{n} --export runs/reader-{n}-model{base} "
+    export = "" if last else f" --export runs/reader-{n}-model"
+    return (f"newsroom-qa train-reader {_FILES} \\\n    --run-dir runs/reader-{n}{export}{base} "
             f"--epochs {c['epochs']:g} --learning-rate {c['learning_rate']:g} --warmup {c['warmup']:g} \\\n"
             f"    --batch-size {c['batch_size']} --max-length {c['max_length']} --threads {c['threads']}{oversample}")
 
@@ -56,7 +58,7 @@ def write_model_card(model_dir: Path, files: Sequence[Path], calibration: Calibr
     splits = "; ".join(f"{name}: {int(100 * h)}% held out, {int(100 * t)}% tune"
                        for name, (h, t) in SPLIT_FRACTIONS.items())
     recipe = "\n".join(_recipe(n, s) for n, s in enumerate(stages, start=1))
-    commands = "\n".join(_command(n, s) for n, s in enumerate(stages, start=1))
+    commands = "\n".join(_command(n, s, n == len(stages)) for n, s in enumerate(stages, start=1))
     text = f"""# newsroom-qa span reader (all-MiniLM-L6-v2 + start/end head)
 
 An extractive question-answering model trained by `newsroom-qa train-reader` on CPU. It predicts a start and an end

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from index.models import DocumentIn
-from tests.conftest import LiveServer, build_service, make_settings
+from tests.conftest import SEEDS_DIR, LiveServer, build_service, make_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -125,3 +125,23 @@ def test_the_page_is_served_with_a_strict_content_security_policy(server):
     assert "script-src 'self'" in response.headers["content-security-policy"]
     for asset in ("/static/app.js", "/static/app.css"):
         assert httpx.get(server.url + asset).status_code == 200
+
+
+SEEDS_PRESENT = bool(list(SEEDS_DIR.glob("000_*")) and list(SEEDS_DIR.glob("004_*")))
+
+
+@pytest.mark.skipif(not SEEDS_PRESENT, reason="the seed articles 000_* and 004_* are not in seeds/")
+def test_the_example_question_on_the_seeds(browser, tmp_path_factory, embedder, nlp, prompts):
+    service = build_service(make_settings(tmp_path_factory.mktemp("web-seeds"), seeds_dir=SEEDS_DIR), embedder, nlp,
+                            prompts)
+    with LiveServer(service) as live:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(live.url + "/")
+        turn = ask(page, "Who doubted the crematorium claim?")
+        assert turn.locator(".answer strong").inner_text()
+        turn.locator(".chip").first.click()
+        playwright_api.expect(page.locator("#source-text mark#highlight")).to_be_in_viewport()
+        follow = ask(page, "What did they say about the photographs?")
+        assert follow.locator(".resolved").inner_text().startswith("Answered as: What did ")
+        context.close()
