@@ -29,6 +29,12 @@ class AddedDocument(BaseModel):
     title: str
     chunks: int
     replaced: bool
+    unchanged: bool = False  # already stored exactly so: not embedded or written again
+
+
+def _same(stored: Document | None, new: Document) -> bool:
+    return stored is not None and (stored.title, stored.text, stored.source, stored.published, stored.url) == (
+        new.title, new.text, new.source, new.published, new.url)
 
 
 def derive_doc_id(doc: DocumentIn) -> str:
@@ -67,6 +73,10 @@ class Indexer:
         from tqdm import tqdm
 
         analysed = [self.analyse(d) for d in tqdm(docs, desc="analysing", unit="doc", disable=not show_progress)]
+        return self.embed_analysed(analysed, show_progress)
+
+    def embed_analysed(self, analysed: list[tuple[Document, list[Sentence], list[Chunk]]],
+                       show_progress: bool = False) -> list[DocumentWrite]:
         # The title travels with every chunk into the embedding: a passage is found by its headline too.
         texts = [f"{doc.title}. {c.text}" for doc, _, chunks in analysed for c in chunks]
         vectors = self.embedder.embed(texts, show_progress=show_progress)
@@ -91,6 +101,32 @@ class Indexer:
         self.store.write(upserts=writes)
         return [AddedDocument(id=w.document.id, title=w.document.title, chunks=len(w.chunks),
                               replaced=w.document.id in existing) for w in writes]
+
+    def add_in_batches(self, docs: list[DocumentIn], batch_size: int = 256,
+                       show_progress: bool = False) -> list[AddedDocument]:
+        """Bulk ingestion that can be resumed: each batch is one atomic write, and an article already stored
+        exactly as given is skipped without embedding it again. Killed half-way, the run is repeated and only
+        redoes the batch it was in."""
+        from tqdm import tqdm
+
+        duplicates = sorted(i for i, n in Counter(d.id for d in docs if d.id).items() if n > 1)
+        if duplicates:
+            raise InvalidInput(f"the same document id appears more than once in one request: {duplicates}")
+        results: list[AddedDocument] = []
+        with tqdm(total=len(docs), desc="indexing", unit="doc", disable=not show_progress) as bar:
+            for first in range(0, len(docs), batch_size):
+                batch = [self.analyse(d) for d in docs[first:first + batch_size]]
+                snapshot = self.store.snapshot()
+                stored = {doc.id: snapshot.document(doc.id) for doc, _, _ in batch if snapshot.has_document(doc.id)}
+                todo = [item for item in batch if not _same(stored.get(item[0].id), item[0])]
+                writes = self.embed_analysed(todo)
+                if writes:
+                    self.store.write(upserts=writes)
+                changed = {w.document.id for w in writes}
+                results += [AddedDocument(id=doc.id, title=doc.title, chunks=len(chunks), replaced=doc.id in stored,
+                                          unchanged=doc.id not in changed) for doc, _, chunks in batch]
+                bar.update(len(batch))
+        return results
 
     def remove(self, doc_ids: list[str]) -> None:
         """Delete documents by id, all or none.

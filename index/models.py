@@ -137,3 +137,6 @@ class Manifest(BaseModel):
     n_chunks: int
     generation: int
     updated_at: str
+    # sha256 of every file of the generation but the manifest, by relative path (written from format 1.1 on;
+    # `newsroom-qa index verify` checks them).
+    checksums: dict[str, str] = Field(default_factory=dict)

@@ -45,7 +45,7 @@ def split_sentences(nlp: Language, text: str) -> list[Sentence]:
     """
     spans = _paragraphs(text)
     sentences: list[Sentence] = []
-    with nlp.select_pipes(enable=[p for p in ("tok2vec", "parser", "senter") if p in nlp.pipe_names]):
+    with nlp.select_pipes(enable=[p for p in ("tok2vec", "parser", "senter", "sentencizer") if p in nlp.pipe_names]):
         for (p_start, _), doc in zip(spans, nlp.pipe(text[a:b] for a, b in spans), strict=True):
             for sent in doc.sents:
                 start = p_start + sent.start_char

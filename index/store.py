@@ -23,6 +23,7 @@ wrapped in ``IndexIDMap2`` so chunk rows can be removed when a document is repla
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -83,6 +84,23 @@ def _fsync_dir(path: Path) -> None:
 def _fsync_file(path: Path) -> None:
     with path.open("rb") as fh:
         os.fsync(fh.fileno())
+
+
+def _generation_files(gen: Path) -> list[Path]:
+    """The files a generation's manifest vouches for (everything but the manifest)."""
+    return sorted(p for p in gen.rglob("*") if p.is_file() and p.name != "manifest.json")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checksums(gen: Path) -> dict[str, str]:
+    return {p.relative_to(gen).as_posix(): _sha256(p) for p in _generation_files(gen)}
 
 
 def _row_to_document(row: sqlite3.Row) -> Document:
@@ -338,11 +356,13 @@ class Store:
         self.checkpoint("faiss-written")
         manifest = Manifest(format_version=FORMAT_VERSION, model_id=self.model_id, dimension=self.dimension,
                             n_documents=n_documents, n_chunks=n_chunks, generation=int(tmp.name[4:10]),
-                            updated_at=datetime.now(UTC).isoformat(timespec="seconds"))
+                            updated_at=datetime.now(UTC).isoformat(timespec="seconds"), checksums=_checksums(tmp))
+        self.checkpoint("checksums-computed")
         (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-        for file in [tmp / "store.sqlite", tmp / "index.faiss", tmp / "manifest.json", tmp / "doc_vectors.npy",
-                     *(p for p in (tmp / "lexical").rglob("*") if p.is_file())]:
+        self.checkpoint("manifest-written")
+        for file in [*_generation_files(tmp), tmp / "manifest.json"]:
             _fsync_file(file)
+        self.checkpoint("files-synced")
         final = self.data_dir / tmp.name.split(".")[0]
         tmp.rename(final)
         _fsync_dir(self.data_dir)
@@ -355,6 +375,7 @@ class Store:
         _fsync_dir(self.data_dir)
         self.checkpoint("published")
         self._collect_garbage(keep={final.name})
+        self.checkpoint("garbage-collected")
 
     def _build_lexical(self, tmp: Path, index: faiss.Index) -> None:
         """BM25 over the generation's chunks (title + text), and article centroid vectors, from the new store."""
@@ -393,10 +414,37 @@ class Store:
                 for doc_id in deletes:
                     if not self._remove(db, index, doc_id):
                         raise DocumentNotFound(f"no document with id {doc_id!r}")
-                for item in upserts:
+                for n, item in enumerate(upserts, start=1):
                     self._insert(db, index, item, now)
+                    self.checkpoint(f"document-{n}-inserted")
                 n_documents = db.execute("SELECT count(*) FROM documents").fetchone()[0]
                 self.checkpoint("changes-applied")
+                self._publish((tmp, db, index), n_documents=n_documents)
+            except BaseException:
+                db.close()
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return self.snapshot()
+
+    def rebuild_indexes(self, embed: Callable[[list[str]], np.ndarray], batch: int = 512) -> Snapshot:
+        """A new generation with the live SQLite store and freshly built vectors, BM25 and centroids (repair).
+
+        :param embed: the chunk texts (``title. chunk text``, as ingestion embeds them) -> unit vectors.
+        """
+        with self._write_lock():
+            base = self._read_current()
+            if base is None:
+                raise DataDirError(f"{self.data_dir} holds no generation to rebuild")
+            tmp, db, _ = self._new_generation(base=base)
+            try:
+                index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
+                rows = db.execute("SELECT c.rowid, d.title || '. ' || substr(d.text, c.start + 1, c.end - c.start) "
+                                  "FROM chunks c JOIN documents d ON d.id = c.doc_id ORDER BY c.rowid").fetchall()
+                for i in range(0, len(rows), batch):
+                    part = rows[i:i + batch]
+                    vectors = np.asarray(embed([text for _, text in part]), dtype=np.float32)
+                    index.add_with_ids(vectors, np.array([rid for rid, _ in part], dtype=np.int64))
+                n_documents = db.execute("SELECT count(*) FROM documents").fetchone()[0]
                 self._publish((tmp, db, index), n_documents=n_documents)
             except BaseException:
                 db.close()

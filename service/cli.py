@@ -53,6 +53,15 @@ def _configure_logging(level: int) -> None:
         logging.getLogger(name).setLevel(level)
 
 
+def _server_logging(settings: Settings) -> None:
+    """JSON lines with request ids for the server (one access line per request comes from the app itself)."""
+    if settings.log_format == "json":
+        from service.api.observability import configure_json_logging
+
+        configure_json_logging(logging.INFO)
+    logging.getLogger("uvicorn.error").setLevel(logging.INFO)
+
+
 def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
     from service.settings import Settings
 
@@ -108,7 +117,9 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     service = QAService.from_settings(settings)
     click.echo(f"newsroom-qa: {service.store.snapshot().manifest.n_documents} documents in {settings.data_dir}; "
                f"chat page on http://{settings.host}:{settings.port}/ (API docs at /docs)", err=True)
-    uvicorn.run(create_app(service=service), host=settings.host, port=settings.port, log_level="info")
+    _server_logging(settings)
+    uvicorn.run(create_app(service=service), host=settings.host, port=settings.port, log_level="info",
+                log_config=None, access_log=False)
 
 
 @cli.command()
@@ -141,7 +152,9 @@ def slack(host: str | None, port: int | None, data_dir: Path | None) -> None:
 
     click.echo(f"newsroom-qa: Slack events on http://{settings.host}:{settings.port}/slack/events "
                "(point the app's Request URL at it through your HTTPS proxy)", err=True)
-    uvicorn.run(create_app(service=newsroom), host=settings.host, port=settings.port, log_level="info")
+    _server_logging(settings)
+    uvicorn.run(create_app(service=newsroom), host=settings.host, port=settings.port, log_level="info",
+                log_config=None, access_log=False)
 
 
 @cli.group()
@@ -161,16 +174,69 @@ def index_init(data_dir: Path | None) -> None:
 
 @index.command("add")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Articles per atomic write. An interrupted run, repeated, skips what was stored unchanged.")
+@click.option("--all-or-none", is_flag=True, help="One atomic write for everything instead of batches.")
 @data_dir_option
 @_friendly_errors
-def index_add(paths: tuple[Path, ...], data_dir: Path | None) -> None:
+def index_add(paths: tuple[Path, ...], batch_size: int, all_or_none: bool, data_dir: Path | None) -> None:
     """Add article files or directories (.txt, .md, .html, .jsonl; optional <name>.meta.json sidecars)."""
     service = _service(data_dir, seed_if_empty=False)
-    result = service.add_paths(list(paths), show_progress=True)
+    result = service.add_paths(list(paths), show_progress=True, batch_size=None if all_or_none else batch_size)
     for doc in result.documents:
-        verb = "replaced" if doc.replaced else "added"
+        verb = "unchanged" if doc.unchanged else "replaced" if doc.replaced else "added"
         click.echo(f"{verb} {doc.id}: {doc.chunks} chunks  {doc.title}")
-    click.echo(f"{len(result.documents)} documents stored in {service.settings.data_dir}")
+    skipped = sum(d.unchanged for d in result.documents)
+    click.echo(f"{len(result.documents)} documents stored in {service.settings.data_dir}"
+               + (f" ({skipped} already stored unchanged, not embedded again)" if skipped else ""))
+
+
+@index.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@data_dir_option
+@_friendly_errors
+def index_verify(as_json: bool, data_dir: Path | None) -> None:
+    """Check the data directory: manifest, checksums, SQLite integrity, counts, FAISS/BM25 vs SQLite, offsets.
+    Exit code 1 when something is wrong."""
+    from index.verify import verify
+
+    settings = _settings(data_dir)
+    report = verify(settings.data_dir)
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        for line in report.checked:
+            click.echo(f"ok       {line}")
+        for line in report.problems:
+            click.echo(f"PROBLEM  {line}")
+        click.echo(f"{settings.data_dir} ({report.generation}): " + ("verifies" if report.ok else
+                   f"{len(report.problems)} problem(s); 'newsroom-qa index repair' rebuilds what can be rebuilt"))
+    if not report.ok:
+        sys.exit(1)
+
+
+@index.command("repair")
+@data_dir_option
+@_friendly_errors
+def index_repair(data_dir: Path | None) -> None:
+    """Make the data directory verify again: go back to the newest generation that verifies, or rebuild the
+    vectors, BM25 and centroids from the stored articles. Never deletes a generation."""
+    from index.embedding import Embedder
+    from index.store import Store
+    from index.verify import repair, verify
+
+    settings = _settings(data_dir)
+    _quiet_libraries()
+    embedder = Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
+                        precision=settings.embedding_precision)
+    store = Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension,
+                  bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b)
+    for action in repair(store, embedder.embed):
+        click.echo(action)
+    report = verify(settings.data_dir)
+    click.echo("the data directory verifies" if report.ok else "still damaged: " + "; ".join(report.problems))
+    if not report.ok:
+        sys.exit(1)
 
 
 @index.command("list")

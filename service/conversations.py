@@ -51,8 +51,8 @@ class ConversationStore:
         return n
 
     def list(self, limit: int = 50, offset: int = 0) -> ConversationList:
-        if not (1 <= limit <= 1000 and offset >= 0):
-            raise InvalidInput(f"limit must be 1-1000 and offset >= 0; got limit={limit}, offset={offset}")
+        if not (1 <= limit <= 1000 and 0 <= offset <= 2**31):
+            raise InvalidInput(f"limit must be 1-1000 and offset 0-2^31; got limit={limit}, offset={offset}")
         counts = (select(turns.c.conversation_id, func.count().label("turns"))
                   .group_by(turns.c.conversation_id).subquery())
         query = (select(conversations, func.coalesce(counts.c.turns, 0).label("turns"))

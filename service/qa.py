@@ -116,11 +116,15 @@ class QAService:
         docs = [doc for name, data in files for doc in parse_file(name, data)]
         return self.add_documents(docs)
 
-    def add_paths(self, paths: list[Path], show_progress: bool = False) -> AddDocumentsResponse:
-        """Read article files and directories (with ``.meta.json`` sidecars) and store them, all or none."""
+    def add_paths(self, paths: list[Path], show_progress: bool = False,
+                  batch_size: int | None = None) -> AddDocumentsResponse:
+        """Read article files and directories (with ``.meta.json`` sidecars) and store them: all or none, or with
+        ``batch_size`` one atomic write per batch, skipping articles already stored unchanged (resumable)."""
         docs = [doc for path in iter_paths(paths) for doc in load_path(path)]
         if not docs:
             raise InvalidInput(f"no article files found in {', '.join(str(p) for p in paths)}")
+        if batch_size is not None:
+            return AddDocumentsResponse(documents=self.indexer.add_in_batches(docs, batch_size, show_progress))
         return self.add_documents(docs, show_progress=show_progress)
 
     def delete_documents(self, doc_ids: list[str]) -> None:
@@ -133,8 +137,8 @@ class QAService:
 
     # --- reading -------------------------------------------------------------------------------------
     def list_documents(self, limit: int = 100, offset: int = 0) -> DocumentList:
-        if not (1 <= limit <= 1000 and offset >= 0):
-            raise InvalidInput(f"limit must be 1-1000 and offset >= 0; got limit={limit}, offset={offset}")
+        if not (1 <= limit <= 1000 and 0 <= offset <= 2**31):
+            raise InvalidInput(f"limit must be 1-1000 and offset 0-2^31; got limit={limit}, offset={offset}")
         snap = self.store.snapshot()
         return DocumentList(documents=[_summary(d) for d in snap.documents(limit, offset)],
                             total=snap.manifest.n_documents)

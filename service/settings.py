@@ -66,7 +66,14 @@ class Settings(BaseSettings):
                                      "database; unset: SQLite in the data dir (chat.sqlite3).")
 
     api_key: SecretStr | None = Field(default=None, description="Bearer key required for HTTP writes.")
-    public_reads: bool = Field(default=True, description="If false, reads need the API key too.")
+    api_keys_file: Path | None = Field(default=None, description="TOML file of named keys with scopes "
+                                       "(read, write, admin); see service/api/auth.py.")
+    public_reads: bool = Field(default=True, description="If false, reads need a key with the read scope.")
+    rate_limit: str | None = Field(default="600/minute", description="Requests per key ('N/second|minute|hour'); "
+                                   "'off' for no limit.")
+    rate_limit_anonymous: str | None = Field(default="120/minute", description="Requests per client address "
+                                             "without a key.")
+    max_upload_files: int = Field(default=100, ge=1, le=10_000)  # files per upload request
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)  # 20 MiB per uploaded file
     max_request_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)  # 25 MiB per request body
 
@@ -83,8 +90,15 @@ class Settings(BaseSettings):
     slack_api_url: str = Field(default="https://slack.com/api/",
                                description="Slack Web API base URL (tests point it at a local stub).")
 
+    log_format: Literal["json", "text"] = Field(default="json", description="The server's log lines: one JSON "
+                                                "object each (with a request id), or plain text.")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+
+    @field_validator("rate_limit", "rate_limit_anonymous")
+    @classmethod
+    def _off_means_none(cls, value: str | None) -> str | None:
+        return None if value is not None and value.strip().lower() in ("off", "none", "0") else value
 
     @field_validator("api_key")
     @classmethod

@@ -44,7 +44,9 @@ def nlp():  # type: ignore[no-untyped-def]
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {"data_dir": data_dir, "seeds_dir": FIXTURE_ARTICLES, "api_key": API_KEY}
+    # No rate limits by default: the suite sends far more requests a minute than a person would.
+    values: dict[str, object] = {"data_dir": data_dir, "seeds_dir": FIXTURE_ARTICLES, "api_key": API_KEY,
+                                 "rate_limit": None, "rate_limit_anonymous": None}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from index.errors import QAError
+from service.api.auth import KeyRing
 from service.api.errors import status_for
+from service.api.observability import Metrics
+from service.api.ratelimit import RateLimiter
 from service.api.routes import answers, chat, documents, web
 from service.newsroom import Newsroom
 from service.qa import QAService
@@ -45,6 +51,23 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
     return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
                         content={"detail": "; ".join(problems), "errors": errors})
+
+
+# Every error body is {"detail": "<one readable sentence>"}; validation errors add the structured "errors" list.
+_ERROR_SCHEMA = {"type": "object", "title": "Error", "required": ["detail"], "properties": {
+    "detail": {"type": "string", "description": "What is wrong, in one sentence."},
+    "errors": {"type": "array", "items": {"type": "object"}, "description": "Pydantic's errors (422 only)."}}}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated schema, with FastAPI's default 422 body replaced by the one this service sends."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schemas = schema.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in schemas:
+            schemas["HTTPValidationError"] = _ERROR_SCHEMA
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _mount_slack(app: FastAPI, settings: Settings) -> None:
@@ -83,7 +106,14 @@ def create_app(settings: Settings | None = None, service: Newsroom | QAService |
                               "from a stored article and cited to the exact characters, or the service abstains.")
     if newsroom is not None:
         app.state.newsroom = newsroom
-    max_body = (newsroom.qa.settings if newsroom is not None else settings or Settings()).max_request_bytes
+    effective = newsroom.qa.settings if newsroom is not None else settings or Settings()
+    max_body = effective.max_request_bytes
+    admin_key = effective.api_key.get_secret_value() if effective.api_key is not None else None
+    app.state.keyring = KeyRing.load(admin_key, effective.api_keys_file)
+    app.state.limiter = RateLimiter(effective.rate_limit, effective.rate_limit_anonymous)
+
+    metrics = Metrics()
+    app.state.metrics = metrics
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -93,13 +123,15 @@ def create_app(settings: Settings | None = None, service: Newsroom | QAService |
                                 content={"detail": f"request body larger than {max_body} bytes"})
         return await call_next(request)
 
+    app.middleware("http")(metrics.middleware)  # added last: runs first, so it sees every response
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_exception_handler(QAError, _qa_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(answers.router, prefix=API_PREFIX)
     app.include_router(documents.router, prefix=API_PREFIX)
     app.include_router(chat.router, prefix=API_PREFIX)
     app.include_router(web.router)
-    slack_settings = newsroom.qa.settings if newsroom is not None else settings or Settings()
+    slack_settings = effective
     # HTTP events when a signing secret is set; a bot token alone (no Socket Mode token either) is a half-done setup.
     if slack_settings.slack_signing_secret is not None or (
             slack_settings.slack_bot_token is not None and slack_settings.slack_app_token is None):
@@ -113,5 +145,29 @@ def create_app(settings: Settings | None = None, service: Newsroom | QAService |
         manifest = qa.store.snapshot().manifest
         return Health(status="ok", documents=manifest.n_documents, chunks=manifest.n_chunks,
                       model=manifest.model_id)
+
+    @app.get("/readyz", response_model=Health, tags=["health"],
+             responses={503: {"description": "Starting, or the data directory cannot be read."}})
+    def readyz(request: Request) -> Response:
+        """Ready to answer: the models are loaded and the live index opens."""
+        newsroom: Newsroom | None = getattr(request.app.state, "newsroom", None)
+        if newsroom is None:
+            return JSONResponse(status_code=503, content={"detail": "starting: the models are still loading"})
+        try:
+            manifest = newsroom.qa.store.snapshot().manifest
+        except QAError as exc:
+            return JSONResponse(status_code=503, content={"detail": f"the index cannot be opened: {exc}"})
+        return JSONResponse(Health(status="ready", documents=manifest.n_documents, chunks=manifest.n_chunks,
+                                   model=manifest.model_id).model_dump())
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_endpoint(request: Request) -> Response:
+        """Prometheus text format: request counts and latencies by route, answers by outcome, index size."""
+        newsroom: Newsroom | None = getattr(request.app.state, "newsroom", None)
+        if newsroom is not None:
+            manifest = newsroom.qa.store.snapshot().manifest
+            metrics.documents.set(manifest.n_documents)
+            metrics.chunks.set(manifest.n_chunks)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

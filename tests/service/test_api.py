@@ -109,7 +109,8 @@ def test_add_replace_read_delete_documents(writable):
            "source": "Test Wire", "published": "2024-05-01", "url": "https://example.org/dam"}
     r = writable.post("/v1/documents", json={"documents": [doc]}, headers=AUTH)
     assert r.status_code == 201
-    assert r.json()["documents"] == [{"id": "w1", "title": "Dam opens", "chunks": 1, "replaced": False}]
+    assert r.json()["documents"] == [{"id": "w1", "title": "Dam opens", "chunks": 1, "replaced": False,
+                                      "unchanged": False}]
     body = writable.post("/v1/ask", json={"question": "Who led the work on the dam?"}).json()
     assert body["answer"] == "Ada Lune" and body["citations"][0]["doc_id"] == "w1"
     doc["text"] = "The new dam opened on Saturday. Engineer Bo Kay led the work."

@@ -15,7 +15,9 @@ from service.cli import cli
 from service.conversations import ConversationNotFound
 from service.newsroom import Newsroom
 from service.schemas import ChatResponse
-from tests.conftest import LiveServer
+from tests.conftest import API_KEY, LiveServer
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 pytestmark = pytest.mark.integration
 
@@ -94,10 +96,11 @@ def test_chat_api_and_conversation_endpoints(client):
     assert conv in {c["id"] for c in listing["conversations"]} and listing["total"] >= 1
     detail = client.get(f"/v1/conversations/{conv}").json()
     assert [t["message"] for t in detail["history"]] == ["Who is the mayor of Vellmont?", "What did he say?"]
-    assert client.delete(f"/v1/conversations/{conv}").status_code == 204
+    assert client.delete(f"/v1/conversations/{conv}").status_code == 401  # deleting needs the write scope
+    assert client.delete(f"/v1/conversations/{conv}", headers=AUTH).status_code == 204
     missing = client.get(f"/v1/conversations/{conv}")
     assert missing.status_code == 404 and conv in missing.json()["detail"]
-    assert client.delete(f"/v1/conversations/{conv}").status_code == 404
+    assert client.delete(f"/v1/conversations/{conv}", headers=AUTH).status_code == 404
 
 
 @pytest.mark.parametrize(("payload", "detail"), [

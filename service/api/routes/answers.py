@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from service.api.deps import QADep, ReaderDep
 from service.schemas import AnswerResponse, AskRequest, SearchRequest, SearchResponse
@@ -17,6 +17,8 @@ def search(body: SearchRequest, qa: QADep) -> SearchResponse:
 
 
 @router.post("/ask", response_model=AnswerResponse)
-def ask(body: AskRequest, qa: QADep) -> AnswerResponse:
+def ask(body: AskRequest, qa: QADep, request: Request) -> AnswerResponse:
     """Answer a question with a short span quoted from an article, cited to the character, or abstain."""
-    return qa.ask(body.question, body.top_k, body.filters, body.recency)
+    answer = qa.ask(body.question, body.top_k, body.filters, body.recency)
+    request.app.state.metrics.count_answer(answer.abstained)
+    return answer

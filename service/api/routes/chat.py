@@ -7,14 +7,15 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import iterate_in_threadpool
 
 from index.errors import QAError
-from service.api.deps import ChatDep, FeedbackDep, ReaderDep
+from service.api.deps import ChatDep, FeedbackDep, ReaderDep, WriterDep
 from service.api.errors import status_for
+from service.api.observability import Metrics
 from service.chat import ChatEvent
 from service.schemas import (
     ChatRequest,
@@ -25,7 +26,8 @@ from service.schemas import (
     FeedbackResponse,
 )
 
-router = APIRouter(tags=["chat"], dependencies=[ReaderDep])
+MAX_OFFSET = 2**31  # beyond any archive; keeps the value inside SQLite's integer range
+router = APIRouter(tags=["chat"])
 logger = logging.getLogger(__name__)
 
 _SSE_DOC = {"text/event-stream": {"schema": {"type": "string"}, "example":
@@ -34,10 +36,12 @@ _SSE_DOC = {"text/event-stream": {"schema": {"type": "string"}, "example":
                                   'event: done\ndata: {"conversation_id": "...", "turn": 1}\n\n'}}
 
 
-async def _stream(steps: Iterator[ChatEvent]) -> AsyncIterator[dict[str, str]]:
+async def _stream(steps: Iterator[ChatEvent], metrics: Metrics) -> AsyncIterator[dict[str, str]]:
     """Each step as an SSE event; a failure after the stream started arrives as an ``error`` event."""
     try:
         async for step in iterate_in_threadpool(steps):
+            if isinstance(step.data, ChatResponse):
+                metrics.count_answer(step.data.abstained)
             yield {"event": step.event, "data": step.data.model_dump_json()}
     except QAError as exc:
         yield {"event": "error", "data": json.dumps({"status": status_for(exc), "detail": str(exc)})}
@@ -47,43 +51,48 @@ async def _stream(steps: Iterator[ChatEvent]) -> AsyncIterator[dict[str, str]]:
                                                      "the service log has the details"})}
 
 
-@router.post("/chat", response_model=ChatResponse,
+@router.post("/chat", response_model=ChatResponse, dependencies=[ReaderDep],
              responses={200: {"content": _SSE_DOC, "description": "The answer, or with `Accept: text/event-stream` "
                               "the events resolved, passages, answer and done (error on failure)."}})
-async def chat(body: ChatRequest, chat: ChatDep, accept: Annotated[str | None, Header()] = None) -> Response:
+async def chat(body: ChatRequest, chat: ChatDep, request: Request,
+               accept: Annotated[str | None, Header()] = None) -> Response:
     """One chat turn: the follow-up is resolved against the conversation, then answered as /ask answers."""
+    metrics: Metrics = request.app.state.metrics
     steps = chat.events(body.conversation_id, body.message)  # checks the message before anything streams
     if accept is not None and "text/event-stream" in accept:
-        return EventSourceResponse(_stream(steps), ping=15)
+        return EventSourceResponse(_stream(steps, metrics), ping=15)
     answer = None
     async for step in iterate_in_threadpool(steps):
         if isinstance(step.data, ChatResponse):
             answer = step.data
     assert answer is not None
+    metrics.count_answer(answer.abstained)
     return JSONResponse(answer.model_dump(mode="json"))
 
 
-@router.get("/conversations", response_model=ConversationList)
+@router.get("/conversations", response_model=ConversationList, dependencies=[ReaderDep])
 def list_conversations(chat: ChatDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                       offset: Annotated[int, Query(ge=0)] = 0) -> ConversationList:
+                       offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> ConversationList:
     """Stored conversations, most recently updated first."""
     return chat.list(limit, offset)
 
 
-@router.get("/conversations/{conversation_id}", response_model=ConversationDetail)
+@router.get("/conversations/{conversation_id}", response_model=ConversationDetail, dependencies=[ReaderDep])
 def get_conversation(conversation_id: str, chat: ChatDep) -> ConversationDetail:
     """A conversation with every turn: message, resolved question and the answer shown."""
     return chat.get(conversation_id)
 
 
-@router.delete("/conversations/{conversation_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/conversations/{conversation_id}", status_code=status.HTTP_204_NO_CONTENT,
+               dependencies=[WriterDep])
 def delete_conversation(conversation_id: str, chat: ChatDep) -> Response:
     """Delete a conversation and its turns."""
     chat.delete(conversation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/feedback", status_code=status.HTTP_201_CREATED, response_model=FeedbackResponse)
+@router.post("/feedback", status_code=status.HTTP_201_CREATED, response_model=FeedbackResponse,
+             dependencies=[ReaderDep])
 def add_feedback(body: FeedbackRequest, feedback: FeedbackDep) -> FeedbackResponse:
     """Thumbs up or down on an answer, stored with its question and citations (export: newsroom-qa feedback)."""
     return feedback.add(body)

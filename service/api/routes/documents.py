@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile, status
 
 from index.models import check_doc_id
-from service.api.deps import QADep, ReaderDep, WriterDep
+from service.api.deps import AdminDep, QADep, ReaderDep, WriterDep
 from service.schemas import AddDocumentsRequest, AddDocumentsResponse, DocumentDetail, DocumentList
 
+MAX_OFFSET = 2**31  # beyond any archive; keeps the value inside SQLite's integer range
 router = APIRouter(prefix="/documents", tags=["documents"])
-MAX_FILES = 100
 
 
 def _valid_id(doc_id: str) -> str:
@@ -33,9 +33,9 @@ def add_documents(body: AddDocumentsRequest, qa: QADep) -> AddDocumentsResponse:
 def upload_documents(files: Annotated[list[UploadFile], File(description="txt, md, html or jsonl files")],
                      qa: QADep) -> AddDocumentsResponse:
     """Add articles from uploaded files (.txt, .md, .html, .jsonl). All are stored or none."""
-    if len(files) > MAX_FILES:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                            detail=f"{len(files)} files uploaded; at most {MAX_FILES} per request")
+    if len(files) > qa.settings.max_upload_files:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=f"{len(files)} files uploaded; at most "
+                            f"{qa.settings.max_upload_files} per request (NEWSROOM_QA_MAX_UPLOAD_FILES)")
     limit = qa.settings.max_upload_bytes
     parsed = []
     for upload in files:
@@ -49,7 +49,7 @@ def upload_documents(files: Annotated[list[UploadFile], File(description="txt, m
 
 @router.get("", response_model=DocumentList, dependencies=[ReaderDep])
 def list_documents(qa: QADep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                   offset: Annotated[int, Query(ge=0)] = 0) -> DocumentList:
+                   offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> DocumentList:
     """List stored articles (without their text), in id order."""
     return qa.list_documents(limit, offset)
 
@@ -60,7 +60,7 @@ def read_document(doc_id: str, qa: QADep) -> DocumentDetail:
     return qa.get_document(_valid_id(doc_id))
 
 
-@router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriterDep])
+@router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminDep])
 def delete_document(doc_id: str, qa: QADep) -> Response:
     """Delete an article and its passages."""
     qa.delete_document(_valid_id(doc_id))
