@@ -8,7 +8,6 @@ be configured instead.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from index.checksum import sha256_file as _sha256
 from index.errors import ModelUnavailable
 
 if TYPE_CHECKING:
@@ -31,14 +31,6 @@ BUNDLED_MODEL = "all-MiniLM-L6-v2"
 # sha256 of upstream sentence-transformers/all-MiniLM-L6-v2 model.safetensors; the package must match it.
 BUNDLED_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 _BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @lru_cache(maxsize=1)

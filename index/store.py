@@ -23,7 +23,6 @@ wrapped in ``IndexIDMap2`` so chunk rows can be removed when a document is repla
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -39,6 +38,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from index.checksum import sha256_file
 from index.errors import DataDirError, DocumentNotFound, ModelMismatch
 from index.lexical import LexicalIndex
 from index.models import Chunk, Document, Filters, Manifest, Passage, Sentence
@@ -91,16 +91,8 @@ def _generation_files(gen: Path) -> list[Path]:
     return sorted(p for p in gen.rglob("*") if p.is_file() and p.name != "manifest.json")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _checksums(gen: Path) -> dict[str, str]:
-    return {p.relative_to(gen).as_posix(): _sha256(p) for p in _generation_files(gen)}
+    return {p.relative_to(gen).as_posix(): sha256_file(p) for p in _generation_files(gen)}
 
 
 def _row_to_document(row: sqlite3.Row) -> Document:
@@ -408,8 +400,8 @@ class Store:
             if base is None:
                 self._publish(self._new_generation(base=None), n_documents=0)
                 base = self._read_current()
-            tmp, db, index = self._new_generation(base=base)
-            try:
+            assert base is not None
+            with self._generation(base) as (tmp, db, index):
                 now = datetime.now(UTC).isoformat(timespec="seconds")
                 for doc_id in deletes:
                     if not self._remove(db, index, doc_id):
@@ -420,11 +412,18 @@ class Store:
                 n_documents = db.execute("SELECT count(*) FROM documents").fetchone()[0]
                 self.checkpoint("changes-applied")
                 self._publish((tmp, db, index), n_documents=n_documents)
-            except BaseException:
-                db.close()
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
         return self.snapshot()
+
+    @contextmanager
+    def _generation(self, base: str) -> Iterator[tuple[Path, sqlite3.Connection, faiss.Index]]:
+        """A new generation copied from ``base``; removed again if the block fails before publishing it."""
+        tmp, db, index = self._new_generation(base=base)
+        try:
+            yield tmp, db, index
+        except BaseException:
+            db.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     def rebuild_indexes(self, embed: Callable[[list[str]], np.ndarray], batch: int = 512) -> Snapshot:
         """A new generation with the live SQLite store and freshly built vectors, BM25 and centroids (repair).
@@ -435,8 +434,7 @@ class Store:
             base = self._read_current()
             if base is None:
                 raise DataDirError(f"{self.data_dir} holds no generation to rebuild")
-            tmp, db, _ = self._new_generation(base=base)
-            try:
+            with self._generation(base) as (tmp, db, _):
                 index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
                 rows = db.execute("SELECT c.rowid, d.title || '. ' || substr(d.text, c.start + 1, c.end - c.start) "
                                   "FROM chunks c JOIN documents d ON d.id = c.doc_id ORDER BY c.rowid").fetchall()
@@ -446,10 +444,6 @@ class Store:
                     index.add_with_ids(vectors, np.array([rid for rid, _ in part], dtype=np.int64))
                 n_documents = db.execute("SELECT count(*) FROM documents").fetchone()[0]
                 self._publish((tmp, db, index), n_documents=n_documents)
-            except BaseException:
-                db.close()
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
         return self.snapshot()
 
     @staticmethod

@@ -17,9 +17,10 @@ import faiss
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
+from index.checksum import sha256_file
 from index.lexical import LexicalIndex
 from index.models import Manifest
-from index.store import _GEN, Store, _fsync_dir, _fsync_file, _sha256
+from index.store import _GEN, Store, _fsync_dir, _fsync_file
 
 __all__ = ["VerifyReport", "repair", "verify", "verify_generation"]
 
@@ -78,7 +79,7 @@ def _checksum_problems(gen: Path, manifest: Manifest) -> list[str]:
         path = gen / rel
         if not path.is_file():
             problems.append(f"{rel} is missing")
-        elif _sha256(path) != expected:
+        elif sha256_file(path) != expected:
             problems.append(f"{rel} does not match its checksum (changed or corrupted since it was written)")
     return problems
 
