@@ -161,3 +161,29 @@ def test_kill_at_random_moments_during_many_writes(tmp_path):
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL  # killed mid-run, not finished or failed
         assert "old" in assert_consistent(tmp_path)
+
+
+def test_concurrent_writers_are_serialized(tmp_path):
+    """Threads of one process and a second Store on the same directory write at once: every write lands."""
+    import threading
+
+    from index.verify import verify
+
+    stores = [Store(tmp_path, "m", DIM), Store(tmp_path, "m", DIM)]  # as two processes would: separate objects
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(5):
+                stores[n % 2].write(upserts=[make_write(f"w{n}-{i}", seed=10 * n + i)])
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert assert_consistent(tmp_path) == {f"w{n}-{i}" for n in range(4) for i in range(5)}
+    assert verify(tmp_path).ok

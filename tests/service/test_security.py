@@ -202,3 +202,16 @@ def test_json_log_lines_carry_the_request_id(capsys):
         assert any(isinstance(f, RequestIdFilter) for h in root.handlers for f in h.filters)
     finally:
         root.handlers[:], root.level = saved
+
+
+def test_body_and_upload_sizes_are_limited(tmp_path, embedder, nlp, prompts):
+    settings = make_settings(tmp_path, max_request_bytes=4096, max_upload_bytes=1024)
+    with LiveServer(build_service(settings, embedder, nlp, prompts)) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as client:
+        big = client.post("/v1/ask", json={"question": "x" * 5000})
+        assert big.status_code == 413 and big.json()["detail"] == "request body larger than 4096 bytes"
+        upload = client.post("/v1/documents/upload", headers=auth(API_KEY),
+                             files=[("files", ("long.txt", b"Title\n\n" + b"word " * 400, "text/plain"))])
+        assert upload.status_code == 413
+        assert upload.json()["detail"] == "long.txt: larger than the 1024 byte upload limit"
+        assert client.get("/v1/documents", params={"limit": 1000}).json()["total"] == 2  # nothing was stored
