@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -176,18 +177,25 @@ class FollowupResolver:
         The answer comes first, unless the pronoun is a subject and the previous question asked for an object
         ("What did the office release?" -> "When did it release them?": "it" is the office, not the answer).
         """
+        first, asked, context, asks_subject = self._turn_mentions(turn)
+        if subject_like and not asks_subject:
+            return [*asked, *first, *context]
+        return [*first, *asked, *context]
+
+    @lru_cache(maxsize=256)  # noqa: B019 - one resolver lives as long as the service; turns repeat every follow-up
+    def _turn_mentions(self, turn: PriorTurn) -> tuple[tuple[_Mention, ...], tuple[_Mention, ...],
+                                                       tuple[_Mention, ...], bool]:
+        """(answer, question's mentions, supporting sentence's mentions, whether the question asked for a
+        subject): parsed once per turn, not once per pronoun."""
         question = self.nlp(turn.question)
         sentence = self.nlp(turn.sentence) if turn.sentence else None
         answer = self._answer_mention(turn.answer, sentence) if turn.answer else None
         if answer is not None and question[:1].text.lower() in ("who", "whom") and _is_name(self.nlp(answer.text)):
             # The answer to "Who ...?" that is a name is a person, whatever label the small NER model gave it.
             answer = _Mention(answer.text, answer.kinds | {"person"}, answer.plural)
-        asked = [self._in_phrase(e) for e in question.ents] + _noun_phrases(question)
-        context = [self._entity(e) for e in sentence.ents] if sentence is not None else []
-        first = [answer] if answer is not None else []
-        if subject_like and not _asks_for_subject(question):
-            return asked + first + context
-        return first + asked + context
+        asked = tuple([self._in_phrase(e) for e in question.ents] + _noun_phrases(question))
+        context = tuple(self._entity(e) for e in sentence.ents) if sentence is not None else ()
+        return ((answer,) if answer is not None else ()), asked, context, _asks_for_subject(question)
 
     def _in_phrase(self, ent: Span) -> _Mention:
         """An entity that only modifies a noun ("the Kessel dam") stands for the whole phrase, a thing."""
