@@ -33,6 +33,12 @@ browser:
 test: install browser
 	$(PY) -m pytest
 
+# Figures for the README (needs ../shared/data): retrieval, reader, and the load check. Run on an idle machine.
+bench: install
+	bash benchmarks/retrieval.sh
+	bash benchmarks/reader.sh
+	$(PY) benchmarks/load.py --articles tests/fixtures/articles --clients 4 --seconds 30
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
