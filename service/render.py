@@ -7,26 +7,28 @@ from datetime import date
 from index.models import Passage
 from service.schemas import AnswerResponse
 
-__all__ = ["render_answer"]
+__all__ = ["flatten", "render_answer", "when"]
 
 SNIPPET_CHARS = 220
 
 
-def _when(value: date | None, t: dict[str, str]) -> str:
+def when(value: date | None, t: dict[str, str]) -> str:
+    """A date for people, or the template's word for an undated article."""
     return value.isoformat() if value else t["unknown_date"]
 
 
-def _snippet(text: str) -> str:
+def flatten(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """One line of at most ``limit`` characters, cut with an ellipsis."""
     flat = " ".join(text.split())
-    return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1].rstrip() + "…"
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
 def _passages(passages: list[Passage], t: dict[str, str]) -> list[str]:
     lines = [t["nearest_heading"]] if passages else []
     for n, p in enumerate(passages, start=1):
         lines.append(t["passage"].format(n=n, source=p.source or t["unknown_source"],
-                                         published=_when(p.published, t), title=p.title,
-                                         snippet=_snippet(p.text)))
+                                         published=when(p.published, t), title=p.title,
+                                         snippet=flatten(p.text)))
     return lines
 
 
@@ -48,13 +50,13 @@ def render_answer(response: AnswerResponse, t: dict[str, str], archive_empty: bo
     for n, c in enumerate(response.citations, start=1):
         url_line = t["url_line"].format(url=c.url) if c.url else ""
         lines.append(t["citation"].format(n=n, source=c.source or t["unknown_source"],
-                                          published=_when(c.published, t), title=c.title,
+                                          published=when(c.published, t), title=c.title,
                                           quote=" ".join(c.quote.split()), url_line=url_line))
     if response.sources_differ:
         lines.append(t["differ_heading"])
         for n, alt in enumerate(response.alternatives, start=len(response.citations) + 1):
             c = alt.citation
             lines.append(t["differ"].format(n=n, answer=alt.answer, source=c.source or t["unknown_source"],
-                                            published=_when(c.published, t), title=c.title,
+                                            published=when(c.published, t), title=c.title,
                                             quote=" ".join(c.quote.split())))
     return "\n".join(lines)

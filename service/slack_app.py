@@ -147,10 +147,9 @@ class _Listeners:
             return [], self.t["usage"]
         try:
             turn = self.newsroom.chat_service.turn(conversation_id, question)
-        except InvalidInput as exc:
-            return [], self.t["error"].format(message=str(exc))
-        except QAError as exc:
-            logger.warning("could not answer %r: %s", question, exc)
+        except QAError as exc:  # a bad question, or a model/data problem: the user sees why, in the thread
+            if not isinstance(exc, InvalidInput):
+                logger.warning("could not answer %r: %s", question, exc)
             return [], self.t["error"].format(message=str(exc))
         empty = self.newsroom.qa.store.snapshot().manifest.n_documents == 0
         return answer_message(turn, self.t, resolved_question=turn.resolved_question, question=question,

@@ -7,10 +7,10 @@ Plain functions from the response model and the ``[slack]`` templates to the JSO
 from __future__ import annotations
 
 import json
-from datetime import date
 from typing import Any
 
 from index.models import SourceRef
+from service.render import flatten, when
 from service.schemas import AnswerResponse
 
 __all__ = ["ACTION_DOWN", "ACTION_SHARE", "ACTION_UP", "answer_message", "escape", "feedback_ref"]
@@ -30,25 +30,16 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _flat(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
-
-
-def _when(value: date | None) -> str:
-    return value.isoformat() if value else "undated"
-
-
 def _link(ref: SourceRef) -> str:
-    title = escape(_flat(ref.title, 150)).replace("|", "¦")
+    title = escape(flatten(ref.title, 150)).replace("|", "¦")
     return f"<{ref.url}|{title}>" if ref.url else f"_{title}_"
 
 
 def _section(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": _flat_lines(text, SECTION_LIMIT)}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _truncate(text, SECTION_LIMIT)}}
 
 
-def _flat_lines(text: str, limit: int) -> str:
+def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -76,33 +67,34 @@ def answer_message(response: AnswerResponse, t: dict[str, str], *, resolved_ques
         if response.passages:
             lines = [t["nearest_heading"]]
             for n, p in enumerate(response.passages, start=1):
-                lines.append(t["nearest"].format(n=n, link=_link(p), source=escape(p.source or "unknown outlet"),
-                                                 published=_when(p.published),
-                                                 snippet=escape(_flat(p.text, SNIPPET_CHARS))))
+                lines.append(t["nearest"].format(n=n, link=_link(p), source=escape(p.source or t["unknown_source"]),
+                                                 published=when(p.published, t),
+                                                 snippet=escape(flatten(p.text, SNIPPET_CHARS))))
             blocks.append(_section("\n".join(lines)))
     else:
         answer = escape(response.answer or "")
         blocks.append(_section(t["answer"].format(answer=answer)))
         if response.supporting_sentence:
             blocks.append(_section(t["supporting"].format(
-                sentence=escape(_flat(response.supporting_sentence, QUOTE_CHARS)))))
+                sentence=escape(flatten(response.supporting_sentence, QUOTE_CHARS)))))
         lines = [t["sources_heading"]]
         for n, c in enumerate(response.citations, start=1):
-            lines.append(t["source"].format(n=n, link=_link(c), source=escape(c.source or "unknown outlet"),
-                                            published=_when(c.published), quote=escape(_flat(c.quote, QUOTE_CHARS))))
+            lines.append(t["source"].format(
+                n=n, link=_link(c), source=escape(c.source or t["unknown_source"]), published=when(c.published, t),
+                quote=escape(flatten(c.quote, QUOTE_CHARS))))
         blocks.append(_section("\n".join(lines)))
         if response.sources_differ:
             lines = [t["differ_heading"]]
             for n, alt in enumerate(response.alternatives, start=len(response.citations) + 1):
                 c = alt.citation
                 lines.append(t["differ"].format(
-                    n=n, answer=escape(alt.answer), link=_link(c), source=escape(c.source or "unknown outlet"),
-                    published=_when(c.published), quote=escape(_flat(c.quote, QUOTE_CHARS))))
+                    n=n, answer=escape(alt.answer), link=_link(c), source=escape(c.source or t["unknown_source"]),
+                    published=when(c.published, t), quote=escape(flatten(c.quote, QUOTE_CHARS))))
             blocks.append(_section("\n".join(lines)))
         first = response.citations[0]
-        fallback = t["fallback_answer"].format(answer=response.answer, sentence=_flat(first.quote, QUOTE_CHARS),
-                                               source=first.source or "unknown outlet",
-                                               published=_when(first.published))
+        fallback = t["fallback_answer"].format(answer=response.answer, sentence=flatten(first.quote, QUOTE_CHARS),
+                                               source=first.source or t["unknown_source"],
+                                               published=when(first.published, t))
     buttons: list[Block] = []
     if conversation_id is not None and turn is not None:
         value = feedback_ref(conversation_id, turn)

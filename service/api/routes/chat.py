@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
-from starlette.concurrency import iterate_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from index.errors import QAError
 from service.api.deps import ChatDep, FeedbackDep, ReaderDep, WriterDep
@@ -58,14 +58,10 @@ async def chat(body: ChatRequest, chat: ChatDep, request: Request,
                accept: Annotated[str | None, Header()] = None) -> Response:
     """One chat turn: the follow-up is resolved against the conversation, then answered as /ask answers."""
     metrics: Metrics = request.app.state.metrics
-    steps = chat.events(body.conversation_id, body.message)  # checks the message before anything streams
     if accept is not None and "text/event-stream" in accept:
+        steps = chat.events(body.conversation_id, body.message)  # checks the message before anything streams
         return EventSourceResponse(_stream(steps, metrics), ping=15)
-    answer = None
-    async for step in iterate_in_threadpool(steps):
-        if isinstance(step.data, ChatResponse):
-            answer = step.data
-    assert answer is not None
+    answer = await run_in_threadpool(chat.turn, body.conversation_id, body.message)
     metrics.count_answer(answer.abstained)
     return JSONResponse(answer.model_dump(mode="json"))
 
