@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -69,7 +71,8 @@ class Embedder:
     """
 
     def __init__(self, model: str = BUNDLED_MODEL, batch_size: int = 32, device: str = "cpu",
-                 expected_sha256: str | None = None, precision: Precision = "auto") -> None:
+                 expected_sha256: str | None = None, precision: Precision = "auto",
+                 query_cache_size: int = 1024) -> None:
         """
         :param model: ``all-MiniLM-L6-v2`` for the bundled copy, a local directory, or a hub id.
         :param batch_size: texts per forward pass.
@@ -87,6 +90,11 @@ class Embedder:
         self.model: SentenceTransformer | None = None
         self.precision: Literal["fp32", "bf16"] = (
             ("bf16" if cpu_has_bf16() else "fp32") if precision == "auto" else precision)
+        # Repeated questions (a chat page re-asked, a Slack thread, a load balancer's health query) skip the model.
+        self.query_cache_size = query_cache_size
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.cache_hits = 0
 
     @property
     def model_id(self) -> str:
@@ -156,5 +164,21 @@ class Embedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
-        """Embed one query; differs from ``embed`` only in taking and returning a single item."""
-        return self.embed([text])[0]
+        """Embed one query, from a small LRU cache when the same text was embedded recently.
+
+        :returns: a read-only float32 vector (shared with the cache).
+        """
+        with self._cache_lock:
+            cached = self._query_cache.get(text)
+            if cached is not None:
+                self._query_cache.move_to_end(text)
+                self.cache_hits += 1
+                return cached
+        vector = self.embed([text])[0]
+        vector.flags.writeable = False
+        if self.query_cache_size:
+            with self._cache_lock:
+                self._query_cache[text] = vector
+                while len(self._query_cache) > self.query_cache_size:
+                    self._query_cache.popitem(last=False)
+        return vector

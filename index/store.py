@@ -16,8 +16,10 @@ points ``CURRENT`` at it. A crash or SIGKILL at any moment leaves ``CURRENT`` na
 the old one, or the new one, never a mix. Readers hold a ``Snapshot`` (one generation) for a whole query, so
 they never see a half-applied write either.
 
-FAISS choice: vectors are unit length, so an exact inner-product index (``IndexFlatIP``) ranks by cosine; it is
-wrapped in ``IndexIDMap2`` so chunk rows can be removed when a document is replaced or deleted.
+FAISS choice: vectors are unit length, so inner product ranks by cosine. Small collections use an exact index
+(``IndexFlatIP`` in ``IndexIDMap2``, so chunk rows can be removed when a document is replaced or deleted); large
+ones an IVF index with 8-bit codes whose recall is tuned at every publish (``ann.py``). Queries read the index
+memory-mapped.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from index import ann
 from index.checksum import sha256_file
 from index.errors import DataDirError, DocumentNotFound, ModelMismatch
 from index.lexical import LexicalIndex
@@ -117,8 +120,10 @@ def build_lexical(db_path: Path, k1: float = 1.2, b: float = 0.75) -> LexicalInd
 def _article_centroids(index: faiss.Index, lexical: LexicalIndex, n_docs: int, dimension: int) -> np.ndarray:
     """The mean of each article's chunk vectors, re-normalised: the article as a whole, for dense context."""
     centroids = np.zeros((n_docs, dimension), dtype=np.float32)
-    for rowid, doc in zip(lexical.rowids, lexical.doc_of_chunk, strict=True):
-        centroids[doc] += index.reconstruct(int(rowid))
+    block = 65_536
+    for first in range(0, len(lexical.rowids), block):
+        rowids = np.ascontiguousarray(lexical.rowids[first:first + block], dtype=np.int64)
+        np.add.at(centroids, lexical.doc_of_chunk[first:first + block], index.reconstruct_batch(rowids))
     norms = np.linalg.norm(centroids, axis=1, keepdims=True)
     return centroids / np.where(norms > 0, norms, 1.0)
 
@@ -138,7 +143,7 @@ class Snapshot:
     @classmethod
     def open(cls, path: Path) -> Snapshot:
         manifest = Manifest.model_validate_json((path / "manifest.json").read_text(encoding="utf-8"))
-        index = faiss.read_index(str(path / "index.faiss"))
+        index = ann.load_for_queries(path / "index.faiss")
         lexical = LexicalIndex.load(path / "lexical")
         if (path / "doc_vectors.npy").is_file():
             doc_vectors = np.load(path / "doc_vectors.npy", mmap_mode="r")
@@ -209,12 +214,8 @@ class Snapshot:
         """(rowid, cosine) of the ``top_k`` nearest chunks, optionally only among ``allowed`` row ids."""
         if self.index.ntotal == 0 or (allowed is not None and allowed.size == 0):
             return []
-        params = None
-        if allowed is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]
-        k = min(top_k, self.index.ntotal)
-        scores, ids = self.index.search(vector.reshape(1, -1).astype(np.float32), k, params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        scores, ids = ann.search(self.index, vector, top_k, allowed)
+        return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
 
     def vectors(self, rowids: list[int]) -> np.ndarray:
         """The stored vectors of the given chunks. shape: (len(rowids), dimension)"""
@@ -244,12 +245,13 @@ class Store:
     """
 
     def __init__(self, data_dir: Path, model_id: str, dimension: int, bm25_k1: float = 1.2,
-                 bm25_b: float = 0.75) -> None:
+                 bm25_b: float = 0.75, ann_settings: ann.AnnSettings | None = None) -> None:
         self.data_dir = data_dir
         self.model_id = model_id
         self.dimension = dimension
         self.bm25_k1 = bm25_k1  # BM25 parameters apply from the next write, when the lexical index is rebuilt
         self.bm25_b = bm25_b
+        self.ann = ann_settings or ann.AnnSettings()  # exact up to ann.exact_max chunks, IVF above
         self._snapshot: Snapshot | None = None
         self._current_name: str | None = None
         self._swap = threading.Lock()
@@ -327,7 +329,7 @@ class Store:
         db = sqlite3.connect(tmp / "store.sqlite")
         if base is None:
             db.executescript(_SCHEMA)
-            index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
+            index: faiss.Index = ann.new_exact_index(self.dimension)
         else:
             with sqlite3.connect(f"file:{self.data_dir / base / 'store.sqlite'}?mode=ro", uri=True) as src:
                 src.backup(db)
@@ -336,6 +338,7 @@ class Store:
 
     def _publish(self, gen: tuple[Path, sqlite3.Connection, faiss.Index], n_documents: int) -> None:
         tmp, db, index = gen
+        index = ann.fit_index(index, self.ann)
         db.commit()
         n_chunks = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
         db.close()
@@ -435,7 +438,7 @@ class Store:
             if base is None:
                 raise DataDirError(f"{self.data_dir} holds no generation to rebuild")
             with self._generation(base) as (tmp, db, _):
-                index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
+                index: faiss.Index = ann.new_exact_index(self.dimension)
                 rows = db.execute("SELECT c.rowid, d.title || '. ' || substr(d.text, c.start + 1, c.end - c.start) "
                                   "FROM chunks c JOIN documents d ON d.id = c.doc_id ORDER BY c.rowid").fetchall()
                 for i in range(0, len(rows), batch):

@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
+from index.ann import stored_vectors
 from index.checksum import sha256_file
 from index.lexical import LexicalIndex
 from index.models import Manifest
@@ -88,7 +89,7 @@ def _index_problems(gen: Path, rowids: set[int], n_docs: int, dimension: int, ch
     problems = []
     try:
         index = faiss.read_index(str(gen / "index.faiss"))
-        ids = set(faiss.vector_to_array(index.id_map).tolist()) if hasattr(index, "id_map") else set()
+        ids = set(stored_vectors(index)[0].tolist())
         if index.d != dimension:
             problems.append(f"index.faiss has {index.d} dimensions, the manifest {dimension}")
         if ids != rowids:

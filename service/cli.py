@@ -221,16 +221,13 @@ def index_verify(as_json: bool, data_dir: Path | None) -> None:
 def index_repair(data_dir: Path | None) -> None:
     """Make the data directory verify again: go back to the newest generation that verifies, or rebuild the
     vectors, BM25 and centroids from the stored articles. Never deletes a generation."""
-    from index.embedding import Embedder
-    from index.store import Store
     from index.verify import repair, verify
+    from service.qa import build_embedder, build_store
 
     settings = _settings(data_dir)
     _quiet_libraries()
-    embedder = Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
-                        precision=settings.embedding_precision)
-    store = Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension,
-                  bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b)
+    embedder = build_embedder(settings)
+    store = build_store(settings, embedder)
     for action in repair(store, embedder.embed):
         click.echo(action)
     report = verify(settings.data_dir)

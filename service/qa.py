@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from index.ann import AnnSettings
 from index.embedding import Embedder
 from index.errors import InvalidInput, QAError
 from index.indexer import Indexer
@@ -39,7 +40,7 @@ from service.schemas import (
 )
 from service.settings import Settings
 
-__all__ = ["QAService", "Retrieved"]
+__all__ = ["QAService", "Retrieved", "build_embedder", "build_store"]
 
 logger = logging.getLogger(__name__)
 MAX_CORROBORATING = 2  # citations beyond the supporting sentence: other sentences that state the same answer
@@ -57,6 +58,20 @@ class Retrieved:
 def _summary(doc: Document) -> DocumentSummary:
     return DocumentSummary(id=doc.id, title=doc.title, source=doc.source, published=doc.published, url=doc.url,
                            chunks=doc.n_chunks)
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    """The embedder the settings describe (not loaded yet)."""
+    return Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
+                    precision=settings.embedding_precision, query_cache_size=settings.query_cache_size)
+
+
+def build_store(settings: Settings, embedder: Embedder) -> Store:
+    """The data directory the settings name, for this embedder's vectors and with its index-choice settings."""
+    return Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension,
+                 bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b,
+                 ann_settings=AnnSettings(exact_max=settings.exact_search_max,
+                                          target_recall=settings.ann_target_recall))
 
 
 class QAService:
@@ -78,12 +93,10 @@ class QAService:
     def from_settings(cls, settings: Settings, seed_if_empty: bool = True) -> QAService:
         """Load the models and open the data directory; index the bundled seeds into an empty one."""
         prompts = load_prompts(settings.prompts_dir)
-        embedder = Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
-                            precision=settings.embedding_precision)
+        embedder = build_embedder(settings)
         embedder.warm_up()
         nlp = load_nlp(settings.spacy_model)
-        store = Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension,
-                      bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b)
+        store = build_store(settings, embedder)
         indexer = Indexer(store, embedder, nlp, prompts.debris, settings.chunk_max_chars,
                           settings.chunk_overlap_sentences)
         reader = build_reader(settings, embedder, nlp, prompts)

@@ -51,3 +51,16 @@ def test_bf16_matches_fp32(embedder):
     bf16.model = embedder.model
     cosine = (fp32.embed(texts) * bf16.embed(texts)).sum(axis=1)
     assert cosine.min() > 0.999
+
+
+def test_repeated_queries_come_from_the_cache(embedder):
+    cached = Embedder(query_cache_size=2)
+    cached.model = embedder.model  # the same loaded model, a fresh cache
+    first = cached.embed_query("Who doubted the pipeline claim?")
+    again = cached.embed_query("Who doubted the pipeline claim?")
+    assert again is first and cached.cache_hits == 1 and not first.flags.writeable
+    assert np.allclose(first, embedder.embed(["Who doubted the pipeline claim?"])[0], atol=1e-5)
+    cached.embed_query("a")
+    cached.embed_query("b")  # evicts the oldest
+    cached.embed_query("Who doubted the pipeline claim?")
+    assert cached.cache_hits == 1 and len(cached._query_cache) == 2

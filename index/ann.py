@@ -1,0 +1,195 @@
+"""Which FAISS index holds a generation's vectors: exact search up to a size, an IVF index with 8-bit codes above.
+
+Exact search (``IndexFlatIP`` in ``IndexIDMap2``) costs one pass over every vector per query: fine up to tens of
+thousands of chunks, too slow and too big (1.5 GB of float32 at 1M chunks) beyond. Above ``exact_max`` chunks the
+vectors move to ``IndexIVFScalarQuantizer`` with 8-bit codes (a quarter of the memory) and a hash-table direct map,
+because every write of the data directory needs add and remove by chunk id and ``reconstruct`` (HNSW in FAISS has
+no removal). Its ``nprobe`` is tuned each time a generation is published: the smallest setting whose recall@10
+against exact search, on queries made from stored vectors plus noise, is at least ``target_recall``.
+
+Loading for queries memory-maps the file (``IO_FLAG_MMAP_IFC`` for flat codes, ``IO_FLAG_MMAP`` for inverted
+lists), so start-up does not copy the index and processes share the pages.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import cast
+
+import faiss
+import numpy as np
+from pydantic import BaseModel, Field
+
+__all__ = ["AnnSettings", "fit_index", "index_kind", "load_for_queries", "new_exact_index", "recall_at_k",
+           "search", "stored_vectors"]
+
+logger = logging.getLogger(__name__)
+
+_NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class AnnSettings(BaseModel):
+    """When to leave exact search, and how good the approximate index must stay."""
+
+    exact_max: int = Field(default=50_000, ge=0, description="Largest collection searched exactly (flat index).")
+    target_recall: float = Field(default=0.98, gt=0.0, le=1.0, description="recall@10 against exact search.")
+    tuning_queries: int = Field(default=256, ge=16, le=10_000)
+    seed: int = 0
+
+
+def new_exact_index(dimension: int) -> faiss.Index:
+    """An empty exact inner-product index addressed by chunk row id."""
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+
+
+def index_kind(index: faiss.Index) -> str:
+    """``flat`` or ``ivf``: what this module built (other kinds are reported by their class name)."""
+    if isinstance(index, faiss.IndexIDMap2) or isinstance(faiss.downcast_index(index), faiss.IndexIDMap2):
+        return "flat"
+    if isinstance(faiss.downcast_index(index), faiss.IndexIVF):
+        return "ivf"
+    return type(index).__name__
+
+
+def _nlist_for(n: int) -> int:
+    """About sqrt(n) lists, as a power of two: ~sqrt(n) vectors per list keeps coarse and fine work balanced."""
+    return int(min(4096, max(16, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
+
+
+def stored_vectors(index: faiss.Index) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) of everything in ``index``; for IVF the vectors are decoded from their 8-bit codes."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexIDMap2):
+        ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+        inner = faiss.downcast_index(index.index)
+        vectors = inner.reconstruct_n(0, inner.ntotal) if inner.ntotal else np.zeros((0, index.d), np.float32)
+        return ids, np.ascontiguousarray(vectors, dtype=np.float32)
+    if isinstance(index, faiss.IndexIVF):
+        invlists = index.invlists
+        assert invlists is not None
+        parts = [faiss.rev_swig_ptr(invlists.get_ids(lst), invlists.list_size(lst)).copy()
+                 for lst in range(index.nlist) if invlists.list_size(lst)]
+        ids = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+        vectors = index.reconstruct_batch(ids) if ids.size else np.zeros((0, index.d), np.float32)
+        return ids, np.ascontiguousarray(vectors, dtype=np.float32)
+    raise TypeError(f"cannot read vectors back from a {type(index).__name__}")
+
+
+def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, positions) of the exact top-k rows for each query (brute force)."""
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(vectors)
+    scores, positions = flat.search(queries, k)
+    return scores, positions
+
+
+def recall_at_k(approx_ids: np.ndarray, exact_scores: np.ndarray, approx_scores_exact: np.ndarray) -> float:
+    """Share of approximate hits scoring at least the exact k-th score (tie-aware recall@k).
+
+    :param approx_ids: (q, k) ids the approximate index returned (-1 for none).
+    :param exact_scores: (q, k) exact scores of the true top-k, best first.
+    :param approx_scores_exact: (q, k) exact scores of the returned ids.
+    """
+    kth = exact_scores[:, -1:] - 1e-5
+    hits = (approx_scores_exact >= kth) & (approx_ids >= 0)
+    return float(hits.sum() / approx_ids.size)
+
+
+def _tuning_queries(vectors: np.ndarray, settings: AnnSettings) -> np.ndarray:
+    """Stored vectors plus noise (cosine ~0.8 to their origin), like a question close to one passage."""
+    rng = np.random.default_rng(settings.seed)
+    picks = rng.choice(len(vectors), size=min(settings.tuning_queries, len(vectors)), replace=False)
+    noise = rng.normal(scale=0.75 / math.sqrt(vectors.shape[1]), size=(len(picks), vectors.shape[1]))
+    queries = vectors[picks] + noise.astype(np.float32)
+    return np.ascontiguousarray(queries / np.linalg.norm(queries, axis=1, keepdims=True), dtype=np.float32)
+
+
+def _tune_nprobe(ivf: faiss.IndexIVF, ids: np.ndarray, vectors: np.ndarray, settings: AnnSettings,
+                 k: int = 10) -> float:
+    """Set the smallest ``nprobe`` reaching the target recall@k; returns the recall reached."""
+    queries = _tuning_queries(vectors, settings)
+    k = min(k, len(vectors))
+    exact_scores, _ = _exact_top(vectors, queries, k)
+    position_of = {int(i): p for p, i in enumerate(ids)}
+    recall = 0.0
+    for nprobe in (p for p in _NPROBES if p <= ivf.nlist):
+        ivf.nprobe = nprobe
+        _, found = ivf.search(queries, k)
+        found_pos = np.vectorize(lambda i: position_of.get(int(i), -1), otypes=[np.int64])(found)
+        found_scores = np.einsum("qd,qkd->qk", queries, vectors[np.maximum(found_pos, 0)])
+        recall = recall_at_k(found_pos, exact_scores, found_scores)
+        if recall >= settings.target_recall:
+            break
+    logger.info("IVF index: nlist=%d nprobe=%d recall@%d=%.3f over %d vectors", ivf.nlist, ivf.nprobe, k, recall,
+                len(vectors))
+    return recall
+
+
+def _build_ivf(ids: np.ndarray, vectors: np.ndarray, settings: AnnSettings) -> faiss.IndexIVF:
+    d = vectors.shape[1]
+    nlist = _nlist_for(len(vectors))
+    quantizer = faiss.IndexFlatIP(d)
+    ivf = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                        faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(settings.seed)
+    sample = vectors[rng.choice(len(vectors), size=min(len(vectors), 64 * nlist), replace=False)]
+    ivf.cp.max_points_per_centroid = 64
+    ivf.train(np.ascontiguousarray(sample))
+    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+    ivf.add_with_ids(vectors, ids)
+    return ivf
+
+
+def fit_index(index: faiss.Index, settings: AnnSettings) -> faiss.Index:
+    """The index a generation of ``index.ntotal`` vectors should be published with (rebuilt only when needed).
+
+    Flat stays flat up to ``exact_max``; above it the vectors move to IVF (and back to flat if the collection
+    shrinks below half of ``exact_max``); an IVF index is retrained when the collection has grown or shrunk 4x
+    since its lists were made, and its ``nprobe`` is re-tuned on every publish.
+    """
+    n, kind = index.ntotal, index_kind(index)
+    if kind == "flat" and n <= settings.exact_max:
+        return index
+    ids, vectors = stored_vectors(index)
+    if n <= settings.exact_max // 2 or n < 64:
+        flat = new_exact_index(index.d)
+        if n:
+            flat.add_with_ids(vectors, ids)
+        return flat
+    ivf = cast("faiss.IndexIVF", faiss.downcast_index(index)) if kind == "ivf" else None
+    if ivf is None or not 0.25 <= _nlist_for(n) / ivf.nlist <= 4:
+        ivf = _build_ivf(ids, vectors, settings)
+    _tune_nprobe(ivf, ids, vectors, settings)
+    return ivf
+
+
+def load_for_queries(path: Path) -> faiss.Index:
+    """Read an index for searching, memory-mapped where FAISS can (read-only; writers use ``faiss.read_index``)."""
+    for flags in (faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY):
+        try:
+            return faiss.read_index(str(path), flags)
+        except RuntimeError:
+            continue
+    return faiss.read_index(str(path))
+
+
+def search(index: faiss.Index, vector: np.ndarray, k: int, allowed: np.ndarray | None = None,
+           exact_filter_max: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) of the ``k`` best chunks, optionally only among ``allowed`` ids.
+
+    A filter on an approximate index is answered exactly over the allowed vectors when there are few of them
+    (probing a few lists could miss a small allowed set entirely).
+    """
+    query = vector.reshape(1, -1).astype(np.float32)
+    if allowed is not None and index_kind(index) == "ivf" and allowed.size <= exact_filter_max:
+        vectors = index.reconstruct_batch(allowed)
+        scores = vectors @ query[0]
+        order = np.argsort(-scores)[:k]
+        return scores[order], allowed[order]
+    params = None
+    if allowed is not None:
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]
+    scores, ids = index.search(query, min(k, index.ntotal), params=params)
+    return scores[0], ids[0]
