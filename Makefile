@@ -35,6 +35,8 @@ test: install browser
 
 # Figures for the README (needs ../shared/data): retrieval, reader, and the load check. Run on an idle machine.
 bench: install
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/perf.py
 	bash benchmarks/retrieval.sh
 	bash benchmarks/reader.sh
 	$(PY) benchmarks/load.py --articles tests/fixtures/articles --clients 4 --seconds 30

@@ -19,13 +19,16 @@ import numpy as np
 
 from index.checksum import sha256_file as _sha256
 from index.errors import ModelUnavailable
+from index.query_encoder import OnnxQueryEncoder, QueryEncoderUnavailable, default_cache_dir
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["BUNDLED_MODEL", "BUNDLED_MODEL_SHA256", "Embedder", "Precision", "bundled_model_path", "cpu_has_bf16"]
+__all__ = ["BUNDLED_MODEL", "BUNDLED_MODEL_SHA256", "Embedder", "Precision", "QueryBackend", "bundled_model_path",
+           "cpu_has_bf16"]
 
 Precision = Literal["auto", "fp32", "bf16"]
+QueryBackend = Literal["auto", "torch", "onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,8 @@ class Embedder:
 
     def __init__(self, model: str = BUNDLED_MODEL, batch_size: int = 32, device: str = "cpu",
                  expected_sha256: str | None = None, precision: Precision = "auto",
-                 query_cache_size: int = 1024) -> None:
+                 query_cache_size: int = 1024, query_backend: QueryBackend = "auto",
+                 cache_dir: Path | None = None) -> None:
         """
         :param model: ``all-MiniLM-L6-v2`` for the bundled copy, a local directory, or a hub id.
         :param batch_size: texts per forward pass.
@@ -80,6 +84,10 @@ class Embedder:
         :param expected_sha256: checksum of the model's ``model.safetensors``; the bundled model's is built in.
         :param precision: ``bf16`` runs the model under bf16 autocast (about 2x faster on CPUs with AMX or
             AVX-512 BF16, cosine > 0.9999 to fp32); ``auto`` picks bf16 where the CPU supports it.
+        :param query_cache_size: recent query vectors kept in memory (0 = no cache).
+        :param query_backend: ``onnx`` embeds single queries with ONNX Runtime (about 2x faster than PyTorch for
+            one short question); ``auto`` uses it when it loads and matches PyTorch, else PyTorch.
+        :param cache_dir: where the exported ONNX model is kept (default ``~/.cache/newsroom-qa``).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be greater than 0. Currently, batch_size is {batch_size}")
@@ -95,6 +103,9 @@ class Embedder:
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.cache_hits = 0
+        self.query_backend = query_backend
+        self.cache_dir = cache_dir
+        self._onnx: OnnxQueryEncoder | None = None
 
     @property
     def model_id(self) -> str:
@@ -131,6 +142,25 @@ class Embedder:
                 "a machine with internet access"
             ) from exc
         logger.info("embedding model %s loaded from %s", self.model_id, location)
+        if self.query_backend != "torch":
+            self._load_onnx(location)
+
+    def _load_onnx(self, location: str) -> None:
+        import torch
+
+        assert self.model is not None
+        try:
+            self._onnx = OnnxQueryEncoder(self.model, location, self.cache_dir or default_cache_dir(),
+                                          threads=torch.get_num_threads())
+        except (QueryEncoderUnavailable, OSError) as exc:
+            if self.query_backend == "onnx":
+                raise ModelUnavailable(f"cannot embed queries with ONNX Runtime: {exc}") from exc
+            logger.info("queries are embedded with PyTorch (%s)", exc)
+
+    @property
+    def query_engine(self) -> str:
+        """``onnx`` or ``torch``: what embeds single queries (after ``warm_up``)."""
+        return "onnx" if self._onnx is not None else "torch"
 
     @property
     def dimension(self) -> int:
@@ -174,7 +204,8 @@ class Embedder:
                 self._query_cache.move_to_end(text)
                 self.cache_hits += 1
                 return cached
-        vector = self.embed([text])[0]
+        self.warm_up()
+        vector = self._onnx.encode(text) if self._onnx is not None else self.embed([text])[0]
         vector.flags.writeable = False
         if self.query_cache_size:
             with self._cache_lock:

@@ -62,6 +62,15 @@ def _shingles(text: str) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + 3]) for i in range(max(1, len(words) - 2))}
 
 
+def _similar(a: set[tuple[str, ...]], b: set[tuple[str, ...]], threshold: float) -> bool:
+    """Jaccard(a, b) >= threshold; the size ratio bounds Jaccard, so most pairs are settled without a set operation."""
+    small, large = sorted((len(a), len(b)))
+    if small < threshold * large:
+        return False
+    common = len(a & b)
+    return common / max(1, len(a) + len(b) - common) >= threshold
+
+
 def _recency(published: date | None, half_life_days: float, today: date) -> float:
     if published is None:
         return 0.5  # undated articles count as neither new nor old
@@ -139,8 +148,7 @@ def retrieve(snap: Snapshot, query: str, vector: np.ndarray, top_k: int, filters
         shingles = _shingles(p.text)
         copy_of = None
         if options.group_duplicates:
-            copy_of = next((k for k, s in kept if len(shingles & s) / max(1, len(shingles | s))
-                            >= options.duplicate_jaccard), None)
+            copy_of = next((k for k, s in kept if _similar(shingles, s, options.duplicate_jaccard)), None)
         if copy_of is not None:
             if p.doc_id != copy_of.doc_id and p.doc_id not in {a.doc_id for a in copy_of.also_in}:
                 copy_of.also_in.append(SourceRef(doc_id=p.doc_id, title=p.title, source=p.source,

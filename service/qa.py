@@ -63,7 +63,8 @@ def _summary(doc: Document) -> DocumentSummary:
 def build_embedder(settings: Settings) -> Embedder:
     """The embedder the settings describe (not loaded yet)."""
     return Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
-                    precision=settings.embedding_precision, query_cache_size=settings.query_cache_size)
+                    precision=settings.embedding_precision, query_cache_size=settings.query_cache_size,
+                    query_backend=settings.query_backend, cache_dir=settings.cache_dir)
 
 
 def build_store(settings: Settings, embedder: Embedder) -> Store:

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
                                  description="'all-MiniLM-L6-v2' (bundled), a local model path, or a hub id.")
     embedding_batch_size: int = Field(default=32, ge=1, le=1024)
     embedding_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the CPU has AMX/AVX512-BF16
+    query_backend: Literal["auto", "torch", "onnx"] = "auto"  # single queries via ONNX Runtime when it matches
+    cache_dir: Path | None = None  # derived files (the exported ONNX model); default ~/.cache/newsroom-qa
     query_cache_size: int = Field(default=1024, ge=0, le=1_000_000)  # recent query vectors kept (0 = off)
     exact_search_max: int = Field(default=50_000, ge=0)  # chunks searched exactly; above, an IVF index (ann.py)
     ann_target_recall: float = Field(default=0.98, gt=0.0, le=1.0)  # recall@10 vs exact the IVF index is tuned to

@@ -1,0 +1,514 @@
+"""Performance benchmark: indexing throughput, query latency over HTTP, ANN recall, memory and cold start by size.
+
+    python benchmarks/perf.py                                # 10k, 100k, 1M chunks -> benchmarks/RESULTS.md + perf.png
+    python benchmarks/perf.py --sizes 10000 --sample 200     # a quick run
+
+Everything is measured in one run on this machine, with baselines measured in the same run:
+
+- indexing throughput of the project's pipeline against a naive baseline (``SentenceTransformer.encode``, fp32,
+  default settings, on the same chunks) and against Haystack 2's ``SentenceTransformersDocumentEmbedder``;
+- for each corpus size: cold start of ``newsroom-qa serve`` to ``/readyz``, p50/p95 of ``/v1/search`` and
+  ``/v1/ask`` over HTTP on loopback, the service's resident memory, recall@10 of the FAISS index the store chose
+  against exact search, and the same retrieval through Haystack 2's in-memory pipeline (same model, same vectors).
+
+Corpus: real news from ``../shared/data`` (BBC, Reuters-21578, AG News). The first ``--real-chunks`` chunks are
+real articles, analysed and embedded by the pipeline (cached in ``benchmarks/.cache``). Larger sizes are filled
+with synthetic articles made of real sentences drawn at random, with new ids; their vectors are synthetic (a real
+chunk's vector plus noise, renormalised), because embedding 1M chunks on 2 cores would take about 10 hours. The
+report says which part of each size is real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import json
+import logging
+import os
+import pickle
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from load import free_port  # noqa: E402
+
+from index import ann  # noqa: E402
+from index.chunking import chunk_document  # noqa: E402
+from index.models import Chunk, Document, DocumentIn, Sentence  # noqa: E402
+from index.store import DocumentWrite, Store  # noqa: E402
+from service.qa import QAService  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+CACHE = ROOT / "benchmarks" / ".cache"
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# --- corpus ------------------------------------------------------------------------------------------------
+def load_articles(data: Path) -> list[DocumentIn]:
+    """BBC, Reuters and AG News articles, interleaved so any prefix mixes long and short ones."""
+    bbc, reuters, ag = [], [], []
+    with (data / "bbc_news" / "bbc_news.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            body = row["text"].split("\n", 1)[-1].strip()  # the first line is the title
+            if body:
+                bbc.append(DocumentIn(id=f"bbc-{row['id'].replace('/', '-')}", title=row["title"][:1000], text=body,
+                                      source="BBC News"))
+    with (data / "reuters21578" / "reuters21578.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            if row.get("body") and row.get("title"):
+                try:
+                    published: date | None = datetime.strptime(row["date"].split()[0], "%d-%b-%Y").date()
+                except (ValueError, KeyError, IndexError):
+                    published = None
+                reuters.append(DocumentIn(id=f"reuters-{row['newid']}", title=row["title"][:1000],
+                                          text=row["body"], source="Reuters", published=published))
+    with (data / "ag_news_test" / "test.csv").open(encoding="utf-8", newline="") as fh:
+        for n, row in enumerate(csv.DictReader(fh)):
+            if row["description"].strip():
+                ag.append(DocumentIn(id=f"ag-{n}", title=row["title"][:1000] or "untitled",
+                                     text=row["description"].replace("\\", " "), source="AG News"))
+    out: list[DocumentIn] = []
+    for i in range(max(len(bbc), len(reuters), len(ag))):
+        out += [lst[i] for lst in (bbc, reuters, reuters, ag) if i < len(lst)]
+    return list({d.id: d for d in out}.values())
+
+
+def questions(data: Path, n: int) -> list[str]:
+    """NewsQA questions: real questions about news, used as the query workload."""
+    squad = json.loads((data / "newsqa" / "newsqa-500.shared.json").read_text(encoding="utf-8"))
+    qs = [qa["question"] for art in squad["data"] for par in art["paragraphs"] for qa in par["qas"]]
+    return list(dict.fromkeys(qs))[:n]
+
+
+Analysed = list[tuple[Document, list[Sentence], list[Chunk]]]
+
+
+def chunk_texts(analysed: Analysed) -> list[str]:
+    """The texts the pipeline embeds: ``title. chunk``."""
+    return [f"{doc.title}. {c.text}" for doc, _, chunks in analysed for c in chunks]
+
+
+def real_corpus(service: QAService, articles: list[DocumentIn], n_chunks: int) -> tuple[Analysed, np.ndarray]:
+    """Analyse and embed real articles until ``n_chunks`` chunks (cached: spaCy and the model take minutes)."""
+    key = f"real-{n_chunks}-{service.embedder.model_id.replace('/', '_')}-{service.embedder.precision}.pkl"
+    path = CACHE / key
+    if path.is_file():
+        with path.open("rb") as fh:
+            cached: tuple[Analysed, np.ndarray] = pickle.load(fh)
+        return cached
+    from tqdm import tqdm
+
+    analysed: Analysed = []
+    total = 0
+    with tqdm(total=n_chunks, desc="analysing real articles", unit="chunk") as bar:
+        for doc in articles:
+            item = service.indexer.analyse(doc)
+            analysed.append(item)
+            total += len(item[2])
+            bar.update(len(item[2]))
+            if total >= n_chunks:
+                break
+    vectors = service.embedder.embed(chunk_texts(analysed), show_progress=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        pickle.dump((analysed, vectors), fh)
+    return analysed, vectors
+
+
+def synthetic(analysed: Analysed, vectors: np.ndarray, n_chunks: int, seed: int = 0) -> tuple[Analysed, np.ndarray]:
+    """Articles of 4-16 real sentences drawn at random, with synthetic vectors, until ``n_chunks`` chunks."""
+    rng = np.random.default_rng(seed)
+    pool = [doc.text[s.start:s.end] for doc, sentences, _ in analysed for s in sentences]
+    titles = [doc.title for doc, _, _ in analysed]
+    out: Analysed = []
+    total, n = 0, 0
+    while total < n_chunks:
+        picked = [pool[i] for i in rng.integers(0, len(pool), int(rng.integers(4, 17)))]
+        text, sentences, pos = "", [], 0
+        for sentence in picked:
+            if text:
+                text += " "
+                pos += 1
+            sentences.append(Sentence(start=pos, end=pos + len(sentence)))
+            text += sentence
+            pos += len(sentence)
+        doc_id = f"synthetic-{n}"
+        chunks = chunk_document(doc_id, text, sentences)
+        out.append((Document(id=doc_id, title=titles[int(rng.integers(0, len(titles)))], text=text,
+                             source="synthetic", n_chunks=len(chunks)), sentences, chunks))
+        total += len(chunks)
+        n += 1
+    noise = rng.normal(scale=0.5 / np.sqrt(vectors.shape[1]), size=(total, vectors.shape[1])).astype(np.float32)
+    synth = vectors[rng.integers(0, len(vectors), total)] + noise
+    return out, synth / np.linalg.norm(synth, axis=1, keepdims=True)
+
+
+def take(analysed: Analysed, vectors: np.ndarray, n_chunks: int) -> tuple[Analysed, np.ndarray]:
+    """The first whole articles holding about ``n_chunks`` chunks."""
+    out: Analysed = []
+    total = 0
+    for item in analysed:
+        if total >= n_chunks:
+            break
+        out.append(item)
+        total += len(item[2])
+    return out, vectors[:total]
+
+
+def build_data_dir(path: Path, analysed: Analysed, vectors: np.ndarray, model_id: str) -> float:
+    """Write a data directory in one atomic write; returns the seconds it took."""
+    writes, offset = [], 0
+    for doc, sentences, chunks in analysed:
+        writes.append(DocumentWrite(document=doc, sentences=sentences, chunks=chunks,
+                                    vectors=vectors[offset:offset + len(chunks)]))
+        offset += len(chunks)
+    started = time.perf_counter()
+    Store(path, model_id, vectors.shape[1]).write(upserts=writes)
+    return time.perf_counter() - started
+
+
+# --- measurements ------------------------------------------------------------------------------------------
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q)) if values else float("nan")
+
+
+def throughput(service: QAService, articles: list[DocumentIn], sample: int, haystack: bool) -> dict[str, Any]:
+    """Chunks/s of embedding for the naive baseline, the pipeline and Haystack, on the same chunks; and the whole
+    pipeline (clean, sentences, chunk, embed, store) in articles/s."""
+    from sentence_transformers import SentenceTransformer
+
+    docs = articles[:sample]
+    started = time.perf_counter()
+    analysed = [service.indexer.analyse(d) for d in docs]
+    analyse_s = time.perf_counter() - started
+    texts = chunk_texts(analysed)
+    result: dict[str, Any] = {"articles": len(docs), "chunks": len(texts), "analyse_s": analyse_s,
+                              "precision": service.embedder.precision}
+
+    naive = SentenceTransformer(service.embedder._resolve(), device="cpu")
+    naive.encode(texts[:32])
+    started = time.perf_counter()
+    naive_vectors = naive.encode(texts)  # the baseline: fp32, default batch size and settings
+    result["naive_chunks_per_s"] = len(texts) / (time.perf_counter() - started)
+    del naive
+    gc.collect()
+
+    service.embedder.embed(texts[:32])
+    started = time.perf_counter()
+    ours = service.embedder.embed(texts)
+    result["pipeline_chunks_per_s"] = len(texts) / (time.perf_counter() - started)
+    unit = naive_vectors / np.linalg.norm(naive_vectors, axis=1, keepdims=True)
+    result["cosine_to_naive_min"] = float((unit * ours).sum(axis=1).min())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp), service.store.model_id, service.store.dimension)
+        started = time.perf_counter()
+        writes = service.indexer.embed_analysed([service.indexer.analyse(d) for d in docs])
+        store.write(upserts=writes)
+        elapsed = time.perf_counter() - started
+    result["end_to_end_articles_per_s"] = len(docs) / elapsed
+    result["end_to_end_chunks_per_s"] = len(texts) / elapsed
+
+    if haystack:
+        from haystack import Document as HDocument
+        from haystack.components.embedders import SentenceTransformersDocumentEmbedder
+
+        embedder = SentenceTransformersDocumentEmbedder(model=service.embedder._resolve(), progress_bar=False,
+                                                        normalize_embeddings=True)
+        embedder.warm_up()
+        embedder.run(documents=[HDocument(content=t) for t in texts[:32]])
+        hdocs = [HDocument(content=t) for t in texts]
+        started = time.perf_counter()
+        embedder.run(documents=hdocs)
+        result["haystack_chunks_per_s"] = len(texts) / (time.perf_counter() - started)
+    return result
+
+
+def ann_recall(data_dir: Path, vectors: np.ndarray, query_vectors: np.ndarray, model_id: str) -> dict[str, Any]:
+    """recall@10 of the stored index against exact search, on real question vectors; and FAISS time alone."""
+    snap = Store(data_dir, model_id, vectors.shape[1]).snapshot()
+    assert snap.index.ntotal == len(vectors)  # rowids are 1..n in insertion order
+    exact = ann._exact_top(vectors, query_vectors, 10)[0]
+    hits, times = 0.0, []
+    for q, exact_scores in zip(query_vectors, exact, strict=True):
+        started = time.perf_counter()
+        found = snap.dense_search(q, 10)
+        times.append((time.perf_counter() - started) * 1000)
+        found_scores = np.array([[float(vectors[r - 1] @ q) for r, _ in found]])
+        hits += ann.recall_at_k(np.array([[r for r, _ in found]]), exact_scores[None, :], found_scores) * 10
+    kind = ann.index_kind(snap.index)
+    nprobe = int(getattr(faiss_downcast(snap.index), "nprobe", 0))
+    return {"index": kind, "nprobe": nprobe, "recall_at_10": hits / (10 * len(query_vectors)),
+            "faiss_p50_ms": pct(times, 50)}
+
+
+def faiss_downcast(index: Any) -> Any:
+    import faiss
+
+    return faiss.downcast_index(index)
+
+
+def memory_of(pid: int) -> dict[str, float]:
+    """Resident memory of a process in MB: total, anonymous (its own heap) and file-backed (mapped files)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in {"VmRSS", "RssAnon", "RssFile", "VmHWM"}:
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+def serve_and_measure(data_dir: Path, search_qs: list[str], ask_qs: list[str]) -> dict[str, Any]:
+    """Start the real service on a data dir; cold start, latency of /v1/search and /v1/ask, memory."""
+    port = free_port()
+    env = {**os.environ, "NEWSROOM_QA_DATA_DIR": str(data_dir), "NEWSROOM_QA_RATE_LIMIT": "off",
+           "NEWSROOM_QA_RATE_LIMIT_ANONYMOUS": "off", "NEWSROOM_QA_LOG_FORMAT": "text",
+           "NEWSROOM_QA_SEEDS_DIR": str(data_dir / "no-seeds")}
+    exe = Path(sys.executable).with_name("newsroom-qa")
+    started = time.perf_counter()
+    proc = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            while True:
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.perf_counter() - started > 900:
+                    raise SystemExit(f"the service on {data_dir} did not start")
+                time.sleep(0.05)
+            cold = time.perf_counter() - started
+            memory_at_start = memory_of(proc.pid)
+
+            def timed(path: str, body: dict[str, Any]) -> float:
+                t0 = time.perf_counter()
+                response = client.post(path, json=body)
+                elapsed = (time.perf_counter() - t0) * 1000
+                response.raise_for_status()
+                return elapsed
+
+            for q in ["warm up the model", "and the reader"]:
+                timed("/v1/ask", {"question": q})
+            search = [timed("/v1/search", {"query": q, "top_k": 10}) for q in search_qs]
+            repeat = [timed("/v1/search", {"query": q, "top_k": 10}) for q in search_qs[:30]]
+            ask = [timed("/v1/ask", {"question": q}) for q in ask_qs]
+            memory = memory_of(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    return {"cold_start_s": cold, "search_p50_ms": pct(search, 50), "search_p95_ms": pct(search, 95),
+            "search_repeat_p50_ms": pct(repeat, 50), "ask_p50_ms": pct(ask, 50), "ask_p95_ms": pct(ask, 95),
+            "rss_mb": memory["VmRSS"], "rss_anon_mb": memory["RssAnon"], "rss_file_mb": memory["RssFile"],
+            "peak_rss_mb": memory["VmHWM"], "rss_at_ready_mb": memory_at_start["VmRSS"]}
+
+
+def haystack_peer(analysed: Analysed, vectors: np.ndarray, model_path: str, qs: list[str]) -> dict[str, Any]:
+    """Haystack 2 in-memory pipeline (same model, same chunk vectors): write time, query latency, memory."""
+    from haystack import Document as HDocument
+    from haystack import Pipeline
+    from haystack.components.embedders import SentenceTransformersTextEmbedder
+    from haystack.components.retrievers.in_memory import InMemoryEmbeddingRetriever
+    from haystack.document_stores.in_memory import InMemoryDocumentStore
+
+    rss_before = memory_of(os.getpid())["VmRSS"]
+    store = InMemoryDocumentStore(embedding_similarity_function="dot_product")
+    docs, offset = [], 0
+    for doc, _, chunks in analysed:
+        for c in chunks:
+            docs.append(HDocument(id=c.chunk_id, content=c.text, embedding=vectors[offset].tolist(),
+                                  meta={"title": doc.title, "source": doc.source}))
+            offset += 1
+    started = time.perf_counter()
+    store.write_documents(docs)
+    write_s = time.perf_counter() - started
+    del docs
+    pipe = Pipeline()
+    pipe.add_component("embed", SentenceTransformersTextEmbedder(model=model_path, progress_bar=False,
+                                                                 normalize_embeddings=True))
+    pipe.add_component("retrieve", InMemoryEmbeddingRetriever(document_store=store, top_k=10))
+    pipe.connect("embed.embedding", "retrieve.query_embedding")
+    pipe.run({"embed": {"text": "warm up"}})
+    times = []
+    for q in qs:
+        started = time.perf_counter()
+        pipe.run({"embed": {"text": q}})
+        times.append((time.perf_counter() - started) * 1000)
+    rss = memory_of(os.getpid())["VmRSS"] - rss_before
+    del pipe, store
+    gc.collect()
+    return {"write_s": write_s, "search_p50_ms": pct(times, 50), "search_p95_ms": pct(times, 95),
+            "memory_mb": rss}
+
+
+# --- report ------------------------------------------------------------------------------------------------
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    flags = Path("/proc/cpuinfo").read_text()
+    isa = "AMX" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "?"
+    return f"{os.cpu_count()} cores, {model} ({isa}), Python {platform.python_version()}"
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    t, sizes = results["throughput"], results["sizes"]
+    lines = ["# Performance benchmark", "",
+             f"One run of `python benchmarks/perf.py` on {results['machine']}, {results['date']}. "
+             "Every ratio compares figures measured in this same run.", "",
+             "## Indexing throughput", "",
+             f"{t['articles']} real articles ({t['chunks']} chunks of real news). Embedding precision of the "
+             f"pipeline: {t['precision']} (cosine to the naive baseline's vectors >= {t['cosine_to_naive_min']:.4f}).",
+             "", "| what | chunks/s | ratio to naive |", "|---|---|---|",
+             f"| naive baseline: `SentenceTransformer.encode`, fp32, default settings | "
+             f"{t['naive_chunks_per_s']:.1f} | 1.00 |",
+             f"| project pipeline, embedding only | {t['pipeline_chunks_per_s']:.1f} | "
+             f"{t['pipeline_chunks_per_s'] / t['naive_chunks_per_s']:.2f} |",
+             f"| project pipeline, end to end (clean, sentences, chunk, embed, store) | "
+             f"{t['end_to_end_chunks_per_s']:.1f} ({t['end_to_end_articles_per_s']:.1f} articles/s) | "
+             f"{t['end_to_end_chunks_per_s'] / t['naive_chunks_per_s']:.2f} |"]
+    if "haystack_chunks_per_s" in t:
+        lines.append(f"| Haystack 2 `SentenceTransformersDocumentEmbedder` | {t['haystack_chunks_per_s']:.1f} | "
+                     f"{t['haystack_chunks_per_s'] / t['naive_chunks_per_s']:.2f} |")
+    lines += ["", "## By corpus size", "",
+              "Latency over HTTP on loopback, one client, distinct NewsQA questions (`/v1/search` top 10 hybrid; "
+              "`/v1/ask` retrieval + trained reader on 5 passages). Memory: resident set of the service process "
+              "after the queries (anonymous = its own heap; file = memory-mapped index files, shared and "
+              "reclaimable). Haystack 2: in-memory document store and embedding retriever in this process, "
+              "same model and vectors, no HTTP.", "",
+              "| chunks (real) | index | recall@10 vs exact | build s | cold start s | search p50 / p95 ms | "
+              "repeated query p50 ms | ask p50 / p95 ms | RSS MB (anon + file) | Haystack search p50 ms | "
+              "Haystack / ours | Haystack MB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in sizes:
+        hay = s.get("haystack")
+        hay_cells = (f"{hay['search_p50_ms']:.1f} | {hay['search_p50_ms'] / s['search_p50_ms']:.1f}x | "
+                     f"{hay['memory_mb']:.0f}") if hay else "not run | | "
+        lines.append(
+            f"| {s['chunks']:,} ({s['real_chunks']:,}) | {s['index']}"
+            f"{' nprobe ' + str(s['nprobe']) if s['nprobe'] else ''} | {s['recall_at_10']:.3f} | "
+            f"{s['build_s']:.0f} | {s['cold_start_s']:.1f} | {s['search_p50_ms']:.1f} / {s['search_p95_ms']:.1f} | "
+            f"{s['search_repeat_p50_ms']:.1f} | {s['ask_p50_ms']:.0f} / {s['ask_p95_ms']:.0f} | "
+            f"{s['rss_mb']:.0f} ({s['rss_anon_mb']:.0f} + {s['rss_file_mb']:.0f}) | {hay_cells} |")
+    lines += ["", "![latency and memory by corpus size](perf.png)", "",
+              "Synthetic part of a size: articles of real sentences drawn at random with new ids, and vectors made "
+              "from a real chunk's vector plus noise (embedding a million chunks here would take ~10 hours). "
+              "Raw figures: `benchmarks/results/perf.json`.", ""]
+    out.write_text("\n".join(lines), encoding="utf-8")
+
+
+def plot(results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = results["sizes"]
+    x = [s["chunks"] for s in sizes]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(x, [s["search_p50_ms"] for s in sizes], "o-", label="/v1/search p50")
+    left.plot(x, [s["ask_p50_ms"] for s in sizes], "s-", label="/v1/ask p50")
+    hx = [s["chunks"] for s in sizes if s.get("haystack")]
+    if hx:
+        left.plot(hx, [s["haystack"]["search_p50_ms"] for s in sizes if s.get("haystack")], "^--",
+                  label="Haystack 2 in-memory search p50")
+    left.set(xscale="log", yscale="log", xlabel="chunks", ylabel="ms", title="Query latency")
+    left.legend()
+    right.plot(x, [s["rss_mb"] for s in sizes], "o-", label="service RSS")
+    right.plot(x, [s["rss_anon_mb"] for s in sizes], "s-", label="anonymous (heap)")
+    right.axhline(2048, color="grey", linestyle=":", label="2 GB")
+    right.set(xscale="log", xlabel="chunks", ylabel="MB", title="Service memory")
+    right.legend()
+    fig.suptitle(results["machine"], fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="corpus sizes in chunks, comma-separated")
+    parser.add_argument("--sample", type=int, default=400, help="articles for the throughput comparison")
+    parser.add_argument("--real-chunks", type=int, default=10_000, help="real (embedded) chunks in the corpus")
+    parser.add_argument("--queries", type=int, default=100, help="distinct /v1/search queries per size")
+    parser.add_argument("--ask-queries", type=int, default=40, help="distinct /v1/ask questions per size")
+    parser.add_argument("--haystack-max", type=int, default=100_000,
+                        help="largest size run through Haystack (its store keeps vectors as Python lists)")
+    parser.add_argument("--no-haystack", action="store_true")
+    parser.add_argument("--work", type=Path, default=None, help="where to build data dirs (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
+    args = parser.parse_args()
+    if not (args.data / "bbc_news").is_dir():
+        raise SystemExit(f"no benchmark data in {args.data} (see ../shared/data/README.md); pass --data DIR")
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.WARNING)
+    haystack = not args.no_haystack
+    if haystack:
+        try:
+            import haystack as _  # noqa: F401
+        except ImportError:
+            print("haystack-ai is not installed (pip install -e '.[bench]'); skipping the Haystack peer")
+            haystack = False
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="newsroom-bench-"))
+    service = QAService.from_settings(Settings(data_dir=work / "service-unused"), seed_if_empty=False)
+    articles = load_articles(args.data)
+    qs = questions(args.data, max(args.queries, args.ask_queries) + 200)
+    print(f"{len(articles)} real articles; {machine()}", flush=True)
+
+    results: dict[str, Any] = {"machine": machine(), "date": date.today().isoformat(), "sizes": []}
+    results["throughput"] = throughput(service, articles, args.sample, haystack)
+    print(json.dumps(results["throughput"], indent=1), flush=True)
+
+    real, real_vectors = real_corpus(service, articles, min(args.real_chunks, max(sizes)))
+    query_vectors = service.embedder.embed(qs[-200:])
+    model_path = service.embedder._resolve()
+    for size in sizes:
+        analysed, vectors = take(real, real_vectors, size)
+        n_real = len(vectors)
+        if n_real < size:
+            extra, extra_vectors = synthetic(real, real_vectors, size - n_real)
+            analysed, vectors = analysed + extra, np.concatenate([vectors, extra_vectors])
+        data_dir = work / f"size-{size}"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        print(f"size {size}: building a data dir of {len(vectors)} chunks ({n_real} real)", flush=True)
+        row: dict[str, Any] = {"size": size, "chunks": len(vectors), "real_chunks": n_real}
+        row["build_s"] = build_data_dir(data_dir, analysed, vectors, service.store.model_id)
+        row.update(ann_recall(data_dir, vectors, query_vectors, service.store.model_id))
+        row.update(serve_and_measure(data_dir, qs[:args.queries], qs[:args.ask_queries]))
+        if haystack and size <= args.haystack_max:
+            row["haystack"] = haystack_peer(analysed, vectors, model_path, qs[:min(args.queries, 30)])
+        print(json.dumps(row), flush=True)
+        results["sizes"].append(row)
+        del analysed, vectors
+        gc.collect()
+        shutil.rmtree(data_dir, ignore_errors=True)
+        (args.out / "results").mkdir(parents=True, exist_ok=True)
+        (args.out / "results" / "perf.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+        write_report(results, args.out / "RESULTS.md")
+        plot(results, args.out / "perf.png")
+    print(f"wrote {args.out / 'RESULTS.md'} and {args.out / 'perf.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Query embedding through ONNX Runtime: the same model, about 2x faster than PyTorch for one short question.
+
+A search embeds one question of ~15 tokens; at that size PyTorch's per-operator overhead dominates (15 ms per
+query on a 2-core AVX2 CPU, against 6.6 ms in ONNX Runtime with the same fp32 weights). Bulk ingestion stays on
+PyTorch, where long batches make the two equal.
+
+The model's transformer is exported once per model (``torch.onnx.export``) into a cache directory, written
+atomically, and reused by every later start. The encoder checks itself against PyTorch at load: if any probe
+text's cosine is below 0.9999, or the model is not "transformer + mean/CLS pooling", it is not used and the
+caller falls back to PyTorch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["OnnxQueryEncoder", "QueryEncoderUnavailable", "default_cache_dir"]
+
+logger = logging.getLogger(__name__)
+
+_PROBES = ["Who doubted the crematorium claim?", "budget deficit", "What did the minister say on Tuesday about the "
+           "new rail line between the two cities, and who will pay for it?"]
+MIN_COSINE = 0.9999
+
+
+class QueryEncoderUnavailable(RuntimeError):
+    """ONNX Runtime cannot serve this model here; use PyTorch."""
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/newsroom-qa`` (``~/.cache/newsroom-qa``): derived files that can always be rebuilt."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "newsroom-qa"
+
+
+def _model_key(location: str) -> str:
+    weights = Path(location) / "model.safetensors"
+    basis = f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}" if weights.is_file() else location
+    return hashlib.sha256(f"{location}|{basis}".encode()).hexdigest()[:16]
+
+
+class OnnxQueryEncoder:
+    """Embeds single queries with ONNX Runtime, pooled and normalised exactly as the sentence-transformers model."""
+
+    def __init__(self, model: SentenceTransformer, location: str, cache_dir: Path, threads: int) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise QueryEncoderUnavailable("onnxruntime is not installed") from exc
+        modules = list(model)
+        pooling = getattr(modules[1], "pooling_mode", None) if len(modules) > 1 else None
+        if len(modules) < 2 or type(modules[0]).__name__ != "Transformer" or pooling not in {"mean", "cls"}:
+            raise QueryEncoderUnavailable("only transformer + mean/CLS pooling models are exported")
+        self.pooling = pooling
+        self.tokenizer = model.tokenizer
+        self.max_length = int(model.max_seq_length or 512)
+        self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+                            if n in self.tokenizer.model_input_names]
+        path = cache_dir / "onnx" / f"{_model_key(location)}.onnx"
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if path.is_file():
+            try:
+                self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception:  # a damaged cache file (ONNX Runtime raises its own types): export it again
+                logger.warning("the cached ONNX model %s cannot be read; exporting it again", path)
+                path.unlink()
+        if not path.is_file():
+            self._export(model, path)
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._check(model)
+
+    def _export(self, model: SentenceTransformer, path: Path) -> None:
+        """Export the transformer (token embeddings out) with dynamic batch and length; atomic rename."""
+        import torch
+
+        transformer: Any = model[0].auto_model
+
+        class TokenEmbeddings(torch.nn.Module):
+            def __init__(self, inner: Any, names: list[str]) -> None:
+                super().__init__()
+                self.inner, self.names = inner, names
+
+            def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+                return self.inner(**dict(zip(self.names, inputs, strict=True))).last_hidden_state
+
+        example = self.tokenizer(_PROBES[:2], padding=True, return_tensors="pt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        axes = {name: {0: "batch", 1: "tokens"} for name in [*self.input_names, "token_embeddings"]}
+        try:
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer notes about shapes; the result is checked in _check
+                torch.onnx.export(TokenEmbeddings(transformer.eval(), self.input_names),
+                                  tuple(example[n] for n in self.input_names), str(tmp), dynamo=False,
+                                  input_names=self.input_names, output_names=["token_embeddings"],
+                                  dynamic_axes=axes, opset_version=17)
+            os.replace(tmp, path)
+        except Exception as exc:  # any exporter failure means: stay on PyTorch
+            tmp.unlink(missing_ok=True)
+            raise QueryEncoderUnavailable(f"ONNX export failed: {exc}") from exc
+        logger.info("exported the embedding model to %s", path)
+
+    def _check(self, model: SentenceTransformer) -> None:
+        reference = model.encode(_PROBES, normalize_embeddings=True, convert_to_numpy=True)
+        mine = np.stack([self.encode(p) for p in _PROBES])
+        worst = float((reference * mine).sum(axis=1).min())
+        if worst < MIN_COSINE:
+            raise QueryEncoderUnavailable(f"ONNX output differs from PyTorch (cosine {worst:.5f})")
+
+    def encode(self, text: str) -> np.ndarray:
+        """One unit-length float32 vector for ``text`` (truncated to the model's window)."""
+        batch = self.tokenizer([text], truncation=True, max_length=self.max_length, return_tensors="np")
+        feeds = {n: batch[n].astype(np.int64) for n in self.input_names}
+        tokens = self.session.run(None, feeds)[0][0]
+        if self.pooling == "cls":
+            vector = tokens[0]
+        else:
+            mask = batch["attention_mask"][0].astype(np.float32)[:, None]
+            vector = (tokens * mask).sum(axis=0) / max(float(mask.sum()), 1.0)
+        return np.ascontiguousarray(vector / max(float(np.linalg.norm(vector)), 1e-12), dtype=np.float32)
