@@ -5,7 +5,8 @@ thousands of chunks, too slow and too big (1.5 GB of float32 at 1M chunks) beyon
 vectors move to ``IndexIVFScalarQuantizer`` with 8-bit codes (a quarter of the memory) and a hash-table direct map,
 because every write of the data directory needs add and remove by chunk id and ``reconstruct`` (HNSW in FAISS has
 no removal). Its ``nprobe`` is tuned each time a generation is published: the smallest setting whose recall@10
-against exact search, on queries made from stored vectors plus noise, is at least ``target_recall``.
+against exact search, on queries made from stored vectors plus noise, is at least ``target_recall``, doubled
+as a margin for real questions.
 
 Loading for queries memory-maps the file (``IO_FLAG_MMAP_IFC`` for flat codes, ``IO_FLAG_MMAP`` for inverted
 lists), so start-up does not copy the index and processes share the pages.
@@ -98,10 +99,11 @@ def recall_at_k(approx_ids: np.ndarray, exact_scores: np.ndarray, approx_scores_
 
 
 def _tuning_queries(vectors: np.ndarray, settings: AnnSettings) -> np.ndarray:
-    """Stored vectors plus noise (cosine ~0.8 to their origin), like a question close to one passage."""
+    """Stored vectors plus much noise: cosine ~0.37 to their origin, as far as real questions sit from their best
+    passage (NewsQA questions over news chunks: mean top-1 cosine 0.37)."""
     rng = np.random.default_rng(settings.seed)
     picks = rng.choice(len(vectors), size=min(settings.tuning_queries, len(vectors)), replace=False)
-    noise = rng.normal(scale=0.75 / math.sqrt(vectors.shape[1]), size=(len(picks), vectors.shape[1]))
+    noise = rng.normal(scale=2.5 / math.sqrt(vectors.shape[1]), size=(len(picks), vectors.shape[1]))
     queries = vectors[picks] + noise.astype(np.float32)
     return np.ascontiguousarray(queries / np.linalg.norm(queries, axis=1, keepdims=True), dtype=np.float32)
 
@@ -122,6 +124,9 @@ def _tune_nprobe(ivf: faiss.IndexIVF, ids: np.ndarray, vectors: np.ndarray, sett
         recall = recall_at_k(found_pos, exact_scores, found_scores)
         if recall >= settings.target_recall:
             break
+    # Real questions were still harder than these queries in the benchmark (benchmarks/RESULTS.md): twice the
+    # probes found here is what kept their recall@10 at the target.
+    ivf.nprobe = min(ivf.nlist, 2 * ivf.nprobe)
     logger.info("IVF index: nlist=%d nprobe=%d recall@%d=%.3f over %d vectors", ivf.nlist, ivf.nprobe, k, recall,
                 len(vectors))
     return recall
