@@ -20,6 +20,8 @@ import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
 from rapidfuzz import fuzz, process
 
+from index.mapped import advise_random
+
 __all__ = ["LexicalIndex", "tokenize"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -163,6 +165,9 @@ class LexicalIndex:
         if (path / "doc_bm25").is_dir():
             doc_bm25 = bm25s.BM25.load(str(path / "doc_bm25"), mmap=True, show_progress=False)
             doc_of_chunk = np.load(path / "doc_of_chunk.npy")
+        for index in (bm25, doc_bm25):
+            for array in (index.scores.values() if index is not None else ()):
+                advise_random(array)
         return cls(bm25, rowids, doc_freq, doc_bm25, doc_of_chunk)
 
     def variants(self, token: str) -> list[str]:

@@ -44,6 +44,7 @@ from index import ann
 from index.checksum import sha256_file
 from index.errors import DataDirError, DocumentNotFound, ModelMismatch
 from index.lexical import LexicalIndex
+from index.mapped import advise_random
 from index.models import Chunk, Document, Filters, Manifest, Passage, Sentence
 
 __all__ = ["FORMAT_VERSION", "DocumentWrite", "Snapshot", "Store", "build_lexical"]
@@ -147,6 +148,7 @@ class Snapshot:
         lexical = LexicalIndex.load(path / "lexical")
         if (path / "doc_vectors.npy").is_file():
             doc_vectors = np.load(path / "doc_vectors.npy", mmap_mode="r")
+            advise_random(doc_vectors)
         else:  # a generation written before centroids were stored: derive them
             doc_vectors = _article_centroids(index, lexical, manifest.n_documents, manifest.dimension)
         db = sqlite3.connect(f"file:{path / 'store.sqlite'}?mode=ro&immutable=1", uri=True,

@@ -119,3 +119,11 @@ def test_stored_vectors_reads_back_what_was_added():
     ids, back = ann.stored_vectors(flat)
     assert ids.tolist() == list(range(100, 200)) and np.allclose(back, vectors)
     assert isinstance(faiss.downcast_index(ann.fit_index(flat, ann.AnnSettings(exact_max=60))), faiss.IndexIVF)
+
+
+def test_mapped_arrays_are_read_at_random(big_store, tmp_path: Path):
+    from index.mapped import advise_random
+
+    snap = big_store[0].snapshot()
+    assert advise_random(snap.doc_vectors)  # the snapshot's article vectors are memory-mapped
+    assert not advise_random(np.zeros(3))  # an array in memory: nothing to advise
