@@ -266,7 +266,7 @@ def ivf_on_real(vectors: np.ndarray, query_vectors: np.ndarray) -> dict[str, Any
     ids = np.arange(1, len(vectors) + 1, dtype=np.int64)
     flat = ann.new_exact_index(vectors.shape[1])
     flat.add_with_ids(vectors, ids)
-    ivf = faiss_downcast(ann.fit_index(flat, ann.AnnSettings(exact_max=0)))
+    ivf = ann.fit_index(flat, ann.AnnSettings(exact_max=0))  # keep this proxy: it owns the index
     exact = ann._exact_top(vectors, query_vectors, 10)[0]
     _, found = ivf.search(query_vectors, 10)
     found_scores = np.einsum("qd,qkd->qk", query_vectors, vectors[np.maximum(found - 1, 0)])

@@ -148,6 +148,17 @@ def _build_ivf(ids: np.ndarray, vectors: np.ndarray, settings: AnnSettings) -> f
     return ivf
 
 
+def _owning_ivf(index: faiss.Index) -> faiss.IndexIVF:
+    """``index`` as an IVF proxy that owns the C++ object: ``downcast_index`` returns a non-owning proxy, and the
+    caller drops ``index`` once it has the fitted index back, which would free the object under it."""
+    if isinstance(index, faiss.IndexIVF):
+        return index
+    concrete = cast("faiss.IndexIVF", faiss.downcast_index(index))
+    if index.thisown:
+        index.thisown, concrete.thisown = False, True
+    return concrete
+
+
 def fit_index(index: faiss.Index, settings: AnnSettings) -> faiss.Index:
     """The index a generation of ``index.ntotal`` vectors should be published with (rebuilt only when needed).
 
@@ -164,7 +175,7 @@ def fit_index(index: faiss.Index, settings: AnnSettings) -> faiss.Index:
         if n:
             flat.add_with_ids(vectors, ids)
         return flat
-    ivf = cast("faiss.IndexIVF", faiss.downcast_index(index)) if kind == "ivf" else None
+    ivf = _owning_ivf(index) if kind == "ivf" else None
     if ivf is None or not 0.25 <= _nlist_for(n) / ivf.nlist <= 4:
         ivf = _build_ivf(ids, vectors, settings)
     _tune_nprobe(ivf, ids, vectors, settings)

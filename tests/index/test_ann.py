@@ -127,3 +127,17 @@ def test_mapped_arrays_are_read_at_random(big_store, tmp_path: Path):
     snap = big_store[0].snapshot()
     assert advise_random(snap.doc_vectors)  # the snapshot's article vectors are memory-mapped
     assert not advise_random(np.zeros(3))  # an array in memory: nothing to advise
+
+
+def test_refitting_a_loaded_ivf_index_returns_an_owning_object(tmp_path: Path):
+    import gc
+
+    flat = ann.new_exact_index(DIM)
+    flat.add_with_ids(clustered(200), np.arange(200, dtype=np.int64))
+    ivf = ann.fit_index(flat, ann.AnnSettings(exact_max=60))
+    faiss.write_index(ivf, str(tmp_path / "i.faiss"))
+    loaded = faiss.read_index(str(tmp_path / "i.faiss"))
+    again = ann.fit_index(loaded, ann.AnnSettings(exact_max=60))
+    del loaded
+    gc.collect()
+    assert again.thisown and again.ntotal == 200 and again.search(clustered(1, seed=3), 5)[1].shape == (1, 5)
