@@ -154,8 +154,9 @@ def _owning_ivf(index: faiss.Index) -> faiss.IndexIVF:
     if isinstance(index, faiss.IndexIVF):
         return index
     concrete = cast("faiss.IndexIVF", faiss.downcast_index(index))
-    if index.thisown:
-        index.thisown, concrete.thisown = False, True
+    if getattr(index, "thisown", False):  # SWIG's ownership flag (not in FAISS's type stubs)
+        setattr(index, "thisown", False)  # noqa: B010
+        setattr(concrete, "thisown", True)  # noqa: B010
     return concrete
 
 
