@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 import faiss
 import numpy as np
@@ -29,6 +29,7 @@ __all__ = ["AnnSettings", "fit_index", "index_kind", "load_for_queries", "new_ex
 logger = logging.getLogger(__name__)
 
 PROBE_MARGIN = 4
+_QTYPES = {"sq8": faiss.ScalarQuantizer.QT_8bit, "fp16": faiss.ScalarQuantizer.QT_fp16}
 _NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -37,6 +38,9 @@ class AnnSettings(BaseModel):
 
     exact_max: int = Field(default=50_000, ge=0, description="Largest collection searched exactly (flat index).")
     target_recall: float = Field(default=0.98, gt=0.0, le=1.0, description="recall@10 against exact search.")
+    codes: Literal["sq8", "fp16"] = Field(
+        default="sq8", description="IVF vector codes: 8-bit (1/4 of float32) or fp16 (1/2). At 1M chunks 8-bit "
+        "codes cap recall@10 at ~0.977 even probing every list; fp16 reached 0.999 (benchmarks/RESULTS.md notes).")
     tuning_queries: int = Field(default=256, ge=16, le=10_000)
     seed: int = 0
 
@@ -137,8 +141,7 @@ def _build_ivf(ids: np.ndarray, vectors: np.ndarray, settings: AnnSettings) -> f
     d = vectors.shape[1]
     nlist = _nlist_for(len(vectors))
     quantizer = faiss.IndexFlatIP(d)
-    ivf = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                        faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, _QTYPES[settings.codes], faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(settings.seed)
     sample = vectors[rng.choice(len(vectors), size=min(len(vectors), 64 * nlist), replace=False)]
     ivf.cp.max_points_per_centroid = 64
@@ -164,8 +167,8 @@ def fit_index(index: faiss.Index, settings: AnnSettings) -> faiss.Index:
     """The index a generation of ``index.ntotal`` vectors should be published with (rebuilt only when needed).
 
     Flat stays flat up to ``exact_max``; above it the vectors move to IVF (and back to flat if the collection
-    shrinks below half of ``exact_max``); an IVF index is retrained when the collection has grown or shrunk 4x
-    since its lists were made, and its ``nprobe`` is re-tuned on every publish.
+    shrinks below half of ``exact_max``); an IVF index is rebuilt when the collection has grown or shrunk 4x
+    since its lists were made or the code setting changed, and its ``nprobe`` is re-tuned on every publish.
     """
     n, kind = index.ntotal, index_kind(index)
     if kind == "flat" and n <= settings.exact_max:
@@ -177,7 +180,9 @@ def fit_index(index: faiss.Index, settings: AnnSettings) -> faiss.Index:
             flat.add_with_ids(vectors, ids)
         return flat
     ivf = _owning_ivf(index) if kind == "ivf" else None
-    if ivf is None or not 0.25 <= _nlist_for(n) / ivf.nlist <= 4:
+    same_codes = ivf is not None and getattr(ivf, "sq", None) is not None \
+        and ivf.sq.qtype == _QTYPES[settings.codes]  # type: ignore[attr-defined]
+    if ivf is None or not same_codes or not 0.25 <= _nlist_for(n) / ivf.nlist <= 4:
         ivf = _build_ivf(ids, vectors, settings)
     _tune_nprobe(ivf, ids, vectors, settings)
     return ivf

@@ -141,3 +141,17 @@ def test_refitting_a_loaded_ivf_index_returns_an_owning_object(tmp_path: Path):
     del loaded
     gc.collect()
     assert again.thisown and again.ntotal == 200 and again.search(clustered(1, seed=3), 5)[1].shape == (1, 5)
+
+
+def test_fp16_codes_are_closer_to_the_vectors_and_a_setting_change_rebuilds(tmp_path: Path):
+    vectors = clustered(1200)
+    errors = {}
+    for codes in ("sq8", "fp16"):
+        store = Store(tmp_path / codes, "m", DIM, ann_settings=ann.AnnSettings(exact_max=800, codes=codes))
+        snap = store.write(upserts=writes(vectors))
+        back = snap.vectors(list(range(1, 1201)))
+        errors[codes] = float(np.abs(back - vectors).max())
+    assert errors["fp16"] < 1e-3 < errors["sq8"]
+    switched = Store(tmp_path / "sq8", "m", DIM, ann_settings=ann.AnnSettings(exact_max=800, codes="fp16"))
+    snap = switched.write(deletes=["d0"])  # re-encoded (from the 8-bit vectors: the originals are not kept)
+    assert faiss.downcast_index(snap.index).sq.qtype == faiss.ScalarQuantizer.QT_fp16
