@@ -246,7 +246,7 @@ def ann_recall(data_dir: Path, vectors: np.ndarray, query_vectors: np.ndarray, m
     """recall@10 of the stored index against exact search, on real question vectors; and FAISS time alone."""
     snap = Store(data_dir, model_id, vectors.shape[1]).snapshot()
     assert snap.index.ntotal == len(vectors)  # rowids are 1..n in insertion order
-    exact = ann._exact_top(vectors, query_vectors, 10)[0]
+    exact = ann.exact_top(vectors, query_vectors, 10)[0]
     hits, times = 0.0, []
     for q, exact_scores in zip(query_vectors, exact, strict=True):
         started = time.perf_counter()
@@ -267,7 +267,7 @@ def ivf_on_real(vectors: np.ndarray, query_vectors: np.ndarray) -> dict[str, Any
     flat = ann.new_exact_index(vectors.shape[1])
     flat.add_with_ids(vectors, ids)
     ivf = ann.fit_index(flat, ann.AnnSettings(exact_max=0))  # keep this proxy: it owns the index
-    exact = ann._exact_top(vectors, query_vectors, 10)[0]
+    exact = ann.exact_top(vectors, query_vectors, 10)[0]
     _, found = ivf.search(query_vectors, 10)
     found_scores = np.einsum("qd,qkd->qk", query_vectors, vectors[np.maximum(found - 1, 0)])
     return {"chunks": len(vectors), "nlist": int(ivf.nlist), "nprobe": int(ivf.nprobe),

@@ -1,12 +1,13 @@
-"""Which FAISS index holds a generation's vectors: exact search up to a size, an IVF index with 8-bit codes above.
+"""Which FAISS index holds a generation's vectors: exact search up to a size, an IVF index with compact codes above.
 
 Exact search (``IndexFlatIP`` in ``IndexIDMap2``) costs one pass over every vector per query: fine up to tens of
 thousands of chunks, too slow and too big (1.5 GB of float32 at 1M chunks) beyond. Above ``exact_max`` chunks the
-vectors move to ``IndexIVFScalarQuantizer`` with 8-bit codes (a quarter of the memory) and a hash-table direct map,
-because every write of the data directory needs add and remove by chunk id and ``reconstruct`` (HNSW in FAISS has
-no removal). Its ``nprobe`` is tuned each time a generation is published: the smallest setting whose recall@10
-against exact search, on queries made from stored vectors plus noise, is at least ``target_recall``, times four
-as a margin for real questions (which sit farther from every passage than any synthetic query).
+vectors move to ``IndexIVFScalarQuantizer`` (8-bit codes, a quarter of the memory, or fp16: ``codes``) with a
+hash-table direct map, because every write of the data directory needs add and remove by chunk id and
+``reconstruct`` (HNSW in FAISS has no removal). Its ``nprobe`` is tuned each time a generation is published: the
+smallest setting whose recall@10 against exact search, on queries made from stored vectors plus noise, is at least
+``target_recall``, times four as a margin for real questions (which sit farther from every passage than any
+synthetic query).
 
 Loading for queries memory-maps the file (``IO_FLAG_MMAP_IFC`` for flat codes, ``IO_FLAG_MMAP`` for inverted
 lists), so start-up does not copy the index and processes share the pages.
@@ -23,7 +24,7 @@ import faiss
 import numpy as np
 from pydantic import BaseModel, Field
 
-__all__ = ["AnnSettings", "fit_index", "index_kind", "load_for_queries", "new_exact_index", "recall_at_k",
+__all__ = ["AnnSettings", "exact_top", "fit_index", "index_kind", "load_for_queries", "new_exact_index", "recall_at_k",
            "search", "stored_vectors"]
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class AnnSettings(BaseModel):
     target_recall: float = Field(default=0.98, gt=0.0, le=1.0, description="recall@10 against exact search.")
     codes: Literal["sq8", "fp16"] = Field(
         default="sq8", description="IVF vector codes: 8-bit (1/4 of float32) or fp16 (1/2). At 1M chunks 8-bit "
-        "codes cap recall@10 at ~0.977 even probing every list; fp16 reached 0.999 (benchmarks/RESULTS.md notes).")
+        "codes cap recall@10 at ~0.977 even probing every list; fp16 reached 0.999 (README, 'Performance').")
     tuning_queries: int = Field(default=256, ge=16, le=10_000)
     seed: int = 0
 
@@ -52,11 +53,12 @@ def new_exact_index(dimension: int) -> faiss.Index:
 
 def index_kind(index: faiss.Index) -> str:
     """``flat`` or ``ivf``: what this module built (other kinds are reported by their class name)."""
-    if isinstance(index, faiss.IndexIDMap2) or isinstance(faiss.downcast_index(index), faiss.IndexIDMap2):
+    concrete = faiss.downcast_index(index)
+    if isinstance(concrete, faiss.IndexIDMap2):
         return "flat"
-    if isinstance(faiss.downcast_index(index), faiss.IndexIVF):
+    if isinstance(concrete, faiss.IndexIVF):
         return "ivf"
-    return type(index).__name__
+    return type(concrete).__name__
 
 
 def _nlist_for(n: int) -> int:
@@ -65,7 +67,7 @@ def _nlist_for(n: int) -> int:
 
 
 def stored_vectors(index: faiss.Index) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) of everything in ``index``; for IVF the vectors are decoded from their 8-bit codes."""
+    """(ids, vectors) of everything in ``index``; for IVF the vectors are decoded from their codes."""
     index = faiss.downcast_index(index)
     if isinstance(index, faiss.IndexIDMap2):
         ids = faiss.vector_to_array(index.id_map).astype(np.int64)
@@ -83,7 +85,7 @@ def stored_vectors(index: faiss.Index) -> tuple[np.ndarray, np.ndarray]:
     raise TypeError(f"cannot read vectors back from a {type(index).__name__}")
 
 
-def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(scores, positions) of the exact top-k rows for each query (brute force)."""
     flat = faiss.IndexFlatIP(vectors.shape[1])
     flat.add(vectors)
@@ -118,7 +120,7 @@ def _tune_nprobe(ivf: faiss.IndexIVF, ids: np.ndarray, vectors: np.ndarray, sett
     """Set the smallest ``nprobe`` reaching the target recall@k; returns the recall reached."""
     queries = _tuning_queries(vectors, settings)
     k = min(k, len(vectors))
-    exact_scores, _ = _exact_top(vectors, queries, k)
+    exact_scores, _ = exact_top(vectors, queries, k)
     position_of = {int(i): p for p, i in enumerate(ids)}
     recall = 0.0
     for nprobe in (p for p in _NPROBES if p <= ivf.nlist):
