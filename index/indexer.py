@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from index.archive import Archive
 from index.chunking import chunk_document
 from index.cleaning import DebrisRules, clean_text
 from index.embedding import Embedder
 from index.errors import InvalidInput
 from index.models import Chunk, Document, DocumentIn, Sentence
 from index.sentences import split_sentences
-from index.store import DocumentWrite, Store
+from index.store import DocumentWrite
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -46,7 +47,7 @@ def derive_doc_id(doc: DocumentIn) -> str:
 class Indexer:
     """Turns submitted articles into stored documents, chunks and vectors, in one atomic write per batch."""
 
-    def __init__(self, store: Store, embedder: Embedder, nlp: Language, rules: DebrisRules,
+    def __init__(self, store: Archive, embedder: Embedder, nlp: Language, rules: DebrisRules,
                  chunk_max_chars: int = 800, chunk_overlap_sentences: int = 1) -> None:
         self.store = store
         self.embedder = embedder

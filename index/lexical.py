@@ -22,7 +22,7 @@ from rapidfuzz import fuzz, process
 
 from index.mapped import advise_random
 
-__all__ = ["LexicalIndex", "tokenize"]
+__all__ = ["LexicalIndex", "closest_variants", "may_have_variants", "term_counts", "tokenize"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOPWORDS = frozenset(STOPWORDS_EN)
@@ -49,6 +49,27 @@ def tokenize(text: str) -> list[str]:
     """Folded, stemmed content words of ``text`` (stopwords removed)."""
     words = [w for w in _WORD.findall(_fold(text)) if w not in _STOPWORDS]
     return list(_stemmer().stemWords(words))
+
+
+def term_counts(text: str) -> dict[str, int]:
+    """How often each token of ``tokenize(text)`` occurs: what BM25 needs of a text (the postgres backend stores
+    it as a tsvector)."""
+    counts: dict[str, int] = {}
+    for token in tokenize(text):
+        counts[token] = counts.get(token, 0) + 1
+    return counts
+
+
+def may_have_variants(token: str, df: int, max_df: int) -> bool:
+    """Whether a query word is worth expanding: long, alphabetic, and not common in the corpus (a word the corpus
+    uses often is taken as correctly spelled)."""
+    return len(token) >= VARIANT_MIN_CHARS and token.isalpha() and df <= max_df
+
+
+def closest_variants(token: str, choices: list[str]) -> list[str]:
+    """Up to three of ``choices`` spelled like ``token`` (rapidfuzz ratio >= 80), best first."""
+    found = process.extract(token, choices, scorer=fuzz.ratio, score_cutoff=VARIANT_MIN_RATIO, limit=3)
+    return [w for w, _, _ in found if w != token]
 
 
 def _weighted_scores(bm25: bm25s.BM25, weights: dict[str, float]) -> np.ndarray:
@@ -175,11 +196,9 @@ class LexicalIndex:
 
         A word the corpus uses often is taken as correctly spelled and gets no variants.
         """
-        if len(token) < VARIANT_MIN_CHARS or not token.isalpha() or self.doc_freq.get(token, 0) > self._max_df:
+        if not may_have_variants(token, self.doc_freq.get(token, 0), self._max_df):
             return []
-        choices = self._rare_by_initial.get(token[0], [])
-        found = process.extract(token, choices, scorer=fuzz.ratio, score_cutoff=VARIANT_MIN_RATIO, limit=3)
-        return [w for w, _, _ in found if w != token]
+        return closest_variants(token, self._rare_by_initial.get(token[0], []))
 
     def scores(self, query: str, doc_weight: float = 0.0, expand_variants: bool = True,
                feedback_terms: int = 0, feedback_weight: float = 0.3) -> np.ndarray:

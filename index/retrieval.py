@@ -17,18 +17,43 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from index.models import Filters, Passage, SignalScores, SourceRef
-from index.store import Snapshot
 
-__all__ = ["Fusion", "RetrievalOptions", "rank_chunks", "retrieve"]
+__all__ = ["Fusion", "LexicalSide", "RetrievalOptions", "SearchSnapshot", "rank_chunks", "retrieve"]
 
 Fusion = Literal["weighted", "rrf", "dense", "lexical"]
 _SHINGLE_WORD = re.compile(r"\w+")
+
+
+class LexicalSide(Protocol):
+    """One query's lexical scores (``index.store.LexicalQuery``, ``index.pg_store.PgLexicalQuery``)."""
+
+    def search(self, top_k: int, allowed: Any = None) -> list[tuple[int, float]]: ...
+
+    def scores(self, rowids: list[int]) -> np.ndarray: ...
+
+
+class SearchSnapshot(Protocol):
+    """What retrieval needs of a backend's snapshot (a data directory's or PostgreSQL's). ``allowed`` is whatever
+    the backend's ``allowed_rowids`` returns for the filters: row ids for FAISS, a SQL condition for PostgreSQL."""
+
+    def allowed_rowids(self, filters: Filters | None) -> Any: ...
+
+    def dense_search(self, vector: np.ndarray, top_k: int, allowed: Any = None) -> list[tuple[int, float]]: ...
+
+    def lexical_query(self, query: str, doc_weight: float = 0.0, feedback_terms: int = 0,
+                      feedback_weight: float = 0.3) -> LexicalSide: ...
+
+    def vectors(self, rowids: list[int]) -> np.ndarray: ...
+
+    def article_dense(self, rowids: list[int], vector: np.ndarray) -> np.ndarray | None: ...
+
+    def passages(self, scored: list[tuple[int, float]]) -> list[tuple[int, Passage]]: ...
 
 
 class RetrievalOptions(BaseModel):
@@ -78,14 +103,14 @@ def _recency(published: date | None, half_life_days: float, today: date) -> floa
     return float(0.5 ** (age / half_life_days))
 
 
-def rank_chunks(snap: Snapshot, query: str, vector: np.ndarray, allowed: np.ndarray | None,
+def rank_chunks(snap: SearchSnapshot, query: str, vector: np.ndarray, allowed: Any,
                 options: RetrievalOptions) -> list[tuple[int, float, float, float]]:
     """(rowid, fused, dense, lexical) for the union of both signals' candidates, best first."""
     n = options.candidates
     dense_hits = snap.dense_search(vector, n, allowed) if options.fusion != "lexical" else []
-    lex_scores = snap.lexical.scores(query, doc_weight=options.doc_weight, feedback_terms=options.feedback_terms,
-                                     feedback_weight=options.feedback_weight)
-    lex_hits = snap.lexical.search(query, n, allowed, scores=lex_scores) if options.fusion != "dense" else []
+    lex = snap.lexical_query(query, doc_weight=options.doc_weight, feedback_terms=options.feedback_terms,
+                             feedback_weight=options.feedback_weight)
+    lex_hits = lex.search(n, allowed) if options.fusion != "dense" else []
     rowids = list(dict.fromkeys([r for r, _ in dense_hits] + [r for r, _ in lex_hits]))
     if not rowids:
         return []
@@ -94,11 +119,11 @@ def rank_chunks(snap: Snapshot, query: str, vector: np.ndarray, allowed: np.ndar
     if missing:
         dense_of.update(zip(missing, (snap.vectors(missing) @ vector).tolist(), strict=True))
     dense = np.array([dense_of[r] for r in rowids], dtype=np.float32)
-    if options.dense_doc_weight > 0 and len(snap.doc_vectors):
-        positions = snap.lexical.doc_positions(rowids)
-        article = np.asarray(snap.doc_vectors[positions] @ vector, dtype=np.float32)
-        dense = (1 - options.dense_doc_weight) * dense + options.dense_doc_weight * article
-    lexical = np.array([snap.lexical.score_of(lex_scores, r) for r in rowids], dtype=np.float32)
+    article = snap.article_dense(rowids, vector) if options.dense_doc_weight > 0 else None
+    if article is not None:
+        dense = np.asarray((1 - options.dense_doc_weight) * dense + options.dense_doc_weight * article,
+                           dtype=np.float32)
+    lexical = lex.scores(rowids)
     if options.fusion == "dense":
         fused = dense
     elif options.fusion == "lexical":
@@ -115,7 +140,7 @@ def rank_chunks(snap: Snapshot, query: str, vector: np.ndarray, allowed: np.ndar
     return [(rowids[i], float(fused[i]), float(dense[i]), float(lexical[i])) for i in order]
 
 
-def retrieve(snap: Snapshot, query: str, vector: np.ndarray, top_k: int, filters: Filters | None = None,
+def retrieve(snap: SearchSnapshot, query: str, vector: np.ndarray, top_k: int, filters: Filters | None = None,
              options: RetrievalOptions | None = None, explain: bool = False) -> list[Passage]:
     """The ``top_k`` best passages for a query, by the fused ranking, near-duplicates grouped.
 

@@ -47,7 +47,7 @@ from index.lexical import LexicalIndex
 from index.mapped import advise_random
 from index.models import Chunk, Document, Filters, Manifest, Passage, Sentence
 
-__all__ = ["FORMAT_VERSION", "DocumentWrite", "Snapshot", "Store", "build_lexical"]
+__all__ = ["FORMAT_VERSION", "DocumentWrite", "LexicalQuery", "Snapshot", "Store", "build_lexical"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,21 @@ def _article_centroids(index: faiss.Index, lexical: LexicalIndex, n_docs: int, d
         np.add.at(centroids, lexical.doc_of_chunk[first:first + block], index.reconstruct_batch(rowids))
     norms = np.linalg.norm(centroids, axis=1, keepdims=True)
     return centroids / np.where(norms > 0, norms, 1.0)
+
+
+@dataclass(frozen=True)
+class LexicalQuery:
+    """One query's BM25 scores over a generation: its best chunks, and the score of any chunk."""
+
+    lexical: LexicalIndex
+    query: str
+    all_scores: np.ndarray
+
+    def search(self, top_k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        return self.lexical.search(self.query, top_k, allowed, scores=self.all_scores)
+
+    def scores(self, rowids: list[int]) -> np.ndarray:
+        return np.array([self.lexical.score_of(self.all_scores, r) for r in rowids], dtype=np.float32)
 
 
 @dataclass
@@ -218,6 +233,19 @@ class Snapshot:
             return []
         scores, ids = ann.search(self.index, vector, top_k, allowed)
         return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
+
+    def lexical_query(self, query: str, doc_weight: float = 0.0, feedback_terms: int = 0,
+                      feedback_weight: float = 0.3) -> LexicalQuery:
+        """BM25 for ``query`` over this generation (every chunk scored at once, by bm25s)."""
+        scores = self.lexical.scores(query, doc_weight=doc_weight, feedback_terms=feedback_terms,
+                                     feedback_weight=feedback_weight)
+        return LexicalQuery(self.lexical, query, scores)
+
+    def article_dense(self, rowids: list[int], vector: np.ndarray) -> np.ndarray | None:
+        """Cosine of each chunk's article centroid to ``vector`` (None for generations without centroids)."""
+        if not len(self.doc_vectors):
+            return None
+        return np.asarray(self.doc_vectors[self.lexical.doc_positions(rowids)] @ vector, dtype=np.float32)
 
     def vectors(self, rowids: list[int]) -> np.ndarray:
         """The stored vectors of the given chunks. shape: (len(rowids), dimension)"""

@@ -221,6 +221,7 @@ def index_verify(as_json: bool, data_dir: Path | None) -> None:
 def index_repair(data_dir: Path | None) -> None:
     """Make the data directory verify again: go back to the newest generation that verifies, or rebuild the
     vectors, BM25 and centroids from the stored articles. Never deletes a generation."""
+    from index.store import Store
     from index.verify import repair, verify
     from service.qa import build_embedder, build_store
 
@@ -228,6 +229,9 @@ def index_repair(data_dir: Path | None) -> None:
     _quiet_libraries()
     embedder = build_embedder(settings)
     store = build_store(settings, embedder)
+    if not isinstance(store, Store):
+        raise click.UsageError("index repair checks a data directory; with NEWSROOM_QA_BACKEND=postgres the "
+                               "database keeps itself consistent (each write is one transaction)")
     for action in repair(store, embedder.embed):
         click.echo(action)
     report = verify(settings.data_dir)

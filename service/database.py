@@ -22,10 +22,12 @@ from sqlalchemy import (
     create_engine,
     event,
     make_url,
+    text,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
 from index.errors import DataDirError
+from index.pg_schema import sqlalchemy_url
 
 __all__ = ["conversations", "feedback", "metadata", "open_database", "turns"]
 
@@ -86,11 +88,17 @@ def open_database(url: str | None, data_dir: Path) -> Engine:
     if url is None:
         data_dir.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{data_dir / 'chat.sqlite3'}"
+    url = sqlalchemy_url(url)  # postgresql:// means psycopg 3 here (SQLAlchemy's default driver is psycopg2)
     try:
-        engine = create_engine(url)
+        engine = create_engine(url, pool_pre_ping=True)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
-        metadata.create_all(engine)
+            metadata.create_all(engine)
+        else:
+            with engine.begin() as conn:  # replicas starting together take turns creating the tables
+                if engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7265013)"))
+                metadata.create_all(conn)
     except (SQLAlchemyError, OSError, ValueError) as exc:
         raise DataDirError(f"cannot open the conversation database {_shown(url)}: {exc}") from exc
     return engine

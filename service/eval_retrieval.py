@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from index.errors import InvalidInput
 from index.models import DocumentIn
 from index.retrieval import RetrievalOptions, rank_chunks
-from index.store import build_lexical
+from index.store import Snapshot, build_lexical
 from service.qa import QAService
 
 __all__ = ["Collection", "evaluate", "load_beir", "load_squad_retrieval", "load_time"]
@@ -191,7 +191,10 @@ def evaluate(service: QAService, collection: Collection, grid: list[RetrievalOpt
     for label, options in modes:
         score(label, options)
     snap = service.store.snapshot()
+    if bm25_grid and not isinstance(snap, Snapshot):
+        raise InvalidInput("the BM25 parameter sweep runs on the faiss backend (a data directory) only")
     for k1, b in bm25_grid or []:
+        assert isinstance(snap, Snapshot)
         snap.lexical = build_lexical(snap.path / "store.sqlite", k1=k1, b=b)
         score(f"lexical (BM25 k1={k1} b={b}, chunks)", modes[0][1])
         for label, options in modes[5:]:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from index.ann import AnnSettings
+from index.archive import Archive
+from index.archive import ArchiveSnapshot as Snapshot
 from index.embedding import Embedder
 from index.errors import InvalidInput, QAError
 from index.indexer import Indexer
@@ -20,7 +22,7 @@ from index.ingest import iter_paths, load_path, parse_file
 from index.models import Document, DocumentIn, Filters, Passage
 from index.retrieval import RetrievalOptions, retrieve
 from index.sentences import load_nlp
-from index.store import Snapshot, Store
+from index.store import Store
 from service.attribution import Attributor, load_attribution_rules
 from service.disagreement import differing_answers
 from service.grounding import Grounding
@@ -67,8 +69,15 @@ def build_embedder(settings: Settings) -> Embedder:
                     query_backend=settings.query_backend, cache_dir=settings.cache_dir)
 
 
-def build_store(settings: Settings, embedder: Embedder) -> Store:
-    """The data directory the settings name, for this embedder's vectors and with its index-choice settings."""
+def build_store(settings: Settings, embedder: Embedder) -> Archive:
+    """The archive the settings name (a data directory, or PostgreSQL), for this embedder's vectors."""
+    if settings.backend == "postgres":
+        from index.pg_store import PgStore
+
+        assert settings.database_url is not None  # checked by Settings
+        return PgStore(settings.database_url, model_id=embedder.model_id, dimension=embedder.dimension,
+                       read_dsn=settings.database_read_url, pool_size=settings.database_pool_size,
+                       bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b)
     return Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension,
                  bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b,
                  ann_settings=AnnSettings(exact_max=settings.exact_search_max,
@@ -78,7 +87,7 @@ def build_store(settings: Settings, embedder: Embedder) -> Store:
 class QAService:
     """Answers questions about the stored articles with short, cited, verbatim answers."""
 
-    def __init__(self, settings: Settings, prompts: Prompts, store: Store, indexer: Indexer,
+    def __init__(self, settings: Settings, prompts: Prompts, store: Archive, indexer: Indexer,
                  embedder: Embedder, reader: Reader, attributor: Attributor | None = None,
                  grounding: Grounding | None = None) -> None:
         self.settings = settings

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from index.embedding import BUNDLED_MODEL
@@ -68,8 +68,16 @@ class Settings(BaseSettings):
     # Unset: the trained reader's threshold chosen on its tune split (calibration.json); 0.45 for the heuristic.
     abstain_below: float | None = Field(default=None, ge=0.0, le=1.0)
 
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL of the conversation and feedback "
-                                     "database; unset: SQLite in the data dir (chat.sqlite3).")
+    backend: Literal["faiss", "postgres"] = Field(
+        default="faiss", description="Where the archive lives: 'faiss' (the data dir: FAISS, BM25, SQLite) or "
+        "'postgres' (PostgreSQL with pgvector at database_url, shared by any number of service replicas).")
+    database_url: str | None = Field(default=None, description="With backend 'postgres': its postgresql:// DSN, "
+                                     "which also holds conversations and feedback. With 'faiss': an optional "
+                                     "SQLAlchemy URL for conversations and feedback; unset: SQLite in the data dir.")
+    database_read_url: str | None = Field(default=None, description="postgres backend: a read replica's DSN; "
+                                          "searches and answers read there, writes go to database_url.")
+    database_pool_size: int = Field(default=8, ge=1, le=200)  # connections per pool of each service process
+
 
     api_key: SecretStr | None = Field(default=None, description="Bearer key required for HTTP writes.")
     api_keys_file: Path | None = Field(default=None, description="TOML file of named keys with scopes "
@@ -100,6 +108,17 @@ class Settings(BaseSettings):
                                                 "object each (with a request id), or plain text.")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _backend_complete(self) -> Settings:
+        if self.backend == "postgres":
+            if not self.database_url or not self.database_url.startswith(("postgresql://", "postgres://")):
+                raise ValueError("NEWSROOM_QA_BACKEND=postgres needs NEWSROOM_QA_DATABASE_URL, a postgresql:// DSN "
+                                 "(e.g. postgresql://user:password@db-host:5432/newsroom)")
+            if self.feedback_terms:
+                raise ValueError("NEWSROOM_QA_FEEDBACK_TERMS (pseudo-relevance feedback) is available with the "
+                                 "faiss backend only; unset it for postgres")
+        return self
 
     @field_validator("rate_limit", "rate_limit_anonymous")
     @classmethod

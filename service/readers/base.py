@@ -7,8 +7,8 @@ from typing import Protocol
 import numpy as np
 from pydantic import BaseModel
 
+from index.archive import ArchiveSnapshot as Snapshot
 from index.models import Passage
-from index.store import Snapshot
 
 __all__ = ["AnswerCandidate", "CandidateSentence", "ReadResult", "Reader"]
 

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from index.archive import ArchiveSnapshot as Snapshot
 from index.embedding import Embedder
 from index.models import Document, Passage
-from index.store import Snapshot
 from service.prompts import Prompts, QuestionType
 from service.readers.base import CandidateSentence, ReadResult
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from index.archive import ArchiveSnapshot as Snapshot
 from index.models import Document, Passage, Sentence
-from index.store import Snapshot
 from service.readers.base import AnswerCandidate, CandidateSentence, ReadResult
 from service.readers.calibration import Calibration
 from service.readers.span_model import SpanModel

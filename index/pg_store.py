@@ -1,0 +1,493 @@
+"""The postgres backend: documents, sentences, chunks, vectors and full text in one PostgreSQL database.
+
+Any number of stateless service processes share one archive: a document written through one is searchable
+through all the others at once. Vectors live in a pgvector column with an HNSW index (inner product: vectors are
+unit length); the lexical side is a ``tsvector`` column with a GIN index. The tsvector holds this project's own
+tokens (``index.lexical.tokenize``: folded, stop-listed, Snowball-stemmed) with their counts, and BM25 is computed
+in SQL from document frequencies kept in ``lexemes`` by every write, so lexical scores match the FAISS backend's
+(bm25s, Lucene variant) and fusion in ``index.retrieval`` works the same on both.
+
+Writes are one transaction each (serialised by an advisory lock, which keeps the frequency counters exact);
+reads go to a read pool when ``read_dsn`` names a replica. Transient errors (a dropped connection, a failover)
+are retried with backoff (tenacity).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import numpy as np
+
+from index.errors import DataDirError, DocumentNotFound
+from index.lexical import VARIANT_MAX_DF, VARIANT_WEIGHT, closest_variants, may_have_variants, term_counts, tokenize
+from index.models import Document, Filters, Manifest, Passage, Sentence
+from index.pg_schema import migrate
+from index.store import DocumentWrite
+
+__all__ = ["PgSnapshot", "PgStore", "tsvector_literal"]
+
+logger = logging.getLogger(__name__)
+
+_WRITE_LOCK = 7_265_012  # advisory lock key: "newsroom-qa writes"
+_MAX_LEXEME_BYTES = 2046  # PostgreSQL's limit for one lexeme is 2 KB
+_MAX_POSITIONS = 255  # tsvector keeps at most 256 positions per lexeme; tf is capped there
+T = TypeVar("T")
+
+
+def tsvector_literal(counts: dict[str, int]) -> str:
+    """A tsvector input string holding each token with ``count`` positions (1..count): the count is the term
+    frequency BM25 needs; positions carry nothing else (no phrase search)."""
+    parts = []
+    for token, count in counts.items():
+        if len(token.encode()) > _MAX_LEXEME_BYTES:
+            continue
+        quoted = token.replace("\\", "\\\\").replace("'", "''")
+        parts.append(f"'{quoted}':" + ",".join(str(i) for i in range(1, min(count, _MAX_POSITIONS) + 1)))
+    return " ".join(parts)
+
+
+def _tsquery_literal(tokens: Sequence[str]) -> str:
+    return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in tokens)
+
+
+@dataclass(frozen=True)
+class PgRestriction:
+    """Metadata filters as a SQL condition over ``chunks c JOIN documents d`` (what ``allowed_rowids`` returns)."""
+
+    sql: str
+    params: tuple[object, ...]
+
+
+def _restriction(filters: Filters | None) -> PgRestriction | None:
+    if filters is None or filters.is_empty():
+        return None
+    where: list[str] = []
+    params: list[object] = []
+    if filters.sources:
+        where.append("d.source = ANY(%s)")
+        params.append(list(filters.sources))
+    if filters.doc_ids:
+        where.append("d.id = ANY(%s)")
+        params.append(list(filters.doc_ids))
+    if filters.published_from:
+        where.append("d.published >= %s")
+        params.append(filters.published_from)
+    if filters.published_to:
+        where.append("d.published <= %s")
+        params.append(filters.published_to)
+    return PgRestriction(" AND ".join(where), tuple(params))
+
+
+class PgLexicalQuery:
+    """BM25 of one query over chunks (and whole articles, mixed in by ``doc_weight``), computed in SQL."""
+
+    def __init__(self, snap: PgSnapshot, weights: dict[str, float], doc_weight: float) -> None:
+        self.snap = snap
+        self.weights = weights
+        self.doc_weight = doc_weight
+        self._top: tuple[float, float] | None = None
+
+    def _bm25_sql(self, collection: str, table: str, key: str, where: str) -> str:
+        """Per-row BM25 over the query words, for the rows of ``table`` that ``where`` keeps."""
+        k1, b = self.snap.store.bm25_k1, self.snap.store.bm25_b
+        return f"""
+            SELECT x.{key} AS key, sum(q.idfw * u.tf / (u.tf + {k1} * (1 - {b} + {b} * x.n_terms / a.avgdl))) AS s
+            FROM {table} x
+            CROSS JOIN (SELECT terms::float8 / greatest(n, 1) AS avgdl FROM totals WHERE collection = '{collection}') a
+            CROSS JOIN LATERAL (SELECT lexeme, array_length(positions, 1) AS tf FROM unnest(x.tsv)) u
+            JOIN (SELECT w.lexeme, w.weight * ln(1 + (t.n - l.df + 0.5) / (l.df + 0.5)) AS idfw
+                  FROM unnest(%(terms)s::text[], %(weights)s::float8[]) AS w(lexeme, weight)
+                  JOIN lexemes l ON l.collection = '{collection}' AND l.lexeme = w.lexeme
+                  JOIN totals t ON t.collection = '{collection}') q ON q.lexeme = u.lexeme
+            WHERE {where}
+            GROUP BY x.{key}"""
+
+    def _params(self) -> dict[str, object]:
+        return {"terms": list(self.weights), "weights": list(self.weights.values()),
+                "tsq": _tsquery_literal(list(self.weights))}
+
+    def _mixed_sql(self, chunk_filter: str) -> str:
+        """(rowid, score) of chunks: chunk BM25, or with ``doc_weight`` a mix of chunk and article BM25, each
+        scaled by its maximum over the whole collection (as ``LexicalIndex.scores`` does)."""
+        chunk_part = self._bm25_sql("c", "chunks", "rowid", "x.tsv @@ %(tsq)s::tsquery")
+        if self.doc_weight <= 0:
+            return f"""
+                WITH cs AS ({chunk_part}) SELECT cs.key, cs.s FROM cs
+                JOIN chunks c ON c.rowid = cs.key JOIN documents d ON d.id = c.doc_id WHERE {chunk_filter}"""
+        doc_part = self._bm25_sql("d", "documents", "id", "x.tsv @@ %(tsq)s::tsquery")
+        w = self.doc_weight
+        return f"""
+            WITH cs AS ({chunk_part}), ds AS ({doc_part}),
+                 top AS (SELECT (SELECT max(s) FROM cs) AS c, (SELECT max(s) FROM ds) AS d)
+            SELECT c.rowid AS key,
+                   CASE WHEN top.c > 0 AND top.d > 0
+                        THEN {1 - w} * coalesce(cs.s, 0) / top.c + {w} * ds.s / top.d
+                        ELSE coalesce(cs.s, 0) END AS s
+            FROM ds JOIN documents d ON d.id = ds.key JOIN chunks c ON c.doc_id = d.id
+            LEFT JOIN cs ON cs.key = c.rowid CROSS JOIN top
+            WHERE {chunk_filter}"""
+
+    def search(self, top_k: int, allowed: PgRestriction | None = None) -> list[tuple[int, float]]:
+        """The ``top_k`` chunks with the highest score (> 0), optionally only among ``allowed``."""
+        if not self.weights:
+            return []
+        sql = f"SELECT key, s FROM ({self._mixed_sql(_condition(allowed))}) m WHERE s > 0 ORDER BY s DESC, key " \
+            "LIMIT %(k)s"
+        params = _merge({**self._params(), "k": top_k}, allowed)
+        rows = self.snap.store.read(lambda cur: cur.execute(sql, params).fetchall())
+        return [(int(r), float(s)) for r, s in rows]
+
+    def scores(self, rowids: list[int]) -> np.ndarray:
+        """The score of each of ``rowids`` (0 for chunks the query does not match)."""
+        if not rowids or not self.weights:
+            return np.zeros(len(rowids), dtype=np.float32)
+        sql = f"SELECT key, s FROM ({self._mixed_sql('c.rowid = ANY(%(rowids)s)')}) m"
+        rows = self.snap.store.read(lambda cur: cur.execute(sql, {**self._params(), "rowids": rowids}).fetchall())
+        found = {int(r): float(s) for r, s in rows}
+        return np.array([found.get(r, 0.0) for r in rowids], dtype=np.float32)
+
+
+def _condition(allowed: PgRestriction | None) -> str:
+    """The filter's SQL with its ``%s`` placeholders named ``%(f0)s``, ``%(f1)s``... (queries use named ones)."""
+    if allowed is None:
+        return "true"
+    pieces = allowed.sql.split("%s")
+    return "".join(piece + (f"%(f{i})s" if i < len(pieces) - 1 else "") for i, piece in enumerate(pieces))
+
+
+def _merge(params: dict[str, object], allowed: PgRestriction | None) -> dict[str, object]:
+    if allowed is None:
+        return params
+    return {**params, **{f"f{i}": v for i, v in enumerate(allowed.params)}}
+
+
+class PgSnapshot:
+    """The archive as the database holds it now; the same methods as a data directory's ``Snapshot``."""
+
+    def __init__(self, store: PgStore) -> None:
+        self.store = store
+
+    @property
+    def manifest(self) -> Manifest:
+        def load(cur: Any) -> tuple[dict[str, int], str]:
+            totals = dict(cur.execute("SELECT collection, n FROM totals").fetchall())
+            generation = cur.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            return totals, (generation[0] if generation else "0")
+        totals, generation = self.store.read(load)
+        return Manifest(format_version=0, model_id=self.store.model_id, dimension=self.store.dimension,
+                        n_documents=int(totals.get("d", 0)), n_chunks=int(totals.get("c", 0)),
+                        generation=int(generation), updated_at="")
+
+    # --- documents -----------------------------------------------------------------------------------
+    def document(self, doc_id: str) -> Document:
+        row = self.store.read(lambda cur: cur.execute(
+            "SELECT id, title, text, source, published, url, n_chunks FROM documents WHERE id = %s",
+            (doc_id,)).fetchone())
+        if row is None:
+            raise DocumentNotFound(f"no document with id {doc_id!r}")
+        return _document(row)
+
+    def has_document(self, doc_id: str) -> bool:
+        return bool(self.store.read(lambda cur: cur.execute("SELECT 1 FROM documents WHERE id = %s",
+                                                            (doc_id,)).fetchone()))
+
+    def documents(self, limit: int = 100, offset: int = 0) -> list[Document]:
+        rows = self.store.read(lambda cur: cur.execute(
+            "SELECT id, title, '', source, published, url, n_chunks FROM documents ORDER BY id LIMIT %s OFFSET %s",
+            (limit, offset)).fetchall())
+        return [_document(r) for r in rows]
+
+    def chunk_spans(self) -> dict[int, tuple[str, int, int]]:
+        rows = self.store.read(lambda cur: cur.execute("SELECT rowid, doc_id, start_at, end_at FROM chunks")
+                               .fetchall())
+        return {int(r[0]): (r[1], r[2], r[3]) for r in rows}
+
+    def sentences(self, doc_id: str) -> list[Sentence]:
+        rows = self.store.read(lambda cur: cur.execute(
+            "SELECT start_at, end_at FROM sentences WHERE doc_id = %s ORDER BY seq", (doc_id,)).fetchall())
+        return [Sentence(start=s, end=e) for s, e in rows]
+
+    # --- search --------------------------------------------------------------------------------------
+    def allowed_rowids(self, filters: Filters | None) -> PgRestriction | None:
+        """The filters as a SQL condition (searches apply it in the database), or None."""
+        return _restriction(filters)
+
+    def dense_search(self, vector: np.ndarray, top_k: int, allowed: PgRestriction | None = None
+                     ) -> list[tuple[int, float]]:
+        """(rowid, cosine) of the ``top_k`` nearest chunks by the HNSW index, optionally only among ``allowed``."""
+        ef = max(self.store.ef_search, top_k)
+
+        def run(cur: Any) -> list[tuple[int, float]]:
+            cur.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
+            if allowed is not None:  # keep scanning the graph until enough rows pass the filter (pgvector 0.8)
+                cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            rows = cur.execute(
+                "SELECT c.rowid, -(c.embedding <#> %(q)s) FROM chunks c JOIN documents d ON d.id = c.doc_id "
+                f"WHERE {_condition(allowed)} "
+                "ORDER BY c.embedding <#> %(q)s LIMIT %(k)s",
+                _merge({"q": np.asarray(vector, dtype=np.float32), "k": top_k}, allowed)).fetchall()
+            return [(int(r), float(s)) for r, s in rows]
+        hits = self.store.read(run, transaction=True)
+        return sorted(hits, key=lambda h: -h[1])
+
+    def lexical_query(self, query: str, doc_weight: float = 0.0, feedback_terms: int = 0,
+                      feedback_weight: float = 0.3) -> PgLexicalQuery:
+        """BM25 for ``query``: its words, and rare corpus words spelled like them at a reduced weight.
+
+        Pseudo-relevance feedback (``feedback_terms``) is a FAISS-backend feature; the settings refuse it here.
+        """
+        tokens = list(dict.fromkeys(tokenize(query)))
+        if not tokens:
+            return PgLexicalQuery(self, {}, doc_weight)
+
+        def load(cur: Any) -> tuple[dict[str, int], int]:
+            df = dict(cur.execute("SELECT lexeme, df FROM lexemes WHERE collection = 'c' AND df > 0 "
+                                  "AND lexeme = ANY(%s)", (tokens,)).fetchall())
+            n = cur.execute("SELECT n FROM totals WHERE collection = 'c'").fetchone()[0]
+            return df, int(n)
+        df, n_chunks = self.store.read(load)
+        weights = {t: 1.0 for t in tokens if t in df}
+        max_df = max(2, int(VARIANT_MAX_DF * n_chunks))
+
+        def rare_words(initial: str) -> Callable[[Any], list[str]]:
+            return lambda cur: [r[0] for r in cur.execute(
+                "SELECT lexeme FROM lexemes WHERE collection = 'c' AND lexeme >= %s AND lexeme < %s "
+                "AND df > 0 AND df <= %s AND length(lexeme) >= 5", (initial, chr(ord(initial) + 1), max_df))]
+        for token in tokens:
+            if not may_have_variants(token, df.get(token, 0), max_df):
+                continue
+            rare = self.store.read(rare_words(token[0]))
+            for variant in closest_variants(token, [w for w in rare if w.isalpha()]):
+                weights.setdefault(variant, VARIANT_WEIGHT)
+        return PgLexicalQuery(self, weights, doc_weight)
+
+    def vectors(self, rowids: list[int]) -> np.ndarray:
+        """The stored vectors of the given chunks. shape: (len(rowids), dimension)"""
+        if not rowids:
+            return np.zeros((0, self.store.dimension), dtype=np.float32)
+        rows = self.store.read(lambda cur: cur.execute("SELECT rowid, embedding FROM chunks WHERE rowid = ANY(%s)",
+                                                       (rowids,)).fetchall())
+        by_id = {int(r): np.asarray(v, dtype=np.float32) for r, v in rows}
+        return np.stack([by_id[r] for r in rowids])
+
+    def article_dense(self, rowids: list[int], vector: np.ndarray) -> np.ndarray:
+        """Cosine of each chunk's article centroid to ``vector``."""
+        rows = self.store.read(lambda cur: cur.execute(
+            "SELECT c.rowid, -(d.centroid <#> %s) FROM chunks c JOIN documents d ON d.id = c.doc_id "
+            "WHERE c.rowid = ANY(%s)", (np.asarray(vector, dtype=np.float32), rowids)).fetchall())
+        found = {int(r): float(s or 0.0) for r, s in rows}
+        return np.array([found.get(r, 0.0) for r in rowids], dtype=np.float32)
+
+    def passages(self, scored: list[tuple[int, float]]) -> list[tuple[int, Passage]]:
+        """(rowid, passage) for (rowid, score) pairs, in the given order: chunk text with article metadata."""
+        if not scored:
+            return []
+        rows = self.store.read(lambda cur: cur.execute(
+            "SELECT c.rowid, c.chunk_id, c.doc_id, c.start_at, c.end_at, d.title, d.source, d.published, d.url, "
+            "substr(d.text, c.start_at + 1, c.end_at - c.start_at) FROM chunks c JOIN documents d ON d.id = c.doc_id "
+            "WHERE c.rowid = ANY(%s)", ([r for r, _ in scored],)).fetchall())
+        by_id = {int(r[0]): r for r in rows}
+        return [(rid, Passage(doc_id=r[2], chunk_id=r[1], title=r[5], source=r[6], published=r[7], url=r[8],
+                              text=r[9], start=r[3], end=r[4], score=score))
+                for rid, score in scored if (r := by_id.get(rid)) is not None]
+
+
+def _document(row: Sequence[Any]) -> Document:
+    return Document(id=row[0], title=row[1], text=row[2], source=row[3], published=row[4], url=row[5],
+                    n_chunks=row[6])
+
+
+class PgStore:
+    """Owns the archive in PostgreSQL: migrates the schema at start-up, serves snapshots, applies writes.
+
+    Build one per process and share it (it holds the connection pools).
+    """
+
+    backend = "postgres"
+
+    def __init__(self, dsn: str, model_id: str, dimension: int, *, read_dsn: str | None = None,
+                 pool_size: int = 8, bm25_k1: float = 1.2, bm25_b: float = 0.75, ef_search: int = 100,
+                 retries: int = 4) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self.dsn = dsn
+        self.model_id = model_id
+        self.dimension = dimension
+        self.bm25_k1 = float(bm25_k1)
+        self.bm25_b = float(bm25_b)
+        self.ef_search = ef_search
+        self.retries = retries
+        migrate(dsn, model_id, dimension)
+        self.pool = self._open_pool(ConnectionPool, dsn, pool_size)
+        self.read_pool = self._open_pool(ConnectionPool, read_dsn, pool_size) if read_dsn else self.pool
+
+    def _open_pool(self, pool_class: Any, dsn: str, size: int) -> Any:
+        from pgvector.psycopg import register_vector
+
+        pool = pool_class(dsn, min_size=1, max_size=size, open=False, configure=register_vector,
+                          check=pool_class.check_connection, name="newsroom-qa")
+        try:
+            pool.open(wait=True, timeout=30)
+        except Exception as exc:  # psycopg_pool.PoolTimeout and connection errors
+            pool.close()
+            raise DataDirError(f"cannot connect to PostgreSQL: {exc}") from exc
+        return pool
+
+    def close(self) -> None:
+        self.pool.close()
+        if self.read_pool is not self.pool:
+            self.read_pool.close()
+
+    # --- plumbing ------------------------------------------------------------------------------------
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        import psycopg
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+        for attempt in Retrying(retry=retry_if_exception_type((psycopg.OperationalError,
+                                                               psycopg.errors.SerializationFailure)),
+                                stop=stop_after_attempt(self.retries), wait=wait_exponential(0.05, max=2),
+                                reraise=True):
+            with attempt:
+                return fn()
+        raise AssertionError("unreachable")
+
+    def read(self, fn: Callable[[Any], T], transaction: bool = False) -> T:
+        """Run ``fn(cursor)`` on a read connection, retried on transient errors."""
+        def once() -> T:
+            with self.read_pool.connection() as conn:
+                if transaction:
+                    with conn.transaction(), conn.cursor() as cur:
+                        return fn(cur)
+                with conn.cursor() as cur:
+                    return fn(cur)
+        return self._retrying(once)
+
+    # --- the Store interface -------------------------------------------------------------------------
+    def exists(self) -> bool:
+        """True once the archive has been initialised (seeded or written to) by any process."""
+        return self.read(lambda cur: cur.execute("SELECT 1 FROM meta WHERE key = 'generation'").fetchone()
+                         is not None)
+
+    def snapshot(self) -> PgSnapshot:
+        if not self.exists():
+            self._write(lambda cur: None)
+        return PgSnapshot(self)
+
+    def write(self, upserts: Sequence[DocumentWrite] = (), deletes: Sequence[str] = ()) -> PgSnapshot:
+        """Replace or add ``upserts`` and remove ``deletes`` in one transaction.
+
+        :raises DocumentNotFound: if an id in ``deletes`` is not stored (nothing is changed).
+        """
+        for item in upserts:
+            if item.vectors.shape != (len(item.chunks), self.dimension):
+                raise ValueError(f"document {item.document.id!r}: {len(item.chunks)} chunks but vectors of shape "
+                                 f"{item.vectors.shape}")
+
+        def apply(cur: Any) -> None:
+            counts = _Counts()
+            for doc_id in deletes:
+                if not self._remove(cur, doc_id, counts):
+                    raise DocumentNotFound(f"no document with id {doc_id!r}")
+            for item in upserts:
+                self._remove(cur, item.document.id, counts)
+                self._insert(cur, item, counts)
+            counts.apply(cur)
+        self._write(apply)
+        return PgSnapshot(self)
+
+    def _write(self, apply: Callable[[Any], None]) -> None:
+        def once() -> None:
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+                apply(cur)
+                cur.execute("INSERT INTO meta VALUES ('generation', '1'), ('updated_at', %s) ON CONFLICT (key) DO "
+                            "UPDATE SET value = CASE WHEN meta.key = 'generation' "
+                            "THEN (meta.value::bigint + 1)::text ELSE excluded.value END",
+                            (datetime.now(UTC).isoformat(timespec="seconds"),))
+        self._retrying(once)
+
+    def rebuild_indexes(self, embed: Callable[[list[str]], np.ndarray], batch: int = 512) -> PgSnapshot:
+        """Re-embed every chunk (a model's vectors changed) and rebuild the HNSW and GIN indexes."""
+        def apply(cur: Any) -> None:
+            rows = cur.execute("SELECT c.rowid, d.title || '. ' || substr(d.text, c.start_at + 1, "
+                               "c.end_at - c.start_at) FROM chunks c JOIN documents d ON d.id = c.doc_id "
+                               "ORDER BY c.rowid").fetchall()
+            for i in range(0, len(rows), batch):
+                part = rows[i:i + batch]
+                vectors = np.asarray(embed([text for _, text in part]), dtype=np.float32)
+                cur.executemany("UPDATE chunks SET embedding = %s WHERE rowid = %s",
+                                [(v, rid) for (rid, _), v in zip(part, vectors, strict=True)])
+            cur.execute("REINDEX TABLE chunks")
+        self._write(apply)
+        return PgSnapshot(self)
+
+    @staticmethod
+    def _remove(cur: Any, doc_id: str, counts: _Counts) -> bool:
+        """Delete a document (its chunks and sentences cascade), taking its words out of the frequencies."""
+        for collection, table, key in (("c", "chunks", "doc_id"), ("d", "documents", "id")):
+            rows = cur.execute(f"SELECT u.lexeme, count(*) FROM {table} x, unnest(x.tsv) u WHERE x.{key} = %s "
+                               "GROUP BY u.lexeme", (doc_id,)).fetchall()
+            counts.df[collection].subtract(dict(rows))
+            n, terms = cur.execute(f"SELECT count(*), coalesce(sum(n_terms), 0) FROM {table} WHERE {key} = %s",
+                                   (doc_id,)).fetchone()
+            counts.n[collection] -= int(n)
+            counts.terms[collection] -= int(terms)
+        return bool(cur.execute("DELETE FROM documents WHERE id = %s", (doc_id,)).rowcount)
+
+    @staticmethod
+    def _insert(cur: Any, item: DocumentWrite, counts: _Counts) -> None:
+        doc = item.document
+        doc_terms = term_counts(f"{doc.title}. {doc.text}")
+        centroid = item.vectors.mean(axis=0) if len(item.chunks) else None
+        if centroid is not None:
+            norm = float(np.linalg.norm(centroid))
+            centroid = centroid / norm if norm > 0 else centroid
+        cur.execute("INSERT INTO documents (id, title, text, source, published, url, n_chunks, tsv, n_terms, "
+                    "centroid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::tsvector, %s, %s)",
+                    (doc.id, doc.title, doc.text, doc.source, doc.published, doc.url, len(item.chunks),
+                     tsvector_literal(doc_terms), sum(doc_terms.values()), centroid))
+        counts.add("d", doc_terms)
+        if item.sentences:
+            cur.executemany("INSERT INTO sentences VALUES (%s, %s, %s, %s)",
+                            [(doc.id, i, s.start, s.end) for i, s in enumerate(item.sentences)])
+        rows = []
+        for chunk, vector in zip(item.chunks, item.vectors, strict=True):
+            terms = term_counts(f"{doc.title}. {doc.text[chunk.start:chunk.end]}")
+            counts.add("c", terms)
+            rows.append((chunk.chunk_id, chunk.doc_id, chunk.seq, chunk.start, chunk.end,
+                         np.asarray(vector, dtype=np.float32), tsvector_literal(terms), sum(terms.values())))
+        if rows:
+            cur.executemany("INSERT INTO chunks (chunk_id, doc_id, seq, start_at, end_at, embedding, tsv, n_terms) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s::tsvector, %s)", rows)
+
+
+class _Counts:
+    """Changes to document frequencies and collection sizes within one write, applied at its end."""
+
+    def __init__(self) -> None:
+        self.df: dict[str, Counter[str]] = {"c": Counter(), "d": Counter()}
+        self.n = {"c": 0, "d": 0}
+        self.terms = {"c": 0, "d": 0}
+
+    def add(self, collection: str, terms: dict[str, int]) -> None:
+        self.df[collection].update(t for t in terms if len(t.encode()) <= _MAX_LEXEME_BYTES)
+        self.n[collection] += 1
+        self.terms[collection] += sum(terms.values())
+
+    def apply(self, cur: Any) -> None:
+        for collection, changes in self.df.items():
+            items = sorted((t, d) for t, d in changes.items() if d != 0)
+            if items:
+                cur.execute("INSERT INTO lexemes (collection, lexeme, df) SELECT %s, t, d FROM unnest(%s::text[], "
+                            "%s::int[]) AS u(t, d) ON CONFLICT (collection, lexeme) DO UPDATE "
+                            "SET df = lexemes.df + excluded.df",
+                            (collection, [t for t, _ in items], [d for _, d in items]))
+            cur.execute("UPDATE totals SET n = n + %s, terms = terms + %s WHERE collection = %s",
+                        (self.n[collection], self.terms[collection], collection))
+        cur.execute("DELETE FROM lexemes WHERE df <= 0")
+

@@ -1,0 +1,191 @@
+"""The postgres backend against a real PostgreSQL with pgvector: the same answers as the data-directory backend."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.errors import DataDirError, DocumentNotFound, ModelMismatch
+from index.lexical import term_counts
+from index.models import Chunk, Document, Filters, Sentence
+from index.pg_store import PgStore
+from index.store import DocumentWrite, Store
+
+pytest.importorskip("psycopg")
+
+DIM = 8
+WORDS = ["harbour", "council", "budget", "dredging", "contract", "ferry", "strike", "minister", "prison", "report",
+         "witness", "court", "appeal", "election", "turnout", "mayor", "river", "flood", "bridge", "tender", "audit",
+         "police", "union", "teacher", "hospital"]
+
+
+def article(n: int, rng: np.random.Generator, source: str = "Wire", published: date | None = None,
+            text: str | None = None) -> DocumentWrite:
+    """A document of 2-3 chunks of random words (one sentence per chunk), with random unit vectors."""
+    if text is None:
+        parts = [" ".join(rng.choice(WORDS, size=int(rng.integers(5, 15)))) + "."
+                 for _ in range(int(rng.integers(2, 4)))]
+        text = " ".join(parts)
+    else:
+        parts = [text]
+    sentences, chunks, pos = [], [], 0
+    for seq, part in enumerate(parts):
+        sentences.append(Sentence(start=pos, end=pos + len(part)))
+        chunks.append(Chunk(chunk_id=f"a{n}#{seq}", doc_id=f"a{n}", seq=seq, start=pos, end=pos + len(part),
+                            text=part))
+        pos += len(part) + 1
+    vectors = rng.normal(size=(len(chunks), DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    doc = Document(id=f"a{n}", title=f"Story {n}", text=text, source=source, published=published,
+                   n_chunks=len(chunks))
+    return DocumentWrite(document=doc, sentences=sentences, chunks=chunks, vectors=vectors)
+
+
+def corpus(n: int = 40, seed: int = 0) -> list[DocumentWrite]:
+    rng = np.random.default_rng(seed)
+    return [article(i, rng, source="Wire" if i % 2 else "Daily", published=date(2024, 1, 1 + i % 28))
+            for i in range(n)]
+
+
+def by_chunk(snap, hits: list[tuple[int, float]]) -> list[tuple[str, float]]:  # type: ignore[no-untyped-def]
+    return [(p.chunk_id, s) for (_, s), (_, p) in zip(hits, snap.passages(hits), strict=True)]
+
+
+@pytest.fixture()
+def both(pg_dsn: str, tmp_path: Path) -> tuple[Store, PgStore]:
+    """The same corpus written to a data directory and to PostgreSQL."""
+    writes = corpus()
+    faiss_store, pg_store = Store(tmp_path / "data", "m", DIM), PgStore(pg_dsn, "m", DIM)
+    faiss_store.write(upserts=writes)
+    pg_store.write(upserts=writes)
+    return faiss_store, pg_store
+
+
+@pytest.mark.parametrize("doc_weight", [0.0, 0.6])
+def test_bm25_in_sql_ranks_and_scores_as_bm25s(both, doc_weight: float):
+    faiss_store, pg_store = both
+    f_snap, p_snap = faiss_store.snapshot(), pg_store.snapshot()
+    for query in ("harbour dredging contract", "prison witness appeal", "flood bridge", "the mayor's audit"):
+        f_hits = by_chunk(f_snap, f_snap.lexical_query(query, doc_weight=doc_weight).search(10))
+        p_hits = by_chunk(p_snap, p_snap.lexical_query(query, doc_weight=doc_weight).search(10))
+        assert len(p_hits) == len(f_hits) == 10
+        f_scores = np.array([s for _, s in f_hits]) / f_hits[0][1]
+        p_scores = np.array([s for _, s in p_hits]) / p_hits[0][1]
+        np.testing.assert_allclose(p_scores, f_scores, rtol=1e-4)  # same BM25, up to bm25s's (k1 + 1) factor
+        # Equal scores may come in either order (and tie at the cut); above the last score the chunks must agree.
+        cut = f_scores[-1] + 1e-4
+        assert {c for c, s in zip([c for c, _ in p_hits], p_scores, strict=True) if s > cut} == \
+            {c for c, s in zip([c for c, _ in f_hits], f_scores, strict=True) if s > cut}
+
+
+def test_dense_search_finds_the_exact_nearest_chunks(both):
+    _, pg_store = both
+    snap = pg_store.snapshot()
+    writes = corpus()
+    vectors = np.concatenate([w.vectors for w in writes])
+    ids = [c.chunk_id for w in writes for c in w.chunks]
+    for q in np.random.default_rng(7).normal(size=(5, DIM)).astype(np.float32):
+        q /= np.linalg.norm(q)
+        found = by_chunk(snap, snap.dense_search(q, 10))
+        exact = np.argsort(-(vectors @ q))[:10]
+        assert [c for c, _ in found] == [ids[i] for i in exact]
+        np.testing.assert_allclose([s for _, s in found], (vectors @ q)[exact], rtol=1e-5)
+
+
+def test_frequencies_stay_exact_through_replaces_and_deletes(pg_dsn: str, tmp_path: Path):
+    store = PgStore(pg_dsn, "m", DIM)
+    writes = corpus(30)
+    store.write(upserts=writes[:20])
+    store.write(upserts=writes[20:], deletes=["a3", "a4"])
+    rng = np.random.default_rng(99)
+    replaced = [article(i, rng) for i in (5, 6, 21)]  # same ids, new words
+    store.write(upserts=replaced)
+    store.write(deletes=["a22"])
+    final = {w.document.id: w for w in writes if w.document.id not in {"a3", "a4", "a22"}}
+    final.update({w.document.id: w for w in replaced})
+    chunk_df: dict[str, int] = {}
+    doc_df: dict[str, int] = {}
+    for w in final.values():
+        for c in w.chunks:
+            for t in term_counts(f"{w.document.title}. {c.text}"):
+                chunk_df[t] = chunk_df.get(t, 0) + 1
+        for t in term_counts(f"{w.document.title}. {w.document.text}"):
+            doc_df[t] = doc_df.get(t, 0) + 1
+    stored = store.read(lambda cur: cur.execute("SELECT collection, lexeme, df FROM lexemes").fetchall())
+    assert {t: df for c, t, df in stored if c == "c"} == chunk_df
+    assert {t: df for c, t, df in stored if c == "d"} == doc_df
+    snap = store.snapshot()
+    assert (snap.manifest.n_documents, snap.manifest.n_chunks) == (len(final), sum(len(w.chunks)
+                                                                                   for w in final.values()))
+    # And the same ranking as a data directory built from the final documents only.
+    fresh = Store(tmp_path / "fresh", "m", DIM)
+    fresh.write(upserts=list(final.values()))
+    f_snap = fresh.snapshot()
+    for query in ("strike minister", "hospital teacher union"):
+        f_hits = by_chunk(f_snap, f_snap.lexical_query(query).search(5))
+        p_hits = by_chunk(snap, snap.lexical_query(query).search(5))
+        np.testing.assert_allclose([s for _, s in p_hits], np.array([s for _, s in f_hits]) * p_hits[0][1]
+                                   / f_hits[0][1], rtol=1e-4)
+
+
+def test_filters_restrict_both_signals(both):
+    _, pg_store = both
+    snap = pg_store.snapshot()
+    q = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
+    for filters, keep in [
+        (Filters(sources=["Wire"]), lambda w: w.document.source == "Wire"),
+        (Filters(doc_ids=["a1", "a2"]), lambda w: w.document.id in {"a1", "a2"}),
+        (Filters(published_from=date(2024, 1, 10), published_to=date(2024, 1, 12)),
+         lambda w: date(2024, 1, 10) <= w.document.published <= date(2024, 1, 12)),
+    ]:
+        allowed_docs = {w.document.id for w in corpus() if keep(w)}
+        allowed = snap.allowed_rowids(filters)
+        dense = snap.passages(snap.dense_search(q, 50, allowed))
+        lexical = snap.passages(snap.lexical_query("harbour council budget", doc_weight=0.6).search(50, allowed))
+        assert dense and lexical
+        assert {p.doc_id for _, p in dense} <= allowed_docs and {p.doc_id for _, p in lexical} <= allowed_docs
+        n_allowed_chunks = sum(len(w.chunks) for w in corpus() if keep(w))
+        assert len(dense) == min(50, n_allowed_chunks)  # the filtered HNSW scan keeps going until it has enough
+
+
+def test_spelling_variants_find_the_other_transliteration(pg_dsn: str):
+    store = PgStore(pg_dsn, "m", DIM)
+    rng = np.random.default_rng(1)
+    writes = [*corpus(150), article(500, rng, text="Former detainees described Saydnaya prison near Damascus.")]
+    store.write(upserts=writes)
+    snap = store.snapshot()
+    hits = snap.passages(snap.lexical_query("What happened at Sednaya?").search(3))
+    assert hits and hits[0][1].doc_id == "a500"
+
+
+def test_a_write_is_visible_to_another_process_store_at_once(pg_dsn: str):
+    writer, reader = PgStore(pg_dsn, "m", DIM), PgStore(pg_dsn, "m", DIM)
+    assert not reader.snapshot().has_document("a0")
+    writer.write(upserts=corpus(3))
+    snap = reader.snapshot()
+    assert snap.has_document("a0") and snap.document("a1").title == "Story 1"
+    assert [s.start for s in snap.sentences("a2")] == [s.start for s in corpus(3)[2].sentences]
+    assert [d.id for d in snap.documents(limit=2, offset=1)] == ["a1", "a2"]
+
+
+def test_deleting_a_missing_document_changes_nothing(pg_dsn: str):
+    store = PgStore(pg_dsn, "m", DIM)
+    store.write(upserts=corpus(3))
+    before = store.snapshot().manifest
+    with pytest.raises(DocumentNotFound, match="nope"):
+        store.write(upserts=corpus(5)[3:], deletes=["a0", "nope"])
+    after = store.snapshot().manifest
+    assert (after.n_documents, after.n_chunks, after.generation) == (before.n_documents, before.n_chunks,
+                                                                      before.generation)
+    assert store.snapshot().has_document("a0") and not store.snapshot().has_document("a3")
+
+
+def test_another_model_is_refused_and_a_dead_server_is_a_clear_error(pg_dsn: str, pg_server):  # type: ignore[no-untyped-def]
+    PgStore(pg_dsn, "m", DIM).write(upserts=corpus(1))
+    with pytest.raises(ModelMismatch, match="built with embedding model 'm'"):
+        PgStore(pg_dsn, "other-model", DIM)
+    with pytest.raises(DataDirError, match="cannot prepare the PostgreSQL database"):
+        PgStore(f"postgresql://postgres@127.0.0.1:{pg_server.port + 1}/x", "m", DIM, retries=1)
