@@ -97,12 +97,11 @@ def reader_for(settings: Settings, embedder: Embedder, nlp, prompts: Prompts):  
 def build_service(settings: Settings, embedder: Embedder, nlp, prompts: Prompts):  # type: ignore[no-untyped-def]
     """A QAService wired like ``QAService.from_settings`` but reusing the session's loaded models."""
     from index.indexer import Indexer
-    from index.store import Store
     from service.attribution import Attributor, load_attribution_rules
     from service.grounding import Grounding
-    from service.qa import QAService
+    from service.qa import QAService, build_store
 
-    store = Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension)
+    store = build_store(settings, embedder)
     indexer = Indexer(store, embedder, nlp, prompts.debris, settings.chunk_max_chars,
                       settings.chunk_overlap_sentences)
     attributor = Attributor(nlp, load_attribution_rules(settings.prompts_dir / "attribution.toml"))
@@ -114,10 +113,37 @@ def build_service(settings: Settings, embedder: Embedder, nlp, prompts: Prompts)
     return service
 
 
+class SettingsFactory:
+    """``make_settings`` for one storage backend: with postgres, each call gets a fresh database unless the
+    overrides name one (a "restart" reuses the settings it was given, and so the same database)."""
+
+    def __init__(self, backend: str, pg_server: object | None) -> None:
+        self.backend = backend
+        self.pg_server = pg_server
+
+    def __call__(self, data_dir: Path, **overrides: object) -> Settings:
+        if self.backend == "postgres" and "database_url" not in overrides:
+            name = f"svc_{os.getpid()}_{next(_DATABASES)}"
+            overrides = {"backend": "postgres", "database_url": self.pg_server.create_database(name),  # type: ignore[attr-defined]
+                         **overrides}
+        return make_settings(data_dir, **overrides)
+
+
+@pytest.fixture(scope="session", params=["faiss", "postgres"])
+def backend(request) -> str:  # type: ignore[no-untyped-def]
+    """The storage backend a service-level test runs on: every such test runs on both."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def service(tmp_path_factory, embedder, nlp, prompts):  # type: ignore[no-untyped-def]
-    """A service on the fixture articles, shared by read-only tests."""
-    return build_service(make_settings(tmp_path_factory.mktemp("data")), embedder, nlp, prompts)
+def settings_for(backend: str, request) -> SettingsFactory:  # type: ignore[no-untyped-def]
+    return SettingsFactory(backend, request.getfixturevalue("pg_server") if backend == "postgres" else None)
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory, settings_for, embedder, nlp, prompts):  # type: ignore[no-untyped-def]
+    """A service on the fixture articles, shared by read-only tests (once per backend)."""
+    return build_service(settings_for(tmp_path_factory.mktemp("data")), embedder, nlp, prompts)
 
 
 def free_port() -> int:

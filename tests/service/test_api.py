@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import API_KEY, LiveServer, build_service, make_settings
+from tests.conftest import API_KEY, LiveServer, build_service
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -94,8 +94,8 @@ def test_unknown_document_is_404(client):
 
 
 @pytest.fixture(scope="module")
-def writable(tmp_path_factory, embedder, nlp, prompts):
-    service = build_service(make_settings(tmp_path_factory.mktemp("writable")), embedder, nlp, prompts)
+def writable(tmp_path_factory, settings_for, embedder, nlp, prompts):
+    service = build_service(settings_for(tmp_path_factory.mktemp("writable")), embedder, nlp, prompts)
     with LiveServer(service) as server, httpx.Client(base_url=server.url, timeout=60) as c:
         yield c
 
@@ -168,16 +168,16 @@ def test_writes_need_the_right_key(writable):
     assert writable.delete("/v1/documents/002_harbour-doubts").status_code == 401
 
 
-def test_writes_refused_when_no_key_is_configured(tmp_path, embedder, nlp, prompts):
-    service = build_service(make_settings(tmp_path, api_key=None), embedder, nlp, prompts)
+def test_writes_refused_when_no_key_is_configured(tmp_path, settings_for, embedder, nlp, prompts):
+    service = build_service(settings_for(tmp_path, api_key=None), embedder, nlp, prompts)
     with LiveServer(service) as server, httpx.Client(base_url=server.url, timeout=60) as c:
         r = c.post("/v1/documents", json={"documents": [{"title": "t", "text": "x"}]}, headers=AUTH)
         assert r.status_code == 403 and "Set NEWSROOM_QA_API_KEY" in r.json()["detail"]
         assert c.post("/v1/ask", json={"question": "Who is the mayor of Vellmont?"}).status_code == 200
 
 
-def test_persistence_across_restart(tmp_path, embedder, nlp, prompts):
-    settings = make_settings(tmp_path)
+def test_persistence_across_restart(tmp_path, settings_for, embedder, nlp, prompts):
+    settings = settings_for(tmp_path)
     first = build_service(settings, embedder, nlp, prompts)
     with LiveServer(first) as server, httpx.Client(base_url=server.url, timeout=60) as c:
         c.post("/v1/documents", json={"documents": [{"id": "keep", "title": "Kept", "text": "Kept across restarts."}]},

@@ -165,8 +165,9 @@ def test_feedback_is_stored_and_exported_as_an_evaluation_set(client, newsroom):
     bad = client.post("/v1/feedback", json={"rating": "meh", "question": "Who?"})
     assert bad.status_code == 422 and "rating" in bad.json()["detail"]
 
-    data_dir = newsroom.qa.settings.data_dir
-    result = CliRunner().invoke(cli, ["feedback", "export", "--data-dir", str(data_dir)])
+    settings = newsroom.qa.settings
+    env = {"NEWSROOM_QA_BACKEND": settings.backend, "NEWSROOM_QA_DATABASE_URL": settings.database_url}
+    result = CliRunner().invoke(cli, ["feedback", "export", "--data-dir", str(settings.data_dir)], env=env)
     assert result.exit_code == 0, result.output
     items = {item["id"]: item for item in map(json.loads, result.output.splitlines())}
     liked = items[f"fb{up.json()['id']}"]
@@ -174,5 +175,6 @@ def test_feedback_is_stored_and_exported_as_an_evaluation_set(client, newsroom):
     assert liked["doc"] == answer["citations"][0]["doc_id"] and liked["rating"] == "up"
     disliked = items[f"fb{down.json()['id']}"]
     assert disliked["any"] == [] and disliked["wrong"] == ["Vellmont"] and disliked["comment"] == "wrong group"
-    only_down = CliRunner().invoke(cli, ["feedback", "export", "--rating", "down", "--data-dir", str(data_dir)])
+    only_down = CliRunner().invoke(cli, ["feedback", "export", "--rating", "down", "--data-dir",
+                                         str(settings.data_dir)], env=env)
     assert all(json.loads(line)["rating"] == "down" for line in only_down.output.splitlines())

@@ -108,9 +108,9 @@ def test_merge_passages_joins_overlapping_and_touching_chunks():
 
 
 @pytest.mark.integration
-def test_hub_model_path_answers_with_exact_offsets(tmp_path, tiny_qa_model, embedder, nlp, prompts):
-    settings = make_settings(tmp_path / "data", reader="transformers", reader_model=str(tiny_qa_model),
-                             abstain_below=0.0)
+def test_hub_model_path_answers_with_exact_offsets(tmp_path, tiny_qa_model, settings_for, embedder, nlp, prompts):
+    settings = settings_for(tmp_path / "data", reader="transformers", reader_model=str(tiny_qa_model),
+                            abstain_below=0.0)
     service = build_service(settings, embedder, nlp, prompts)
     assert service.reader.name == f"transformers:{tiny_qa_model}"
     for question in ("Who doubted the pipeline claim?", "Who is the mayor of Vellmont?"):
@@ -235,8 +235,8 @@ def test_who_said_questions_answer_with_the_speaker(service):
 
 
 @pytest.mark.integration
-def test_sources_that_differ_are_both_cited(tmp_path, embedder, nlp, prompts):
-    service = build_service(make_settings(tmp_path / "data", seeds_dir=tmp_path / "none", reader="trained"),
+def test_sources_that_differ_are_both_cited(tmp_path, settings_for, embedder, nlp, prompts):
+    service = build_service(settings_for(tmp_path / "data", seeds_dir=tmp_path / "none", reader="trained"),
                             embedder, nlp, prompts)
     service.add_documents([
         DocumentIn(id="a", title="Trust counts barrels", source="Marren Daily",

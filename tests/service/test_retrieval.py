@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from index.models import DocumentIn, Filters
+from index.pg_store import PgSnapshot
 from service.schemas import Recency
-from tests.conftest import SEEDS_DIR, LiveServer, build_service, make_settings
+from tests.conftest import SEEDS_DIR, LiveServer, build_service
 
 pytestmark = pytest.mark.integration
 
@@ -19,8 +20,8 @@ WIRE = ("Flood waters rose two metres in the river town of Kelling overnight, fo
 
 
 @pytest.fixture()
-def fresh(tmp_path, embedder, nlp, prompts):
-    return build_service(make_settings(tmp_path), embedder, nlp, prompts)
+def fresh(tmp_path, settings_for, embedder, nlp, prompts):
+    return build_service(settings_for(tmp_path), embedder, nlp, prompts)
 
 
 def test_misspelt_names_still_find_the_article(service):
@@ -31,8 +32,8 @@ def test_misspelt_names_still_find_the_article(service):
 
 
 @pytest.mark.skipif(not list(SEEDS_DIR.glob("00[04]_*")), reason="the seed articles are not in seeds/")
-def test_seed_spellings_saydnaya_and_sednaya_find_each_other(tmp_path, embedder, nlp, prompts):
-    seeded = build_service(make_settings(tmp_path, seeds_dir=SEEDS_DIR), embedder, nlp, prompts)
+def test_seed_spellings_saydnaya_and_sednaya_find_each_other(tmp_path, settings_for, embedder, nlp, prompts):
+    seeded = build_service(settings_for(tmp_path, seeds_dir=SEEDS_DIR), embedder, nlp, prompts)
     for query, other in (("Sednaya prison", "saydnaya"), ("Saydnaya prison", "sednaya")):
         texts = [p.text.casefold() for p in seeded.search(query, top_k=5).results]
         assert any(other in t for t in texts), query
@@ -95,6 +96,15 @@ def _check_consistent(service) -> set[str]:
     snap = service.store.snapshot()
     spans = snap.chunk_spans()
     rowids = set(spans)
+    if isinstance(snap, PgSnapshot):  # one table holds both signals; the BM25 frequencies must match its rows
+        for collection, table in (("c", "chunks"), ("d", "documents")):
+            off = service.store.read(lambda cur, c=collection, t=table: cur.execute(
+                f"SELECT count(*) FROM (SELECT u.lexeme, count(*) AS df FROM {t} x, unnest(x.tsv) u GROUP BY "
+                f"u.lexeme) a FULL JOIN (SELECT lexeme, df FROM lexemes WHERE collection = '{c}') b "
+                "ON a.lexeme = b.lexeme WHERE a.df IS DISTINCT FROM b.df").fetchone()[0])
+            assert off == 0
+        assert snap.manifest.n_chunks == len(rowids)
+        return {doc_id for doc_id, _, _ in spans.values()}
     assert set(snap.lexical.rowids.tolist()) == rowids
     assert snap.index.ntotal == len(rowids)
     for rowid in rowids:
@@ -116,6 +126,10 @@ def test_lexical_and_dense_stay_in_step_through_add_replace_delete_restart(fresh
     restarted = build_service(fresh.settings, embedder, nlp, prompts)
     assert _check_consistent(restarted) == {"002_harbour-doubts", "k"}
     snap = restarted.store.snapshot()
+    if isinstance(snap, PgSnapshot):
+        hits = snap.lexical_query("harbour").search(5)
+        assert hits and set(snap.chunk_spans()) >= {r for r, _ in hits}
+        return
     assert snap.lexical.search("harbour", top_k=5) and np.isin(
         [r for r, _ in snap.lexical.search("harbour", top_k=5)], snap.lexical.rowids).all()
 
