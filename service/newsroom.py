@@ -66,7 +66,8 @@ class Newsroom:
         """Chat and feedback for an already built ``QAService``, in its data directory (or ``database_url``)."""
         settings = qa.settings
         engine = open_database(settings.database_url, settings.data_dir)
-        resolver = FollowupResolver(qa.indexer.nlp, load_followup_rules(settings.prompts_dir / "followups.toml"))
+        resolver = FollowupResolver(qa.indexer.pipeline.nlp,
+                                    load_followup_rules(settings.prompts_dir / "followups.toml"))
         return cls(qa=qa, chat_service=ChatService(qa, ConversationStore(engine), resolver),
                    feedback=FeedbackStore(engine))
 

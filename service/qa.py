@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -149,6 +150,22 @@ class QAService:
         if batch_size is not None:
             return AddDocumentsResponse(documents=self.indexer.add_in_batches(docs, batch_size, show_progress))
         return self.add_documents(docs, show_progress=show_progress)
+
+    def add_paths_on_dask(self, paths: list[Path], client: Any, batch_size: int = 32,
+                          show_progress: bool = False) -> AddDocumentsResponse:
+        """``add_paths`` with the cleaning, chunking and embedding done by the Dask workers behind ``client``;
+        one atomic write per batch, resumable (articles stored unchanged are not embedded again)."""
+        from index.distributed import PipelineSpec, ingest
+
+        docs = [doc for path in iter_paths(paths) for doc in load_path(path)]
+        if not docs:
+            raise InvalidInput(f"no article files found in {', '.join(str(p) for p in paths)}")
+        s = self.settings
+        spec = PipelineSpec(embedding_model=s.embedding_model, embedding_batch_size=s.embedding_batch_size,
+                            embedding_precision=s.embedding_precision, spacy_model=s.spacy_model,
+                            prompts_dir=s.prompts_dir, chunk_max_chars=s.chunk_max_chars,
+                            chunk_overlap_sentences=s.chunk_overlap_sentences)
+        return AddDocumentsResponse(documents=ingest(client, self.store, spec, docs, batch_size, show_progress))
 
     def delete_documents(self, doc_ids: list[str]) -> None:
         """Remove documents and their chunks, all or none. :raises DocumentNotFound: if one is not stored."""

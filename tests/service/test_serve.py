@@ -21,6 +21,11 @@ def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "NEWSROOM_QA_SEEDS_DIR": str(FIXTURE_ARTICLES), "NEWSROOM_QA_API_KEY": API_KEY}
     proc = subprocess.Popen([CLI, "serve", "--port", str(port), "--data-dir", str(data_dir)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return wait_healthy(proc, port)
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], port: int) -> subprocess.Popen[bytes]:
+    """Wait until the served /healthz answers; the process's stderr in the failure if it exits first."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
