@@ -58,8 +58,7 @@ def ingestion(data: Path, work: Path, sample: int) -> dict[str, Any]:
     one_s = time.perf_counter() - started
     chunks = sum(a.chunks for a in added)
     dask_service = QAService.from_settings(Settings(data_dir=work / "dask"), seed_if_empty=False)
-    s = dask_service.settings
-    spec = PipelineSpec(embedding_model=s.embedding_model, prompts_dir=s.prompts_dir)
+    spec = PipelineSpec(embedding_model=dask_service.settings.embedding_model, debris=dask_service.prompts.debris)
     started = time.perf_counter()
     with cluster_client(None, 2) as client:
         prepare_workers(client, spec)

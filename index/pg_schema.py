@@ -13,7 +13,7 @@ from index.errors import DataDirError, ModelMismatch
 
 __all__ = ["SCHEMA_HEAD", "migrate", "sqlalchemy_url"]
 
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 _LOCK = 7_265_011  # advisory lock key: "newsroom-qa migrations"
 _SCRIPTS = Path(__file__).resolve().parent / "pg_migrations"
 

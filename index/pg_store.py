@@ -15,6 +15,7 @@ are retried with backoff (tenacity).
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from index.errors import DataDirError, DocumentNotFound
+from index.errors import DataDirError, DocumentNotFound, InvalidInput
 from index.lexical import VARIANT_MAX_DF, VARIANT_WEIGHT, closest_variants, may_have_variants, term_counts, tokenize
 from index.models import Document, Filters, Manifest, Passage, Sentence
 from index.pg_schema import migrate
@@ -49,10 +50,6 @@ def tsvector_literal(counts: dict[str, int]) -> str:
         quoted = token.replace("\\", "\\\\").replace("'", "''")
         parts.append(f"'{quoted}':" + ",".join(str(i) for i in range(1, min(count, _MAX_POSITIONS) + 1)))
     return " ".join(parts)
-
-
-def _tsquery_literal(tokens: Sequence[str]) -> str:
-    return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in tokens)
 
 
 @dataclass(frozen=True)
@@ -84,71 +81,100 @@ def _restriction(filters: Filters | None) -> PgRestriction | None:
 
 
 class PgLexicalQuery:
-    """BM25 of one query over chunks (and whole articles, mixed in by ``doc_weight``), computed in SQL."""
+    """BM25 of one query over chunks (and whole articles, mixed in by ``doc_weight``), computed in SQL from the
+    postings (``chunk_terms``, ``doc_terms``): one index range per query word."""
 
     def __init__(self, snap: PgSnapshot, weights: dict[str, float], doc_weight: float) -> None:
         self.snap = snap
         self.weights = weights
         self.doc_weight = doc_weight
-        self._top: tuple[float, float] | None = None
+        self._tops: tuple[float, float] | None = None  # the best chunk and article scores, for scaling
 
-    def _bm25_sql(self, collection: str, table: str, key: str, where: str) -> str:
-        """Per-row BM25 over the query words, for the rows of ``table`` that ``where`` keeps."""
+    def _with(self, chunk_rows: str = "true", doc_rows: str = "true") -> str:
+        """CTEs ``cs`` (chunk BM25: key, doc_id, s) and ``ds`` (article BM25: key, s) over the postings of the
+        query words, for the postings that ``chunk_rows`` / ``doc_rows`` keep."""
         k1, b = self.snap.store.bm25_k1, self.snap.store.bm25_b
-        return f"""
-            SELECT x.{key} AS key, sum(q.idfw * u.tf / (u.tf + {k1} * (1 - {b} + {b} * x.n_terms / a.avgdl))) AS s
-            FROM {table} x
-            CROSS JOIN (SELECT terms::float8 / greatest(n, 1) AS avgdl FROM totals WHERE collection = '{collection}') a
-            CROSS JOIN LATERAL (SELECT lexeme, array_length(positions, 1) AS tf FROM unnest(x.tsv)) u
-            JOIN (SELECT w.lexeme, w.weight * ln(1 + (t.n - l.df + 0.5) / (l.df + 0.5)) AS idfw
-                  FROM unnest(%(terms)s::text[], %(weights)s::float8[]) AS w(lexeme, weight)
-                  JOIN lexemes l ON l.collection = '{collection}' AND l.lexeme = w.lexeme
-                  JOIN totals t ON t.collection = '{collection}') q ON q.lexeme = u.lexeme
-            WHERE {where}
-            GROUP BY x.{key}"""
+
+        def idf(collection: str) -> str:
+            return f"""SELECT w.lexeme, w.weight * ln(1 + (t.n - l.df + 0.5) / (l.df + 0.5)) AS idfw,
+                              t.terms::float8 / greatest(t.n, 1) AS avgdl
+                       FROM unnest(%(terms)s::text[], %(weights)s::float8[]) AS w(lexeme, weight)
+                       JOIN lexemes l ON l.collection = '{collection}' AND l.lexeme = w.lexeme
+                       JOIN totals t ON t.collection = '{collection}'"""
+
+        def bm25(alias: str) -> str:
+            return f"sum(q.idfw * {alias}.tf / ({alias}.tf + {k1} * (1 - {b} + {b} * {alias}.dl / q.avgdl)))"
+
+        return f"""WITH
+            cs AS (SELECT p.rowid AS key, p.doc_id, {bm25('p')} AS s FROM ({idf('c')}) q
+                   JOIN chunk_terms p ON p.lexeme = q.lexeme WHERE {chunk_rows} GROUP BY p.rowid, p.doc_id),
+            ds AS (SELECT p.doc_id AS key, {bm25('p')} AS s FROM ({idf('d')}) q
+                   JOIN doc_terms p ON p.lexeme = q.lexeme WHERE {doc_rows} GROUP BY p.doc_id)"""
 
     def _params(self) -> dict[str, object]:
-        return {"terms": list(self.weights), "weights": list(self.weights.values()),
-                "tsq": _tsquery_literal(list(self.weights))}
-
-    def _mixed_sql(self, chunk_filter: str) -> str:
-        """(rowid, score) of chunks: chunk BM25, or with ``doc_weight`` a mix of chunk and article BM25, each
-        scaled by its maximum over the whole collection (as ``LexicalIndex.scores`` does)."""
-        chunk_part = self._bm25_sql("c", "chunks", "rowid", "x.tsv @@ %(tsq)s::tsquery")
-        if self.doc_weight <= 0:
-            return f"""
-                WITH cs AS ({chunk_part}) SELECT cs.key, cs.s FROM cs
-                JOIN chunks c ON c.rowid = cs.key JOIN documents d ON d.id = c.doc_id WHERE {chunk_filter}"""
-        doc_part = self._bm25_sql("d", "documents", "id", "x.tsv @@ %(tsq)s::tsquery")
-        w = self.doc_weight
-        return f"""
-            WITH cs AS ({chunk_part}), ds AS ({doc_part}),
-                 top AS (SELECT (SELECT max(s) FROM cs) AS c, (SELECT max(s) FROM ds) AS d)
-            SELECT c.rowid AS key,
-                   CASE WHEN top.c > 0 AND top.d > 0
-                        THEN {1 - w} * coalesce(cs.s, 0) / top.c + {w} * ds.s / top.d
-                        ELSE coalesce(cs.s, 0) END AS s
-            FROM ds JOIN documents d ON d.id = ds.key JOIN chunks c ON c.doc_id = d.id
-            LEFT JOIN cs ON cs.key = c.rowid CROSS JOIN top
-            WHERE {chunk_filter}"""
+        return {"terms": list(self.weights), "weights": list(self.weights.values())}
 
     def search(self, top_k: int, allowed: PgRestriction | None = None) -> list[tuple[int, float]]:
-        """The ``top_k`` chunks with the highest score (> 0), optionally only among ``allowed``."""
+        """The ``top_k`` chunks with the highest score (> 0), optionally only among ``allowed``.
+
+        With ``doc_weight`` a chunk scores ``(1 - w) * chunk / best chunk + w * article / best article``. The
+        candidates are every chunk matching a query word plus every chunk of the ``top_k`` best articles: a chunk
+        outside both scores at most ``w * article / best``, which ``top_k`` chunks of better articles beat, so
+        the top ``top_k`` is exact.
+        """
         if not self.weights:
             return []
-        sql = f"SELECT key, s FROM ({self._mixed_sql(_condition(allowed))}) m WHERE s > 0 ORDER BY s DESC, key " \
-            "LIMIT %(k)s"
+        cond = _condition(allowed)
         params = _merge({**self._params(), "k": top_k}, allowed)
+        if self.doc_weight <= 0:
+            join = "" if allowed is None else f"JOIN documents d ON d.id = cs.doc_id WHERE {cond}"
+            sql = f"""{self._with()}
+                SELECT cs.key, cs.s, (SELECT max(s) FROM cs), 0.0 FROM cs {join}
+                ORDER BY cs.s DESC, cs.key LIMIT %(k)s"""
+        else:
+            w = self.doc_weight
+            doc_filter = "" if allowed is None else f"JOIN documents d ON d.id = ds.key WHERE {cond}"
+            chunk_filter = "" if allowed is None else f"JOIN documents d ON d.id = cs.doc_id WHERE {cond}"
+            sql = f"""{self._with()},
+                top AS (SELECT (SELECT max(s) FROM cs) AS c, (SELECT max(s) FROM ds) AS d),
+                best_docs AS (SELECT ds.key FROM ds {doc_filter} ORDER BY ds.s DESC, ds.key LIMIT %(k)s),
+                candidates AS (
+                    SELECT cs.key AS rowid, cs.doc_id, cs.s FROM cs {chunk_filter}
+                    UNION ALL
+                    SELECT c.rowid, c.doc_id, 0.0 FROM best_docs b JOIN chunks c ON c.doc_id = b.key
+                    WHERE NOT EXISTS (SELECT 1 FROM cs WHERE cs.key = c.rowid))
+                SELECT x.rowid, CASE WHEN top.c > 0 AND top.d > 0
+                                     THEN {1 - w} * x.s / top.c + {w} * coalesce(ds.s, 0) / top.d
+                                     ELSE x.s END AS mixed, top.c, top.d
+                FROM candidates x LEFT JOIN ds ON ds.key = x.doc_id CROSS JOIN top
+                ORDER BY mixed DESC, x.rowid LIMIT %(k)s"""
         rows = self.snap.store.read(lambda cur: cur.execute(sql, params).fetchall())
-        return [(int(r), float(s)) for r, s in rows]
+        if rows:
+            self._tops = (float(rows[0][2] or 0.0), float(rows[0][3] or 0.0))
+        return [(int(r[0]), float(r[1])) for r in rows if r[1] and r[1] > 0]
+
+    def _top_scores(self) -> tuple[float, float]:
+        if self._tops is None:
+            sql = f"{self._with()} SELECT (SELECT max(s) FROM cs), (SELECT max(s) FROM ds)"
+            top_c, top_d = self.snap.store.read(lambda cur: cur.execute(sql, self._params()).fetchone())
+            self._tops = (float(top_c or 0.0), float(top_d or 0.0))
+        return self._tops
 
     def scores(self, rowids: list[int]) -> np.ndarray:
         """The score of each of ``rowids`` (0 for chunks the query does not match)."""
         if not rowids or not self.weights:
             return np.zeros(len(rowids), dtype=np.float32)
-        sql = f"SELECT key, s FROM ({self._mixed_sql('c.rowid = ANY(%(rowids)s)')}) m"
+        top_c, top_d = self._top_scores()
+        sql = f"""{self._with("p.rowid = ANY(%(rowids)s)",
+                              "p.doc_id IN (SELECT doc_id FROM chunks WHERE rowid = ANY(%(rowids)s))")}
+            SELECT c.rowid, coalesce(cs.s, 0), coalesce(ds.s, 0) FROM chunks c
+            LEFT JOIN cs ON cs.key = c.rowid LEFT JOIN ds ON ds.key = c.doc_id WHERE c.rowid = ANY(%(rowids)s)"""
         rows = self.snap.store.read(lambda cur: cur.execute(sql, {**self._params(), "rowids": rowids}).fetchall())
-        found = {int(r): float(s) for r, s in rows}
+        w = self.doc_weight
+        found = {}
+        for rowid, chunk_s, doc_s in rows:
+            mixed = (1 - w) * chunk_s / top_c + w * doc_s / top_d if w > 0 and top_c > 0 and top_d > 0 else chunk_s
+            found[int(rowid)] = float(mixed)
         return np.array([found.get(r, 0.0) for r in rowids], dtype=np.float32)
 
 
@@ -226,9 +252,9 @@ class PgSnapshot:
             cur.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
             if allowed is not None:  # keep scanning the graph until enough rows pass the filter (pgvector 0.8)
                 cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            join = "" if allowed is None else f"JOIN documents d ON d.id = c.doc_id WHERE {_condition(allowed)}"
             rows = cur.execute(
-                "SELECT c.rowid, -(c.embedding <#> %(q)s) FROM chunks c JOIN documents d ON d.id = c.doc_id "
-                f"WHERE {_condition(allowed)} "
+                f"SELECT c.rowid, -(c.embedding <#> %(q)s) FROM chunks c {join} "
                 "ORDER BY c.embedding <#> %(q)s LIMIT %(k)s",
                 _merge({"q": np.asarray(vector, dtype=np.float32), "k": top_k}, allowed)).fetchall()
             return [(int(r), float(s)) for r, s in rows]
@@ -245,25 +271,19 @@ class PgSnapshot:
         if not tokens:
             return PgLexicalQuery(self, {}, doc_weight)
 
-        def load(cur: Any) -> tuple[dict[str, int], int]:
+        def load(cur: Any) -> tuple[dict[str, int], int, str]:
             df = dict(cur.execute("SELECT lexeme, df FROM lexemes WHERE collection = 'c' AND df > 0 "
                                   "AND lexeme = ANY(%s)", (tokens,)).fetchall())
             n = cur.execute("SELECT n FROM totals WHERE collection = 'c'").fetchone()[0]
-            return df, int(n)
-        df, n_chunks = self.store.read(load)
+            generation = cur.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            return df, int(n), generation[0] if generation else "0"
+        df, n_chunks, generation = self.store.read(load)
         weights = {t: 1.0 for t in tokens if t in df}
         max_df = max(2, int(VARIANT_MAX_DF * n_chunks))
-
-        def rare_words(initial: str) -> Callable[[Any], list[str]]:
-            return lambda cur: [r[0] for r in cur.execute(
-                "SELECT lexeme FROM lexemes WHERE collection = 'c' AND lexeme >= %s AND lexeme < %s "
-                "AND df > 0 AND df <= %s AND length(lexeme) >= 5", (initial, chr(ord(initial) + 1), max_df))]
         for token in tokens:
-            if not may_have_variants(token, df.get(token, 0), max_df):
-                continue
-            rare = self.store.read(rare_words(token[0]))
-            for variant in closest_variants(token, [w for w in rare if w.isalpha()]):
-                weights.setdefault(variant, VARIANT_WEIGHT)
+            if may_have_variants(token, df.get(token, 0), max_df):
+                for variant in closest_variants(token, self.store.rare_words(token[0], max_df, generation)):
+                    weights.setdefault(variant, VARIANT_WEIGHT)
         return PgLexicalQuery(self, weights, doc_weight)
 
     def vectors(self, rowids: list[int]) -> np.ndarray:
@@ -272,8 +292,9 @@ class PgSnapshot:
             return np.zeros((0, self.store.dimension), dtype=np.float32)
         rows = self.store.read(lambda cur: cur.execute("SELECT rowid, embedding FROM chunks WHERE rowid = ANY(%s)",
                                                        (rowids,)).fetchall())
-        by_id = {int(r): np.asarray(v, dtype=np.float32) for r, v in rows}
-        return np.stack([by_id[r] for r in rowids])
+        by_id = {int(r): _as_array(v) for r, v in rows}
+        missing = np.zeros(self.store.dimension, dtype=np.float32)  # deleted since it was found: scores 0
+        return np.stack([by_id.get(r, missing) for r in rowids])
 
     def article_dense(self, rowids: list[int], vector: np.ndarray) -> np.ndarray:
         """Cosine of each chunk's article centroid to ``vector``."""
@@ -295,6 +316,16 @@ class PgSnapshot:
         return [(rid, Passage(doc_id=r[2], chunk_id=r[1], title=r[5], source=r[6], published=r[7], url=r[8],
                               text=r[9], start=r[3], end=r[4], score=score))
                 for rid, score in scored if (r := by_id.get(rid)) is not None]
+
+
+def _as_array(value: Any) -> np.ndarray:
+    """A pgvector value as float32 (pgvector's loaders give a ``Vector`` or an array, by version and format)."""
+    return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float32)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _document(row: Sequence[Any]) -> Document:
@@ -322,6 +353,9 @@ class PgStore:
         self.bm25_b = float(bm25_b)
         self.ef_search = ef_search
         self.retries = retries
+        self._vocab: dict[tuple[str, int], list[str]] = {}
+        self._vocab_generation = ""
+        self._vocab_lock = threading.Lock()
         migrate(dsn, model_id, dimension)
         self.pool = self._open_pool(ConnectionPool, dsn, pool_size)
         self.read_pool = self._open_pool(ConnectionPool, read_dsn, pool_size) if read_dsn else self.pool
@@ -329,8 +363,9 @@ class PgStore:
     def _open_pool(self, pool_class: Any, dsn: str, size: int) -> Any:
         from pgvector.psycopg import register_vector
 
+        # timeout: how long a request waits for a connection before it fails (503) instead of hanging.
         pool = pool_class(dsn, min_size=1, max_size=size, open=False, configure=register_vector,
-                          check=pool_class.check_connection, name="newsroom-qa")
+                          check=pool_class.check_connection, name="newsroom-qa", timeout=5.0)
         try:
             pool.open(wait=True, timeout=30)
         except Exception as exc:  # psycopg_pool.PoolTimeout and connection errors
@@ -345,15 +380,23 @@ class PgStore:
 
     # --- plumbing ------------------------------------------------------------------------------------
     def _retrying(self, fn: Callable[[], T]) -> T:
+        """``fn()``, retried with backoff on transient errors; a database still unreachable after that is a
+        ``DataDirError`` (HTTP 503), not a traceback."""
         import psycopg
+        from psycopg_pool import PoolTimeout
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-        for attempt in Retrying(retry=retry_if_exception_type((psycopg.OperationalError,
-                                                               psycopg.errors.SerializationFailure)),
-                                stop=stop_after_attempt(self.retries), wait=wait_exponential(0.05, max=2),
-                                reraise=True):
-            with attempt:
-                return fn()
+        try:
+            for attempt in Retrying(retry=retry_if_exception_type((psycopg.OperationalError,
+                                                                   psycopg.errors.SerializationFailure)),
+                                    stop=stop_after_attempt(self.retries), wait=wait_exponential(0.05, max=2),
+                                    reraise=True):
+                with attempt:
+                    return fn()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise DataDirError(f"PostgreSQL is unavailable: {_first_line(exc)}") from exc
+        except psycopg.DataError as exc:  # e.g. a NUL character, which PostgreSQL text cannot hold
+            raise InvalidInput(f"PostgreSQL cannot store or compare a value given: {_first_line(exc)}") from exc
         raise AssertionError("unreachable")
 
     def read(self, fn: Callable[[Any], T], transaction: bool = False) -> T:
@@ -366,6 +409,26 @@ class PgStore:
                 with conn.cursor() as cur:
                     return fn(cur)
         return self._retrying(once)
+
+    def rare_words(self, initial: str, max_df: int, generation: str) -> list[str]:
+        """Alphabetic corpus words of 5+ letters starting with ``initial`` and in at most ``max_df`` chunks: the
+        candidates for spelling variants. Kept per write generation, so a query does not fetch them again."""
+        key = (initial, max_df)
+        with self._vocab_lock:
+            if self._vocab_generation != generation:
+                self._vocab.clear()
+                self._vocab_generation = generation
+            cached = self._vocab.get(key)
+        if cached is not None:
+            return cached
+        words = [w for (w,) in self.read(lambda cur: cur.execute(
+            "SELECT lexeme FROM lexemes WHERE collection = 'c' AND lexeme >= %s AND lexeme < %s AND df > 0 "
+            "AND df <= %s AND length(lexeme) >= 5", (initial, chr(ord(initial) + 1), max_df)).fetchall())
+            if w.isalpha()]
+        with self._vocab_lock:
+            if self._vocab_generation == generation:
+                self._vocab[key] = words
+        return words
 
     # --- the Store interface -------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -464,6 +527,11 @@ class PgStore:
         if rows:
             cur.executemany("INSERT INTO chunks (chunk_id, doc_id, seq, start_at, end_at, embedding, tsv, n_terms) "
                             "VALUES (%s, %s, %s, %s, %s, %s, %s::tsvector, %s)", rows)
+        # Postings, derived from the tsvectors just stored (what BM25 reads; see pg_migrations v0002).
+        cur.execute("INSERT INTO chunk_terms SELECT u.lexeme, c.rowid, c.doc_id, coalesce(array_length(u.positions, "
+                    "1), 1), c.n_terms FROM chunks c, unnest(c.tsv) u WHERE c.doc_id = %s", (doc.id,))
+        cur.execute("INSERT INTO doc_terms SELECT u.lexeme, d.id, coalesce(array_length(u.positions, 1), 1), "
+                    "d.n_terms FROM documents d, unnest(d.tsv) u WHERE d.id = %s", (doc.id,))
 
 
 class _Counts:

@@ -163,7 +163,7 @@ class QAService:
         s = self.settings
         spec = PipelineSpec(embedding_model=s.embedding_model, embedding_batch_size=s.embedding_batch_size,
                             embedding_precision=s.embedding_precision, spacy_model=s.spacy_model,
-                            prompts_dir=s.prompts_dir, chunk_max_chars=s.chunk_max_chars,
+                            debris=self.prompts.debris, chunk_max_chars=s.chunk_max_chars,
                             chunk_overlap_sentences=s.chunk_overlap_sentences)
         return AddDocumentsResponse(documents=ingest(client, self.store, spec, docs, batch_size, show_progress))
 

@@ -19,9 +19,24 @@ DEV = SHARED_DIR / "seeds_dev_questions.jsonl"
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory, embedder, nlp, prompts):
-    settings = make_settings(tmp_path_factory.mktemp("seeds"), seeds_dir=SEEDS_DIR)
+def seeded(tmp_path_factory, settings_for, embedder, nlp, prompts):
+    """The seeds on each backend in turn (faiss, postgres)."""
+    settings = settings_for(tmp_path_factory.mktemp("seeds"), seeds_dir=SEEDS_DIR)
     return build_service(settings, embedder, nlp, prompts)
+
+
+def test_both_backends_give_the_same_answers_on_the_seeds(tmp_path, pg_server, embedder, nlp, prompts):
+    faiss = build_service(make_settings(tmp_path / "f", seeds_dir=SEEDS_DIR), embedder, nlp, prompts)
+    dsn = pg_server.create_database("seeds_same_answers")
+    postgres = build_service(make_settings(tmp_path / "p", seeds_dir=SEEDS_DIR, backend="postgres",
+                                           database_url=dsn), embedder, nlp, prompts)
+    questions = ["Who doubted the crematorium claim?"]
+    if DEV.exists():
+        questions += [json.loads(line)["q"] for line in DEV.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for q in questions:
+        a, b = faiss.ask(q), postgres.ask(q)
+        assert (a.answer, a.abstained, [(c.doc_id, c.start, c.end) for c in a.citations]) == \
+            (b.answer, b.abstained, [(c.doc_id, c.start, c.end) for c in b.citations]), q
 
 
 def test_example_question_answers_from_the_second_seed(seeded):

@@ -189,3 +189,51 @@ def test_another_model_is_refused_and_a_dead_server_is_a_clear_error(pg_dsn: str
         PgStore(pg_dsn, "other-model", DIM)
     with pytest.raises(DataDirError, match="cannot prepare the PostgreSQL database"):
         PgStore(f"postgresql://postgres@127.0.0.1:{pg_server.port + 1}/x", "m", DIM, retries=1)
+
+
+def test_migrating_an_older_schema_backfills_the_postings(pg_dsn: str):
+    """A database at revision 0001 (no postings tables) with articles in it: the next start migrates it to the
+    head revision, fills the postings from the stored tsvectors, and BM25 answers as before."""
+    import psycopg
+
+    store = PgStore(pg_dsn, "m", DIM)
+    store.write(upserts=corpus(20))
+    snap = store.snapshot()
+    before = snap.lexical_query("harbour strike", doc_weight=0.6).search(8)
+    store.close()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # back to what revision 0001 left
+        conn.execute("DROP TABLE chunk_terms, doc_terms")
+        conn.execute("UPDATE newsroom_qa_schema_version SET version_num = '0001'")
+    again = PgStore(pg_dsn, "m", DIM)
+    version = again.read(lambda cur: cur.execute("SELECT version_num FROM newsroom_qa_schema_version").fetchone())
+    assert version == ("0002",)
+    after = again.snapshot().lexical_query("harbour strike", doc_weight=0.6).search(8)
+    assert [r for r, _ in after] == [r for r, _ in before]
+    np.testing.assert_allclose([s for _, s in after], [s for _, s in before], rtol=1e-6)
+
+
+def test_a_lost_database_is_a_clear_error_and_the_service_says_503(tmp_path, embedder, nlp, prompts):
+    """The server goes away under a running service: reads fail with a DataDirError (HTTP 503), not a traceback."""
+    import shutil
+    import tempfile
+
+    import httpx
+
+    from index.pg_local import LocalPostgres
+    from tests.conftest import LiveServer, build_service, make_settings
+
+    root = Path(tempfile.mkdtemp(prefix="newsroom-qa-lost-"))
+    server = LocalPostgres.start(root)
+    try:
+        settings = make_settings(tmp_path, backend="postgres", database_url=server.create_database("lost"))
+        service = build_service(settings, embedder, nlp, prompts)
+        with LiveServer(service) as live, httpx.Client(base_url=live.url, timeout=60) as client:
+            assert client.get("/readyz").status_code == 200
+            server.stop()
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and "PostgreSQL is unavailable" in ready.json()["detail"]
+            asked = client.post("/v1/ask", json={"question": "Who is the mayor of Vellmont?"})
+            assert asked.status_code == 503 and "PostgreSQL is unavailable" in asked.json()["detail"]
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -37,7 +37,7 @@ def test_two_workers_index_like_one_process_and_a_rerun_skips_what_is_stored(tmp
     from index.pg_store import PgStore
 
     settings = make_settings(tmp_path)
-    spec = PipelineSpec(embedding_model=settings.embedding_model, prompts_dir=settings.prompts_dir)
+    spec = PipelineSpec(embedding_model=settings.embedding_model, debris=prompts.debris)
     docs = articles()
     target = PgStore(pg_dsn, embedder.model_id, embedder.dimension)
     with cluster_client(None, 2) as client:

@@ -102,10 +102,10 @@ def test_ask_bad_date_is_a_usage_error(live):
     assert result.exit_code == 2 and "'last week' does not match the format '%Y-%m-%d'" in result.output
 
 
-def test_empty_archive_is_named_as_such(tmp_path, embedder, nlp, prompts):
-    from tests.conftest import LiveServer, build_service, make_settings
+def test_empty_archive_is_named_as_such(tmp_path, settings_for, embedder, nlp, prompts):
+    from tests.conftest import LiveServer, build_service
 
-    empty = build_service(make_settings(tmp_path, seeds_dir=tmp_path / "no-seeds"), embedder, nlp, prompts)
+    empty = build_service(settings_for(tmp_path, seeds_dir=tmp_path / "no-seeds"), embedder, nlp, prompts)
     with LiveServer(empty) as server:
         result = CliRunner().invoke(cli, ["ask", "--server", server.url, "Who?"])
     assert result.exit_code == 0

@@ -8,7 +8,7 @@ import threading
 import httpx
 import pytest
 
-from tests.conftest import API_KEY, LiveServer, build_service, make_settings
+from tests.conftest import API_KEY, LiveServer, build_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -21,8 +21,8 @@ def article(n: int) -> dict[str, str]:
                     f"He told the council on day {n} that barges wait {n + 10} hours to unload."}
 
 
-def test_reads_during_writes_are_consistent(tmp_path, embedder, nlp, prompts):
-    service = build_service(make_settings(tmp_path), embedder, nlp, prompts)
+def test_reads_during_writes_are_consistent(tmp_path, settings_for, embedder, nlp, prompts):
+    service = build_service(settings_for(tmp_path), embedder, nlp, prompts)
     versions: dict[str, set[str]] = {d.id: {service.get_document(d.id).text}
                                      for d in service.list_documents().documents}
     lock = threading.Lock()

@@ -12,14 +12,14 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from service.api.app import create_app
-from tests.conftest import API_KEY, build_service, make_settings
+from tests.conftest import API_KEY, build_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EXAMPLES = 12
 
 
-def test_generated_requests_get_no_server_error_and_valid_responses(tmp_path, embedder, nlp, prompts):
-    service = build_service(make_settings(tmp_path), embedder, nlp, prompts)
+def test_generated_requests_get_no_server_error_and_valid_responses(tmp_path, settings_for, embedder, nlp, prompts):
+    service = build_service(settings_for(tmp_path), embedder, nlp, prompts)
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(service=service))
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 10
