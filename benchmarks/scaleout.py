@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import perf  # noqa: E402
 
-from index import ann  # noqa: E402
 from index.distributed import PipelineSpec, cluster_client, ingest, prepare_workers  # noqa: E402
 from index.pg_local import LocalPostgres  # noqa: E402
 from index.pg_store import PgStore  # noqa: E402
@@ -94,18 +93,9 @@ def build_postgres(dsn: str, analysed: perf.Analysed, vectors: np.ndarray, model
 def hnsw_recall(dsn: str, model_id: str, vectors: np.ndarray, query_vectors: np.ndarray) -> dict[str, Any]:
     """recall@10 of pgvector's HNSW (as the service queries it) against exact search, tie-aware."""
     store = PgStore(dsn, model_id, vectors.shape[1])
-    snap = store.snapshot()
-    exact = ann.exact_top(vectors, query_vectors, 10)[0]
-    hits, times = 0.0, []
-    for q, exact_scores in zip(query_vectors, exact, strict=True):
-        started = time.perf_counter()
-        found = snap.dense_search(q, 10)
-        times.append((time.perf_counter() - started) * 1000)
-        ids = np.array([[r for r, _ in found]])
-        found_scores = np.array([[float(vectors[r - 1] @ q) for r, _ in found]])
-        hits += ann.recall_at_k(ids, exact_scores[None, :], found_scores) * 10
+    recall, p50 = perf.dense_recall(store.snapshot(), vectors, query_vectors)
     store.close()
-    return {"recall_at_10": hits / (10 * len(query_vectors)), "pgvector_p50_ms": perf.pct(times, 50)}
+    return {"recall_at_10": recall, "pgvector_p50_ms": p50}
 
 
 def retrieval_quality(data: Path, dsn_for: Any, work: Path) -> dict[str, Any]:

@@ -104,7 +104,8 @@ class LocalPostgres:
         if not (pgdata / "PG_VERSION").is_file():
             if replica_of is not None:
                 command = [str(bin_dir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(replica_of.port), "-U",
-                           "postgres", "-D", str(pgdata), "-R", "-X", "stream", "--no-sync"]
+                           "postgres", "-D", str(pgdata), "-R", "-X", "stream", "--no-sync",
+                           "--checkpoint=fast"]  # the default spread checkpoint can wait minutes on an idle server
             else:
                 command = [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
                            "--encoding=UTF8", "--no-sync"]

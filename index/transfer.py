@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from datetime import date
 from typing import IO, Any
 
 import numpy as np
@@ -37,15 +36,9 @@ class ExportHeader(BaseModel):
     documents: int
 
 
-class ExportedDocument(BaseModel):
-    """One article line."""
+class ExportedDocument(Document):
+    """One article line: the stored document with its sentence and chunk offsets and chunk vectors."""
 
-    id: str
-    title: str
-    text: str
-    source: str | None = None
-    published: date | None = None
-    url: str | None = None
     sentences: list[tuple[int, int]]
     chunks: list[tuple[int, int]]  # (start, end) in chunk order
     vectors: str  # base64 of float32 little-endian, len(chunks) x dimension
@@ -77,9 +70,7 @@ def export_archive(store: Archive, out: IO[str], progress: Any = None) -> int:
         rowids = rows.get(doc.id, [])
         passages = [p for _, p in snap.passages([(r, 0.0) for r in rowids])]
         vectors = np.ascontiguousarray(snap.vectors(rowids), dtype="<f4")
-        line = ExportedDocument(id=doc.id, title=doc.title, text=doc.text, source=doc.source,
-                                published=doc.published, url=doc.url,
-                                sentences=[(s.start, s.end) for s in snap.sentences(doc.id)],
+        line = ExportedDocument(**doc.model_dump(), sentences=[(s.start, s.end) for s in snap.sentences(doc.id)],
                                 chunks=[(p.start, p.end) for p in passages],
                                 vectors=base64.b64encode(vectors.tobytes()).decode("ascii"))
         out.write(line.model_dump_json() + "\n")
