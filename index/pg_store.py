@@ -356,6 +356,7 @@ class PgStore:
         self._vocab: dict[tuple[str, int], list[str]] = {}
         self._vocab_generation = ""
         self._vocab_lock = threading.Lock()
+        self._initialised = False
         migrate(dsn, model_id, dimension)
         self.pool = self._open_pool(ConnectionPool, dsn, pool_size)
         self.read_pool = self._open_pool(ConnectionPool, read_dsn, pool_size) if read_dsn else self.pool
@@ -432,9 +433,12 @@ class PgStore:
 
     # --- the Store interface -------------------------------------------------------------------------
     def exists(self) -> bool:
-        """True once the archive has been initialised (seeded or written to) by any process."""
-        return self.read(lambda cur: cur.execute("SELECT 1 FROM meta WHERE key = 'generation'").fetchone()
-                         is not None)
+        """True once the archive has been initialised (seeded or written to) by any process; once true it stays
+        true, so requests stop asking."""
+        if not self._initialised:
+            self._initialised = self.read(lambda cur: cur.execute(
+                "SELECT 1 FROM meta WHERE key = 'generation'").fetchone() is not None)
+        return self._initialised
 
     def snapshot(self) -> PgSnapshot:
         if not self.exists():
