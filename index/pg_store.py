@@ -197,6 +197,10 @@ class PgSnapshot:
 
     def __init__(self, store: PgStore) -> None:
         self.store = store
+        # Articles (and their sentences) read together with passages, at the same instant: a request slices its
+        # quotes from the version its passages came from, even if a writer replaces or deletes it meanwhile.
+        self._docs: dict[str, Document] = {}
+        self._sentences: dict[str, list[Sentence]] = {}
 
     @property
     def manifest(self) -> Manifest:
@@ -211,6 +215,8 @@ class PgSnapshot:
 
     # --- documents -----------------------------------------------------------------------------------
     def document(self, doc_id: str) -> Document:
+        if doc_id in self._docs:
+            return self._docs[doc_id]
         row = self.store.read(lambda cur: cur.execute(
             "SELECT id, title, text, source, published, url, n_chunks FROM documents WHERE id = %s",
             (doc_id,)).fetchone())
@@ -219,6 +225,8 @@ class PgSnapshot:
         return _document(row)
 
     def has_document(self, doc_id: str) -> bool:
+        if doc_id in self._docs:
+            return True
         return bool(self.store.read(lambda cur: cur.execute("SELECT 1 FROM documents WHERE id = %s",
                                                             (doc_id,)).fetchone()))
 
@@ -234,6 +242,8 @@ class PgSnapshot:
         return {int(r[0]): (r[1], r[2], r[3]) for r in rows}
 
     def sentences(self, doc_id: str) -> list[Sentence]:
+        if doc_id in self._sentences:
+            return self._sentences[doc_id]
         rows = self.store.read(lambda cur: cur.execute(
             "SELECT start_at, end_at FROM sentences WHERE doc_id = %s ORDER BY seq", (doc_id,)).fetchall())
         return [Sentence(start=s, end=e) for s, e in rows]
@@ -308,10 +318,25 @@ class PgSnapshot:
         """(rowid, passage) for (rowid, score) pairs, in the given order: chunk text with article metadata."""
         if not scored:
             return []
-        rows = self.store.read(lambda cur: cur.execute(
-            "SELECT c.rowid, c.chunk_id, c.doc_id, c.start_at, c.end_at, d.title, d.source, d.published, d.url, "
-            "substr(d.text, c.start_at + 1, c.end_at - c.start_at) FROM chunks c JOIN documents d ON d.id = c.doc_id "
-            "WHERE c.rowid = ANY(%s)", ([r for r, _ in scored],)).fetchall())
+
+        def run(cur: Any) -> list[Any]:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one instant for all three
+            rows = cur.execute(
+                "SELECT c.rowid, c.chunk_id, c.doc_id, c.start_at, c.end_at, d.title, d.source, d.published, d.url, "
+                "substr(d.text, c.start_at + 1, c.end_at - c.start_at) FROM chunks c "
+                "JOIN documents d ON d.id = c.doc_id WHERE c.rowid = ANY(%s)", ([r for r, _ in scored],)).fetchall()
+            wanted = sorted({r[2] for r in rows} - self._docs.keys())
+            docs = cur.execute("SELECT id, title, text, source, published, url, n_chunks FROM documents "
+                               "WHERE id = ANY(%s)", (wanted,)).fetchall()
+            sentences = cur.execute("SELECT doc_id, start_at, end_at FROM sentences WHERE doc_id = ANY(%s) "
+                                    "ORDER BY doc_id, seq", (wanted,)).fetchall()
+            for doc in docs:
+                self._docs[doc[0]] = _document(doc)
+                self._sentences[doc[0]] = []
+            for doc_id, start, end in sentences:
+                self._sentences[doc_id].append(Sentence(start=start, end=end))
+            return list(rows)
+        rows = self.store.read(run, transaction=True)
         by_id = {int(r[0]): r for r in rows}
         return [(rid, Passage(doc_id=r[2], chunk_id=r[1], title=r[5], source=r[6], published=r[7], url=r[8],
                               text=r[9], start=r[3], end=r[4], score=score))
