@@ -18,7 +18,7 @@ they never see a half-applied write either.
 
 FAISS choice: vectors are unit length, so inner product ranks by cosine. Small collections use an exact index
 (``IndexFlatIP`` in ``IndexIDMap2``, so chunk rows can be removed when a document is replaced or deleted); large
-ones an IVF index with 8-bit (or fp16) codes whose recall is tuned at every publish (``ann.py``). Queries read
+ones an IVF index with fp16 (or 8-bit) codes whose recall is tuned at every publish (``ann.py``). Queries read
 the index memory-mapped.
 """
 

@@ -58,6 +58,10 @@ def data_dir_option(func: F) -> F:
                         )(backend_options(func))
 
 
+_NOT_A_DATA_DIR = ("index verify and index repair check a data directory; with NEWSROOM_QA_BACKEND=postgres the "
+                   "database keeps itself consistent (each write is one transaction)")
+
+
 def _where(settings: Settings) -> str:
     """Where the archive is, for messages (a DSN without its password)."""
     if settings.backend == "postgres" and settings.database_url:
@@ -253,6 +257,8 @@ def index_verify(as_json: bool, data_dir: Path | None) -> None:
     from index.verify import verify
 
     settings = _settings(data_dir)
+    if settings.backend != "faiss":
+        raise click.UsageError(_NOT_A_DATA_DIR)
     report = verify(settings.data_dir)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
@@ -333,8 +339,7 @@ def index_repair(data_dir: Path | None) -> None:
     embedder = build_embedder(settings)
     store = build_store(settings, embedder)
     if not isinstance(store, Store):
-        raise click.UsageError("index repair checks a data directory; with NEWSROOM_QA_BACKEND=postgres the "
-                               "database keeps itself consistent (each write is one transaction)")
+        raise click.UsageError(_NOT_A_DATA_DIR)
     for action in repair(store, embedder.embed):
         click.echo(action)
     report = verify(settings.data_dir)
