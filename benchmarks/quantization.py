@@ -74,6 +74,12 @@ def main() -> None:
         return lambda t: m.encode(t, batch_size=32, normalize_embeddings=True)
 
     base = run("fp32 PyTorch (sentence-transformers)", st_encode(model), None)
+
+    def bf16_encode(t: list[str]) -> np.ndarray:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model.encode(t, batch_size=32, normalize_embeddings=True)
+
+    run("bf16 autocast PyTorch", bf16_encode, base)
     for name, spec in (("int8 PyTorch dynamic, per-tensor", {torch.nn.Linear}),
                        ("int8 PyTorch dynamic, per-channel", {torch.nn.Linear: per_channel_dynamic_qconfig})):
         quantized = SentenceTransformer(path, device="cpu")

@@ -477,6 +477,8 @@ def eval_group() -> None:
 @click.option("--split", default="test", show_default=True, help="BEIR qrels split to score.")
 @click.option("--time", "time_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="The TIME collection in SMART layout (TIME.ALL, TIME.QUE, TIME.REL).")
+@click.option("--cranfield", "cranfield", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="The Cranfield collection in SMART layout (cran.all.1400, cran.qry, cranqrel).")
 @click.option("--squad", "squad", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A SQuAD-format file (e.g. NewsQA): question -> chunk holding the answer.")
 @click.option("--half", type=click.Choice(["dev", "test"]), default=None,
@@ -501,7 +503,8 @@ def eval_group() -> None:
               help="Keep the ingested collection here and reuse it next time (default: a temporary directory).")
 @backend_options
 @_friendly_errors
-def eval_retrieval(beir: Path | None, split: str, time_dir: Path | None, squad: Path | None, half: str | None,
+def eval_retrieval(beir: Path | None, split: str, time_dir: Path | None, cranfield: Path | None,
+                   squad: Path | None, half: str | None,
                    level: str, alphas: tuple[float, ...], doc_weights: tuple[float, ...],
                    dense_doc_weights: tuple[float, ...], feedback_terms: tuple[int, ...],
                    feedback_weights: tuple[float, ...], bm25_params: tuple[tuple[float, float], ...],
@@ -509,14 +512,17 @@ def eval_retrieval(beir: Path | None, split: str, time_dir: Path | None, squad: 
     """nDCG@10, recall@5/10/100 and MRR@10 for lexical, dense, RRF and weighted hybrid retrieval."""
     import tempfile
 
-    from service.eval_retrieval import evaluate, format_report, load_beir, load_squad_retrieval, load_time
+    from service.eval_retrieval import (evaluate, format_report, load_beir, load_cranfield, load_squad_retrieval,
+                                        load_time)
 
-    if sum(x is not None for x in (beir, time_dir, squad)) != 1:
-        raise click.UsageError("give exactly one of --beir DIR, --time DIR, --squad FILE")
+    if sum(x is not None for x in (beir, time_dir, cranfield, squad)) != 1:
+        raise click.UsageError("give exactly one of --beir DIR, --time DIR, --cranfield DIR, --squad FILE")
     if beir is not None:
         collection = load_beir(beir, split)
     elif time_dir is not None:
         collection = load_time(time_dir)
+    elif cranfield is not None:
+        collection = load_cranfield(cranfield)
     else:
         assert squad is not None
         collection = load_squad_retrieval(squad, half, level)

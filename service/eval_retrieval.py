@@ -7,6 +7,7 @@ definitions). Layouts read:
 
 - BEIR: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``;
 - SMART (TIME): ``TIME.ALL``, ``TIME.QUE``, ``TIME.REL``; judgments number articles by position in TIME.ALL;
+- SMART (Cranfield): ``cran.all.1400``, ``cran.qry``, ``cranqrel``; judgments number queries by position;
 - SQuAD-format QA (NewsQA): question -> the chunks of its story that contain the answer (chunk-level recall).
 """
 
@@ -28,7 +29,7 @@ from index.retrieval import RetrievalOptions, rank_chunks
 from index.store import Snapshot, build_lexical
 from service.qa import QAService
 
-__all__ = ["Collection", "evaluate", "load_beir", "load_squad_retrieval", "load_time"]
+__all__ = ["Collection", "evaluate", "load_beir", "load_cranfield", "load_squad_retrieval", "load_time"]
 
 MEASURES = [nDCG @ 10, R @ 5, R @ 10, R @ 100, RR @ 10]
 
@@ -92,6 +93,45 @@ def load_time(path: Path) -> Collection:
             if judged:
                 qrels[parts[0]] = judged
     return Collection(name="time", documents=docs, queries={q: t for q, t in queries.items() if q in qrels},
+                      qrels=qrels)
+
+
+def _smart_fields(block: str) -> dict[str, str]:
+    """The ``.X`` fields of one SMART record (``.T`` title, ``.W`` text, ...), whitespace collapsed."""
+    fields: dict[str, str] = {}
+    for part in re.split(r"^\.(?=[A-Z]\b)", block, flags=re.M)[1:]:
+        tag, _, text = part.partition("\n")
+        fields[tag.strip()] = " ".join(text.split())
+    return fields
+
+
+def load_cranfield(path: Path) -> Collection:
+    """The Cranfield collection (SMART layout): a topical, multi-judgment set outside the news domain, scored
+    as a dev collection for document-level ranking (it is no target's test set).
+
+    ``cranqrel`` numbers queries by their position in ``cran.qry`` (whose ``.I`` ids skip numbers); its grades run
+    1 (complete answer) to 4 (minimal interest), -1 not relevant, so the gain is ``5 - grade``.
+    """
+    docs = []
+    for block in re.split(r"^\.I\s+", (path / "cran.all.1400").read_text(encoding="latin-1"), flags=re.M)[1:]:
+        number, _, rest = block.partition("\n")
+        fields = _smart_fields(rest)
+        if fields.get("W"):
+            docs.append(DocumentIn(id=f"cran-{int(number):04d}", title=fields.get("T") or f"Cranfield {number}",
+                                   text=fields["W"]))
+    queries = {}
+    for position, block in enumerate(re.split(r"^\.I\s+", (path / "cran.qry").read_text(encoding="latin-1"),
+                                              flags=re.M)[1:], start=1):
+        text = _smart_fields(block.partition("\n")[2]).get("W", "")
+        if text:
+            queries[str(position)] = text
+    known = {d.id for d in docs}
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (path / "cranqrel").read_text(encoding="latin-1").splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and 1 <= int(parts[2]) <= 4 and f"cran-{int(parts[1]):04d}" in known:
+            qrels.setdefault(parts[0], {})[f"cran-{int(parts[1]):04d}"] = 5 - int(parts[2])
+    return Collection(name="cranfield", documents=docs, queries={q: t for q, t in queries.items() if q in qrels},
                       qrels=qrels)
 
 

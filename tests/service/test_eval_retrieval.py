@@ -54,6 +54,31 @@ def test_smart_layout_numbers_articles_by_position(tmp_path):
     assert "time: 3 documents, 2 queries (document level)" in result.output
 
 
+def test_cranfield_layout_maps_queries_by_position_and_inverts_grades(tmp_path):
+    cran = tmp_path / "cran"
+    cran.mkdir()
+    (cran / "cran.all.1400").write_text("".join(f".I {i}\n.T\n{t.lower()}\n.A\nsomeone\n.B\nj. 1958\n.W\n{x}\n"
+                                                for i, (t, x) in enumerate(DOCS.values(), start=1)))
+    # .I numbers skip (as in the real file); cranqrel numbers the queries 1, 2 by position.
+    (cran / "cran.qry").write_text(".I 001\n.W\nsludge dumped into the\nestuary .\n.I 004\n.W\napples in dell .\n")
+    (cran / "cranqrel").write_text("1 1 1\n1 3 4\n1 2 -1\n2 2 2\n")
+    report = tmp_path / "r.json"
+    result = CliRunner().invoke(cli, ["eval", "retrieval", "--cranfield", str(cran), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "cranfield: 3 documents, 2 queries (document level)" in result.output
+    from pathlib import Path
+
+    from service.eval_retrieval import load_cranfield
+
+    collection = load_cranfield(Path(cran))
+    assert collection.queries["1"] == "sludge dumped into the estuary ."
+    assert collection.qrels == {"1": {"cran-0001": 4, "cran-0003": 1}, "2": {"cran-0002": 3}}  # -1: not relevant
+    assert collection.documents[1].title == "apple harvest"
+    lexical = json.loads(report.read_text())["results"]["lexical (BM25, chunks)"]
+    assert lexical["RR@10"] == 1.0  # each query's best document ranks first
+    assert lexical["R@10"] == 0.75  # the bridge article, judged of minimal interest to query 1, shares no word
+
+
 def test_squad_layout_scores_chunks_holding_the_answer(tmp_path):
     squad = tmp_path / "qa.json"
     squad.write_text(json.dumps({"data": [{"title": "Dell", "paragraphs": [
@@ -76,4 +101,4 @@ def test_squad_layout_scores_chunks_holding_the_answer(tmp_path):
 
 def test_exactly_one_collection_is_required(tmp_path):
     result = CliRunner().invoke(cli, ["eval", "retrieval"])
-    assert result.exit_code == 2 and "give exactly one of --beir DIR, --time DIR, --squad FILE" in result.output
+    assert result.exit_code == 2 and "give exactly one of --beir DIR, --time DIR, --cranfield DIR, --squad FILE" in result.output
