@@ -512,8 +512,14 @@ def eval_retrieval(beir: Path | None, split: str, time_dir: Path | None, cranfie
     """nDCG@10, recall@5/10/100 and MRR@10 for lexical, dense, RRF and weighted hybrid retrieval."""
     import tempfile
 
-    from service.eval_retrieval import (evaluate, format_report, load_beir, load_cranfield, load_squad_retrieval,
-                                        load_time)
+    from service.eval_retrieval import (
+        evaluate,
+        format_report,
+        load_beir,
+        load_cranfield,
+        load_squad_retrieval,
+        load_time,
+    )
 
     if sum(x is not None for x in (beir, time_dir, cranfield, squad)) != 1:
         raise click.UsageError("give exactly one of --beir DIR, --time DIR, --cranfield DIR, --squad FILE")

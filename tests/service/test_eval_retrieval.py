@@ -101,4 +101,5 @@ def test_squad_layout_scores_chunks_holding_the_answer(tmp_path):
 
 def test_exactly_one_collection_is_required(tmp_path):
     result = CliRunner().invoke(cli, ["eval", "retrieval"])
-    assert result.exit_code == 2 and "give exactly one of --beir DIR, --time DIR, --cranfield DIR, --squad FILE" in result.output
+    assert result.exit_code == 2
+    assert "give exactly one of --beir DIR, --time DIR, --cranfield DIR, --squad FILE" in result.output
