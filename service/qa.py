@@ -82,7 +82,8 @@ def build_store(settings: Settings, embedder: Embedder) -> Archive:
     return Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension,
                  bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b,
                  ann_settings=AnnSettings(exact_max=settings.exact_search_max,
-                                          target_recall=settings.ann_target_recall, codes=settings.ann_codes))
+                                          target_recall=settings.ann_target_recall, codes=settings.ann_codes,
+                                          min_probe_fraction=settings.ann_min_probe_fraction))
 
 
 class QAService:

@@ -155,3 +155,13 @@ def test_fp16_codes_are_closer_to_the_vectors_and_a_setting_change_rebuilds(tmp_
     switched = Store(tmp_path / "sq8", "m", DIM, ann_settings=ann.AnnSettings(exact_max=800, codes="fp16"))
     snap = switched.write(deletes=["d0"])  # re-encoded (from the 8-bit vectors: the originals are not kept)
     assert faiss.downcast_index(snap.index).sq.qtype == faiss.ScalarQuantizer.QT_fp16
+
+
+def test_every_query_probes_at_least_the_configured_share_of_the_lists():
+    flat = ann.new_exact_index(DIM)
+    flat.add_with_ids(clustered(2000), np.arange(2000, dtype=np.int64))
+    loose = {"exact_max": 60, "target_recall": 0.3}  # a target the tuning meets with few lists
+    tuned = ann.fit_index(flat, ann.AnnSettings(**loose, min_probe_fraction=0.0))  # IVF proxies that own the index
+    floored = ann.fit_index(flat, ann.AnnSettings(**loose, min_probe_fraction=0.75))
+    assert tuned.nlist == floored.nlist and tuned.nprobe < 0.75 * tuned.nlist  # the tuning alone stops lower
+    assert floored.nprobe == int(np.ceil(0.75 * floored.nlist))
