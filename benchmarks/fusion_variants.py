@@ -16,6 +16,7 @@ offered: tuning on a test split would make its figure meaningless.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import warnings
 from collections.abc import Callable
@@ -81,7 +82,7 @@ def main() -> None:
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     order = np.lexsort((np.array([spans[int(r)][1] for r in rowids]), article))
     windows = vectors.copy()
-    for a, b in zip(order[:-1], order[1:], strict=True):
+    for a, b in itertools.pairwise(order):
         if article[a] == article[b]:
             windows[a] += vectors[b]
             windows[b] += vectors[a]
