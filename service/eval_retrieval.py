@@ -71,8 +71,16 @@ def load_beir(path: Path, split: str = "test") -> Collection:
     return Collection(name=f"beir:{path.name}:{split}", documents=docs, queries=queries, qrels=qrels)
 
 
+def _require(path: Path, names: tuple[str, ...], layout: str) -> None:
+    """Refuse a directory that lacks one of the files of its layout, naming it."""
+    missing = [n for n in names if not (path / n).is_file()]
+    if missing:
+        raise InvalidInput(f"{path / missing[0]} not found: is {path} {layout} ({', '.join(names)})?")
+
+
 def load_time(path: Path) -> Collection:
     """The TIME collection (SMART layout); judgments point at articles by their 1-based position."""
+    _require(path, ("TIME.ALL", "TIME.QUE", "TIME.REL"), "the TIME collection")
     texts = re.split(r"^\*TEXT\s+\d+.*$", (path / "TIME.ALL").read_text(encoding="latin-1"), flags=re.M)[1:]
     docs = []
     for i, raw in enumerate(texts, start=1):
@@ -112,6 +120,7 @@ def load_cranfield(path: Path) -> Collection:
     ``cranqrel`` numbers queries by their position in ``cran.qry`` (whose ``.I`` ids skip numbers); its grades run
     1 (complete answer) to 4 (minimal interest), -1 not relevant, so the gain is ``5 - grade``.
     """
+    _require(path, ("cran.all.1400", "cran.qry", "cranqrel"), "the Cranfield collection")
     docs = []
     for block in re.split(r"^\.I\s+", (path / "cran.all.1400").read_text(encoding="latin-1"), flags=re.M)[1:]:
         number, _, rest = block.partition("\n")

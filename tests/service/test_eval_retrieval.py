@@ -103,3 +103,10 @@ def test_exactly_one_collection_is_required(tmp_path):
     result = CliRunner().invoke(cli, ["eval", "retrieval"])
     assert result.exit_code == 2
     assert "give exactly one of --beir DIR, --time DIR, --cranfield DIR, --squad FILE" in result.output
+
+
+@pytest.mark.parametrize("option", ["--time", "--cranfield"])
+def test_a_directory_without_the_collection_files_is_refused_by_name(tmp_path, option):
+    result = CliRunner().invoke(cli, ["eval", "retrieval", option, str(tmp_path)])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert f"{tmp_path / ('TIME.ALL' if option == '--time' else 'cran.all.1400')} not found" in result.output
