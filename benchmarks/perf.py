@@ -581,6 +581,7 @@ def main() -> None:
     parser.add_argument("--no-haystack", action="store_true")
     parser.add_argument("--work", type=Path, default=None, help="where to build data dirs (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
+    parser.add_argument("--keep", action="store_true", help="keep each size's data dir (in --work) for inspection")
     parser.add_argument("--haystack-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.haystack_child is not None:
@@ -648,7 +649,8 @@ def main() -> None:
                                            f"{available_mb() / 1024:.0f} GB available")
         print(json.dumps(row), flush=True)
         results["sizes"].append(row)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
         (args.out / "results").mkdir(parents=True, exist_ok=True)
         (args.out / "results" / "perf.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
         write_report(results, args.out / "RESULTS.md")
