@@ -305,6 +305,14 @@ def memory_of(pid: int) -> dict[str, float]:
     return fields
 
 
+def total_mb() -> float:
+    """MemTotal of the machine in MB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def available_mb() -> float:
     """MemAvailable of the machine in MB."""
     for line in Path("/proc/meminfo").read_text().splitlines():
@@ -629,14 +637,14 @@ def main() -> None:
         row.update(ann_recall(data_dir, vectors, query_vectors, service.store.model_id))
         row.update(serve_and_measure(data_dir, qs[:args.queries], qs[:args.ask_queries]))
         inputs = None
-        if haystack and size <= args.haystack_max:
+        need_mb = per_chunk_mb * size * 1.05
+        if haystack and size <= args.haystack_max and need_mb < total_mb():  # else no point writing its inputs
             n_qs = args.haystack_queries if size <= 100_000 else 5
             inputs = haystack_inputs(analysed, vectors, model_path, qs[:min(args.queries, n_qs)], work / "haystack")
         del analysed, vectors  # before Haystack's process starts: it needs the memory
         gc.collect()
-        if inputs is not None:
-            need_mb = per_chunk_mb * size * 1.05
-            if need_mb < available_mb():
+        if haystack and size <= args.haystack_max:
+            if inputs is not None and need_mb < available_mb():
                 peer = haystack_peer(inputs)
                 if "skipped" in peer:
                     row["haystack_skipped"] = peer["skipped"]
@@ -644,7 +652,8 @@ def main() -> None:
                     row["haystack"] = peer
                     per_chunk_mb = peer["memory_mb"] / size  # the largest size so far predicts the next best
             else:
-                shutil.rmtree(inputs, ignore_errors=True)
+                if inputs is not None:
+                    shutil.rmtree(inputs, ignore_errors=True)
                 row["haystack_skipped"] = (f"needs ~{need_mb / 1024:.0f} GB (its memory per chunk at the last size), "
                                            f"{available_mb() / 1024:.0f} GB available")
         print(json.dumps(row), flush=True)
