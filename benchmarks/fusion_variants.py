@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -53,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("collection", choices=["scifact-train", "newsqa-dev-stories", "cranfield"])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/newsroom-qa-bench"),
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR") or "/tmp") / "newsroom-qa-bench",
                         help="the --data-dir parent that benchmarks/retrieval.sh and eval retrieval used")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")

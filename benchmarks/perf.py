@@ -387,7 +387,7 @@ def haystack_peer(folder: Path) -> dict[str, Any]:
     """Haystack 2 in-memory pipeline (same model, same chunk vectors): write time, query latency, memory.
 
     It runs in a process of its own, fed from the files of ``haystack_inputs``, so it has the machine's memory
-    rather than what this process leaves (its store keeps every vector as a Python list: ~17 KB per chunk), and its
+    rather than what this process leaves (its store keeps every vector as a Python list: ~26 KB per chunk), and its
     memory is its own growth.
     """
     try:
@@ -608,6 +608,8 @@ def main() -> None:
             haystack = False
 
     work = args.work or Path(tempfile.mkdtemp(prefix="newsroom-bench-"))
+    if args.keep:
+        print(f"data dirs are kept in {work}", flush=True)
     service = QAService.from_settings(Settings(data_dir=work / "service-unused"), seed_if_empty=False)
     articles = load_articles(args.data)
     qs = questions(args.data, max(args.queries, args.ask_queries) + 200)

@@ -523,15 +523,19 @@ def eval_retrieval(beir: Path | None, split: str, time_dir: Path | None, cranfie
 
     if sum(x is not None for x in (beir, time_dir, cranfield, squad)) != 1:
         raise click.UsageError("give exactly one of --beir DIR, --time DIR, --cranfield DIR, --squad FILE")
-    if beir is not None:
-        collection = load_beir(beir, split)
-    elif time_dir is not None:
-        collection = load_time(time_dir)
-    elif cranfield is not None:
-        collection = load_cranfield(cranfield)
-    else:
-        assert squad is not None
-        collection = load_squad_retrieval(squad, half, level)
+    source = beir or time_dir or cranfield or squad
+    try:
+        if beir is not None:
+            collection = load_beir(beir, split)
+        elif time_dir is not None:
+            collection = load_time(time_dir)
+        elif cranfield is not None:
+            collection = load_cranfield(cranfield)
+        else:
+            assert squad is not None
+            collection = load_squad_retrieval(squad, half, level)
+    except (ValueError, KeyError, IndexError) as exc:  # a damaged or foreign file (json, ints, fields)
+        raise click.ClickException(f"cannot read the collection in {source}: {type(exc).__name__}: {exc}") from exc
     with tempfile.TemporaryDirectory(prefix="newsroom-qa-eval-") as tmp:
         service = _service(data_dir or Path(tmp), seed_if_empty=False)
         settings = service.settings

@@ -110,3 +110,14 @@ def test_a_directory_without_the_collection_files_is_refused_by_name(tmp_path, o
     result = CliRunner().invoke(cli, ["eval", "retrieval", option, str(tmp_path)])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert f"{tmp_path / ('TIME.ALL' if option == '--time' else 'cran.all.1400')} not found" in result.output
+
+
+def test_a_damaged_judgment_file_is_refused_with_its_path(tmp_path):
+    cran = tmp_path / "cran"
+    cran.mkdir()
+    (cran / "cran.all.1400").write_text(".I 1\n.T\nwing\n.W\na wing in a slipstream .\n")
+    (cran / "cran.qry").write_text(".I 001\n.W\nwings .\n")
+    (cran / "cranqrel").write_text("1 1 high\n")  # a grade that is not a number
+    result = CliRunner().invoke(cli, ["eval", "retrieval", "--cranfield", str(cran)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"cannot read the collection in {cran}: ValueError" in result.output
