@@ -9,6 +9,11 @@ smallest setting whose recall@10 against exact search, on queries made from stor
 ``target_recall``, times a margin for real questions (which sit farther from every passage than any synthetic
 query), and at least ``min_probe_fraction`` of the lists.
 
+Above ``refine_min`` chunks a query runs in two steps: a second IVF index over the same lists with 4-bit codes
+(``candidates.faiss``, an eighth of float32, rebuilt at every publish) picks ``REFINE_FACTOR`` times the wanted
+hits, and their fp16 codes in the main index re-rank them. A query probing 3/8 of the lists then reads ~75 MB of
+codes at 1M chunks instead of ~290 MB, so the pages it needs resident fit a 2 GB service (README, "Performance").
+
 Loading for queries memory-maps the file (``IO_FLAG_MMAP_IFC`` for flat codes, ``IO_FLAG_MMAP`` for inverted
 lists), so start-up does not copy the index and processes share the pages.
 """
@@ -24,8 +29,8 @@ import faiss
 import numpy as np
 from pydantic import BaseModel, Field
 
-__all__ = ["AnnSettings", "exact_top", "fit_index", "index_kind", "load_for_queries", "new_exact_index", "recall_at_k",
-           "search", "stored_vectors"]
+__all__ = ["AnnSettings", "exact_top", "fit_candidates", "fit_index", "index_kind", "load_for_queries",
+           "new_exact_index", "recall_at_k", "search", "stored_vectors"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,11 @@ logger = logging.getLogger(__name__)
 PROBE_MARGIN = {"sq8": 4, "fp16": 3}
 _QTYPES = {"sq8": faiss.ScalarQuantizer.QT_8bit, "fp16": faiss.ScalarQuantizer.QT_fp16}
 _NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# Two-step search: 4-bit candidates, fp16 re-ranking. On 1M chunks (benchmarks/perf.py's corpus) with real questions
+# at nprobe 384 of 1,024, 4-bit codes in lists of their own reached recall@10 0.9880 with 100 candidates and 0.9885
+# with 300 or 600, the lists' own ceiling; product quantization (96 bytes) needed 600 for 0.988.
+REFINE_FACTOR = 10
+REFINE_MIN_CANDIDATES = 100
 
 
 class AnnSettings(BaseModel):
@@ -52,6 +62,9 @@ class AnnSettings(BaseModel):
     min_probe_fraction: float = Field(
         default=0.375, ge=0.0, le=1.0, description="Least share of the IVF lists every query probes, whatever the "
         "tuning chose (real questions reached recall@10 0.994 at 3/8 of 512 lists over 1M chunks).")
+    refine_min: int = Field(
+        default=200_000, ge=0, description="IVF collections at least this large are searched in two steps: 4-bit "
+        "codes in the same lists pick candidates, the fp16 codes re-rank them (0 = always, for IVF).")
     tuning_queries: int = Field(default=256, ge=16, le=10_000)
     seed: int = 0
 
@@ -202,6 +215,29 @@ def fit_index(index: faiss.Index, settings: AnnSettings) -> faiss.Index:
     return ivf
 
 
+def fit_candidates(index: faiss.Index, settings: AnnSettings) -> faiss.IndexIVF | None:
+    """The 4-bit candidate index of a large IVF generation, or None where one step is enough (flat, or small).
+
+    It shares the main index's lists (a copy of its coarse quantizer) and ``nprobe``, so a query probes the same
+    lists in both and the re-ranking by fp16 codes only corrects the 4-bit codes' error. Rebuilt from the main
+    index at every publish, it needs no add or remove of its own (hence no direct map).
+    """
+    if index_kind(index) != "ivf" or index.ntotal < max(1, settings.refine_min):
+        return None
+    ivf = cast("faiss.IndexIVF", faiss.downcast_index(index))
+    ids, vectors = stored_vectors(ivf)
+    quantizer = faiss.clone_index(ivf.quantizer)
+    candidates = faiss.IndexIVFScalarQuantizer(quantizer, ivf.d, ivf.nlist, faiss.ScalarQuantizer.QT_4bit,
+                                               faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(settings.seed)
+    sample = vectors[rng.choice(len(vectors), size=min(len(vectors), 64 * ivf.nlist), replace=False)]
+    candidates.train(np.ascontiguousarray(sample))  # the quantizer is trained: only the 4-bit ranges are fitted
+    candidates.add_with_ids(vectors, ids)
+    candidates.nprobe = ivf.nprobe
+    logger.info("IVF candidates: 4-bit codes over %d lists, nprobe=%d", ivf.nlist, ivf.nprobe)
+    return candidates
+
+
 def load_for_queries(path: Path) -> faiss.Index:
     """Read an index for searching, memory-mapped where FAISS can (read-only; writers use ``faiss.read_index``)."""
     for flags in (faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY):
@@ -212,12 +248,23 @@ def load_for_queries(path: Path) -> faiss.Index:
     return faiss.read_index(str(path))
 
 
+def _filtered(index: faiss.Index, allowed: np.ndarray) -> faiss.SearchParameters:
+    """Search parameters keeping to ``allowed`` ids: an IVF index takes only IVF parameters, and those carry its
+    ``nprobe`` (theirs would default to one list)."""
+    selector = faiss.IDSelectorBatch(allowed)
+    concrete = faiss.downcast_index(index)
+    if isinstance(concrete, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(sel=selector, nprobe=concrete.nprobe)  # type: ignore[call-arg]
+    return faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+
+
 def search(index: faiss.Index, vector: np.ndarray, k: int, allowed: np.ndarray | None = None,
-           exact_filter_max: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+           exact_filter_max: int = 50_000, candidates: faiss.Index | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(scores, ids) of the ``k`` best chunks, optionally only among ``allowed`` ids.
 
     A filter on an approximate index is answered exactly over the allowed vectors when there are few of them
-    (probing a few lists could miss a small allowed set entirely).
+    (probing a few lists could miss a small allowed set entirely). With ``candidates`` (``fit_candidates``) the
+    IVF search runs there and the hits are re-ranked by the main index's codes.
     """
     query = vector.reshape(1, -1).astype(np.float32)
     if allowed is not None and index_kind(index) == "ivf" and allowed.size <= exact_filter_max:
@@ -227,6 +274,15 @@ def search(index: faiss.Index, vector: np.ndarray, k: int, allowed: np.ndarray |
         return scores[order], allowed[order]
     params = None
     if allowed is not None:
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]
+        params = _filtered(candidates if candidates is not None else index, allowed)
+    if candidates is not None and candidates.ntotal:
+        wanted = min(candidates.ntotal, max(REFINE_MIN_CANDIDATES, REFINE_FACTOR * k))
+        _, found = candidates.search(query, wanted, params=params)
+        picked = found[0][found[0] >= 0]
+        if not picked.size:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        exact = index.reconstruct_batch(picked) @ query[0]
+        order = np.argsort(-exact, kind="stable")[:k]
+        return exact[order].astype(np.float32), picked[order]
     scores, ids = index.search(query, min(k, index.ntotal), params=params)
     return scores[0], ids[0]

@@ -8,6 +8,7 @@ Layout::
         manifest.json   model id, dimension, counts, format version
         store.sqlite    documents, sentences, chunks
         index.faiss     vectors, ids = chunks.rowid
+        candidates.faiss  only for large IVF generations: 4-bit codes that pick candidates (``ann.fit_candidates``)
         lexical/        BM25 over the same chunks (rebuilt in every generation, so it always matches FAISS)
       .write.lock       serialises writers across processes
 
@@ -154,6 +155,7 @@ class Snapshot:
     lexical: LexicalIndex
     doc_vectors: np.ndarray  # shape: (n_documents, dimension); article centroids, rows as in lexical.doc_of_chunk
     _db: sqlite3.Connection = field(repr=False)
+    candidates: faiss.Index | None = None  # large IVF generations: the first step of a two-step search
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -169,7 +171,10 @@ class Snapshot:
         db = sqlite3.connect(f"file:{path / 'store.sqlite'}?mode=ro&immutable=1", uri=True,
                              check_same_thread=False)
         db.row_factory = sqlite3.Row
-        return cls(path=path, manifest=manifest, index=index, lexical=lexical, doc_vectors=doc_vectors, _db=db)
+        candidates = ann.load_for_queries(path / "candidates.faiss") if (path / "candidates.faiss").is_file() \
+            else None
+        return cls(path=path, manifest=manifest, index=index, lexical=lexical, doc_vectors=doc_vectors, _db=db,
+                   candidates=candidates)
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -231,7 +236,7 @@ class Snapshot:
         """(rowid, cosine) of the ``top_k`` nearest chunks, optionally only among ``allowed`` row ids."""
         if self.index.ntotal == 0 or (allowed is not None and allowed.size == 0):
             return []
-        scores, ids = ann.search(self.index, vector, top_k, allowed)
+        scores, ids = ann.search(self.index, vector, top_k, allowed, candidates=self.candidates)
         return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
 
     def lexical_query(self, query: str, doc_weight: float = 0.0, feedback_terms: int = 0,
@@ -378,6 +383,9 @@ class Store:
         self._build_lexical(tmp, index)
         self.checkpoint("lexical-written")
         faiss.write_index(index, str(tmp / "index.faiss"))
+        candidates = ann.fit_candidates(index, self.ann)
+        if candidates is not None:
+            faiss.write_index(candidates, str(tmp / "candidates.faiss"))
         self.checkpoint("faiss-written")
         manifest = Manifest(format_version=FORMAT_VERSION, model_id=self.model_id, dimension=self.dimension,
                             n_documents=n_documents, n_chunks=n_chunks, generation=int(tmp.name[4:10]),

@@ -99,6 +99,16 @@ def _index_problems(gen: Path, rowids: set[int], n_docs: int, dimension: int, ch
             checked.append(f"FAISS holds exactly the {len(ids)} chunks of SQLite")
     except RuntimeError as exc:
         problems.append(f"index.faiss cannot be read: {exc}")
+    if (gen / "candidates.faiss").is_file():
+        try:
+            candidates = faiss.read_index(str(gen / "candidates.faiss"))
+            if candidates.ntotal != len(rowids) or candidates.d != dimension:
+                problems.append(f"candidates.faiss holds {candidates.ntotal} vectors of {candidates.d} dimensions, "
+                                f"expected {len(rowids)} of {dimension}")
+            else:
+                checked.append("the candidate index holds as many vectors")
+        except RuntimeError as exc:
+            problems.append(f"candidates.faiss cannot be read: {exc}")
     try:
         lexical = LexicalIndex.load(gen / "lexical")
         if set(lexical.rowids.tolist()) != rowids:

@@ -83,7 +83,8 @@ def build_store(settings: Settings, embedder: Embedder) -> Archive:
                  bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b,
                  ann_settings=AnnSettings(exact_max=settings.exact_search_max,
                                           target_recall=settings.ann_target_recall, codes=settings.ann_codes,
-                                          min_probe_fraction=settings.ann_min_probe_fraction))
+                                          min_probe_fraction=settings.ann_min_probe_fraction,
+                                          refine_min=settings.ann_refine_min))
 
 
 class QAService:

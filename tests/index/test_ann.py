@@ -165,3 +165,49 @@ def test_every_query_probes_at_least_the_configured_share_of_the_lists():
     floored = ann.fit_index(flat, ann.AnnSettings(**loose, min_probe_fraction=0.75))
     assert tuned.nlist == floored.nlist and tuned.nprobe < 0.75 * tuned.nlist  # the tuning alone stops lower
     assert floored.nprobe == int(np.ceil(0.75 * floored.nlist))
+
+
+def test_large_ivf_generations_search_in_two_steps_with_the_same_results(tmp_path: Path):
+    vectors = clustered(1500)
+    two = Store(tmp_path / "two", "m", DIM, ann_settings=ann.AnnSettings(exact_max=800, refine_min=1000))
+    one = Store(tmp_path / "one", "m", DIM, ann_settings=ann.AnnSettings(exact_max=800, refine_min=10**6))
+    snap, plain = two.write(upserts=writes(vectors)), one.write(upserts=writes(vectors))
+    assert (snap.path / "candidates.faiss").is_file() and not (plain.path / "candidates.faiss").exists()
+    candidates = faiss.downcast_index(snap.candidates)
+    assert candidates.sq.qtype == faiss.ScalarQuantizer.QT_4bit and candidates.nprobe == plain.index.nprobe
+    assert verify(two.data_dir).ok
+    rng = np.random.default_rng(11)
+    same = 0
+    for query in (vectors[rng.choice(1500, 50, replace=False)] + rng.normal(scale=0.15, size=(50, DIM))):
+        query = (query / np.linalg.norm(query)).astype(np.float32)
+        got, want = snap.dense_search(query, 10), plain.dense_search(query, 10)
+        scores = [s for _, s in got]
+        assert scores == sorted(scores, reverse=True)  # re-ranked by the fp16 codes, best first
+        same += len({r for r, _ in got} & {r for r, _ in want})
+    assert same / 500 >= 0.98  # the 4-bit step loses almost nothing that the fp16 codes would rank in
+    shrunk = two.write(deletes=[f"d{i}" for i in range(600)])  # 900 left: below refine_min, one step again
+    assert shrunk.candidates is None and not (shrunk.path / "candidates.faiss").exists()
+
+
+def test_the_two_step_search_keeps_to_a_filter():
+    vectors = clustered(1200)
+    flat = ann.new_exact_index(DIM)
+    flat.add_with_ids(vectors, np.arange(1200, dtype=np.int64))
+    settings = ann.AnnSettings(exact_max=60, refine_min=100)
+    ivf = ann.fit_index(flat, settings)
+    candidates = ann.fit_candidates(ivf, settings)
+    assert candidates is not None
+    allowed = np.arange(0, 1200, 7, dtype=np.int64)
+    scores, ids = ann.search(ivf, vectors[3], 10, allowed, exact_filter_max=0, candidates=candidates)
+    assert len(ids) == 10 and set(ids.tolist()) <= set(allowed.tolist())
+    assert np.allclose(scores, vectors[ids] @ vectors[3], atol=1e-3)  # scores are the fp16 re-ranking's
+
+
+def test_a_large_filter_on_an_ivf_index_is_searched_in_its_lists():
+    vectors = clustered(1200)
+    flat = ann.new_exact_index(DIM)
+    flat.add_with_ids(vectors, np.arange(1200, dtype=np.int64))
+    ivf = ann.fit_index(flat, ann.AnnSettings(exact_max=60))
+    allowed = np.arange(0, 1200, 2, dtype=np.int64)  # more ids than exact_filter_max: FAISS filters in its lists
+    _, ids = ann.search(ivf, vectors[4], 10, allowed, exact_filter_max=100)
+    assert ids[0] == 4 and set(ids.tolist()) <= set(allowed.tolist())
