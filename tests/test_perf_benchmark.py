@@ -120,3 +120,11 @@ def test_a_memory_cap_charges_the_child_and_evicting_files_is_harmless(perf, tmp
     finally:
         cap.remove()
     assert not cap.path.exists()
+
+
+def test_haystack_takes_arrays_only_where_lists_cannot_fit(perf):
+    per_chunk = 26 / 1024  # MB per chunk that Haystack grew with lists at 100k chunks
+    small_need, small = perf.haystack_need_mb(per_chunk, 100_000, 384)
+    big_need, big = perf.haystack_need_mb(per_chunk, 1_000_000, 384)
+    assert small == "list" and small_need < perf.total_mb()
+    assert big == "array" and big_need < per_chunk * 1_000_000  # ~10 KB a chunk less than lists
