@@ -135,7 +135,9 @@ class LexicalIndex:
             self._feedback_words = [""] * (max(vocab.values(), default=-1) + 1)
             for word, i in vocab.items():
                 self._feedback_words[i] = word
-        self._position = {int(r): i for i, r in enumerate(rowids)}
+        # Row id -> position by binary search over a sorted copy: a dict of 1M Python ints took ~100 MB.
+        self._order = np.argsort(rowids, kind="stable")
+        self._sorted = np.asarray(rowids, dtype=np.int64)[self._order]
         # Candidate variants: rare, alphabetic corpus words, grouped by first letter (transliterations of a
         # name keep it: Saydnaya/Sednaya), so a lookup scans a small list.
         self._max_df = max(2, int(VARIANT_MAX_DF * len(rowids)))
@@ -233,14 +235,28 @@ class LexicalIndex:
         mixed = (1 - doc_weight) * chunk_scores / top_chunk + doc_weight * doc_scores / top_doc
         return np.asarray(mixed, dtype=np.float32)
 
-    def doc_positions(self, rowids: list[int]) -> np.ndarray:
-        """The article position (row of the article tables) of each chunk."""
-        return np.array([self.doc_of_chunk[self._position[r]] for r in rowids], dtype=np.int64)
+    def positions(self, rowids: list[int] | np.ndarray) -> np.ndarray:
+        """Each chunk's position in ``rowids`` order (-1 for a row id this index does not hold)."""
+        wanted = np.asarray(rowids, dtype=np.int64)
+        if not len(self._sorted):
+            return np.full(len(wanted), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._sorted, wanted), len(self._sorted) - 1)
+        return np.where(self._sorted[at] == wanted, self._order[at], -1).astype(np.int64)
 
-    def score_of(self, scores: np.ndarray, rowid: int) -> float:
-        """Look up one chunk's score in a ``scores`` array."""
-        pos = self._position.get(rowid)
-        return 0.0 if pos is None else float(scores[pos])
+    def doc_positions(self, rowids: list[int]) -> np.ndarray:
+        """The article position (row of the article tables) of each chunk.
+
+        :raises KeyError: for a row id this index does not hold.
+        """
+        at = self.positions(rowids)
+        if (at < 0).any():
+            raise KeyError(f"chunks not in the BM25 index: {np.asarray(rowids)[at < 0][:5].tolist()}")
+        return np.asarray(self.doc_of_chunk[at], dtype=np.int64)
+
+    def scores_of(self, scores: np.ndarray, rowids: list[int]) -> np.ndarray:
+        """The given chunks' scores in a ``scores`` array (0 for a row id this index does not hold)."""
+        at = self.positions(rowids)
+        return np.where(at >= 0, scores[np.maximum(at, 0)] if len(scores) else 0.0, 0.0).astype(np.float32)
 
     def search(self, query: str, top_k: int, allowed: np.ndarray | None = None,
                scores: np.ndarray | None = None) -> list[tuple[int, float]]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import mmap
+from pathlib import Path
 from typing import Any
 
-__all__ = ["advise_random"]
+__all__ = ["advise_random", "advise_random_file"]
 
 
 def advise_random(array: Any) -> bool:
@@ -25,3 +28,27 @@ def advise_random(array: Any) -> bool:
         return False
     mapping.madvise(mmap.MADV_RANDOM)
     return True
+
+
+def advise_random_file(path: Path) -> int:
+    """``MADV_RANDOM`` for every mapping of ``path`` in this process (one that a library such as FAISS made).
+
+    FAISS maps ``index.faiss`` itself and gives no handle to advise; a query re-ranking 100 candidates reads 100
+    scattered vectors from it, and without the advice each one read from disk brings ~128 KB of neighbours into the
+    page cache. Linux only (``/proc/self/maps``); elsewhere nothing is done.
+
+    :returns: how many mappings were advised.
+    """
+    maps = Path("/proc/self/maps")
+    if not maps.is_file() or not hasattr(mmap, "MADV_RANDOM"):
+        return 0
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    target, advised = str(path.resolve()), 0
+    for line in maps.read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == target:
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if libc.madvise(start, end - start, mmap.MADV_RANDOM) == 0:
+                advised += 1
+    return advised

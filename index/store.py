@@ -19,8 +19,8 @@ they never see a half-applied write either.
 
 FAISS choice: vectors are unit length, so inner product ranks by cosine. Small collections use an exact index
 (``IndexFlatIP`` in ``IndexIDMap2``, so chunk rows can be removed when a document is replaced or deleted); large
-ones an IVF index with fp16 (or 8-bit) codes whose recall is tuned at every publish (``ann.py``). Queries read
-the index memory-mapped.
+ones an IVF index with fp16 (or 8-bit) codes whose recall is tuned at every publish (``ann.py``), searched
+through a 4-bit candidate index from 200k chunks. Queries read the indexes memory-mapped.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from index import ann
 from index.checksum import sha256_file
 from index.errors import DataDirError, DocumentNotFound, ModelMismatch
 from index.lexical import LexicalIndex
-from index.mapped import advise_random
+from index.mapped import advise_random, advise_random_file
 from index.models import Chunk, Document, Filters, Manifest, Passage, Sentence
 
 __all__ = ["FORMAT_VERSION", "DocumentWrite", "LexicalQuery", "Snapshot", "Store", "build_lexical"]
@@ -142,7 +142,7 @@ class LexicalQuery:
         return self.lexical.search(self.query, top_k, allowed, scores=self.all_scores)
 
     def scores(self, rowids: list[int]) -> np.ndarray:
-        return np.array([self.lexical.score_of(self.all_scores, r) for r in rowids], dtype=np.float32)
+        return self.lexical.scores_of(self.all_scores, rowids)
 
 
 @dataclass
@@ -162,6 +162,7 @@ class Snapshot:
     def open(cls, path: Path) -> Snapshot:
         manifest = Manifest.model_validate_json((path / "manifest.json").read_text(encoding="utf-8"))
         index = ann.load_for_queries(path / "index.faiss")
+        advise_random_file(path / "index.faiss")  # read by id to re-rank and score candidates, not in order
         lexical = LexicalIndex.load(path / "lexical")
         if (path / "doc_vectors.npy").is_file():
             doc_vectors = np.load(path / "doc_vectors.npy", mmap_mode="r")

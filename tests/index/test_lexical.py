@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from index.lexical import LexicalIndex, tokenize
 
@@ -75,3 +76,16 @@ def test_feedback_adds_words_of_the_best_articles():
     assert plain[1] == 0 and expanded[1] > 0  # shares no query word, but the best article's words
     assert expanded[2] == 0 and expanded[3] == 0  # unrelated articles stay out
     assert int(np.argmax(expanded)) == 0
+
+
+def test_row_ids_in_any_order_find_their_scores_and_articles():
+    rowids = np.array([40, 7, 19, 3], dtype=np.int64)  # not sorted: positions follow this order
+    index = LexicalIndex.build(["saydnaya prison", "wheat harvest", "prison visit", "budget vote"], rowids,
+                               doc_texts=["a", "b"], doc_of_chunk=np.array([1, 0, 1, 0]))
+    scores = index.scores("prison")
+    got = index.scores_of(scores, [19, 40, 999, 7])
+    assert got[0] > 0 and got[1] > 0 and got[2] == 0.0 and got[3] == 0.0
+    assert got[0] == scores[2] and got[1] == scores[0]
+    assert index.doc_positions([3, 40]).tolist() == [0, 1]
+    with pytest.raises(KeyError):
+        index.doc_positions([999])
