@@ -11,8 +11,10 @@ query), and at least ``min_probe_fraction`` of the lists.
 
 Above ``refine_min`` chunks a query runs in two steps: a second IVF index over the same lists with 4-bit codes
 (``candidates.faiss``, an eighth of float32, rebuilt at every publish) picks ``REFINE_FACTOR`` times the wanted
-hits, and their fp16 codes in the main index re-rank them. A query probing 3/8 of the lists then reads ~75 MB of
-codes at 1M chunks instead of ~290 MB, so the pages it needs resident fit a 2 GB service (README, "Performance").
+hits (at least 100), and their fp16 codes in the main index re-rank them. A query probing 3/8 of the lists then
+scans ~75 MB of codes at 1M chunks instead of ~290 MB, and the codes a service must keep in memory for its scans
+are a quarter of the fp16 index (README, "Performance"); the 4-bit scan is slower per vector (FAISS p50 at 1M
+chunks 16 ms against 11 ms).
 
 Loading for queries memory-maps the file (``IO_FLAG_MMAP_IFC`` for flat codes, ``IO_FLAG_MMAP`` for inverted
 lists), so start-up does not copy the index and processes share the pages.
@@ -45,9 +47,11 @@ PROBE_MARGIN = {"sq8": 4, "fp16": 3}
 _QTYPES = {"sq8": faiss.ScalarQuantizer.QT_8bit, "fp16": faiss.ScalarQuantizer.QT_fp16}
 _NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 # Two-step search: 4-bit candidates, fp16 re-ranking. On 1M chunks (benchmarks/perf.py's corpus) with real questions
-# at nprobe 384 of 1,024, 4-bit codes in lists of their own reached recall@10 0.9880 with 100 candidates and 0.9885
-# with 300 or 600, the lists' own ceiling; product quantization (96 bytes) needed 600 for 0.988.
-REFINE_FACTOR = 10
+# at nprobe 384 of 1,024, sharing the fp16 index's lists: recall@10 0.9985 from 100 candidates (as the fp16 index
+# alone; 50 gave 0.990, 30 0.969), and for the 100 dense hits that hybrid retrieval takes, recall@100 0.9966 from
+# 300 (one step: 0.9974; 200 gave 0.988, 100 0.845). Product quantization (96 bytes) needed 600 for recall@10 0.988.
+# Every candidate is one scattered read of the fp16 codes, so no more than that: 1,000 took 50 ms a query.
+REFINE_FACTOR = 3
 REFINE_MIN_CANDIDATES = 100
 
 
