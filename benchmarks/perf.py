@@ -742,8 +742,9 @@ def main() -> None:
             else:
                 if inputs is not None:
                     shutil.rmtree(inputs, ignore_errors=True)
-                row["haystack_skipped"] = (f"needs ~{need_mb / 1024:.0f} GB (its memory per chunk at the last size), "
-                                           f"{available_mb() / 1024:.0f} GB available")
+                held = "with float32 arrays, " if embeddings == "array" else ""
+                row["haystack_skipped"] = (f"needs ~{need_mb / 1024:.0f} GB ({held}from its memory per chunk at the "
+                                           f"last size), {available_mb() / 1024:.0f} GB available")
         print(json.dumps(row), flush=True)
         results["sizes"].append(row)
         if not args.keep:
