@@ -637,6 +637,10 @@ def plot(results: dict[str, Any], out: Path) -> None:
     left.legend()
     right.plot(x, [s["rss_mb"] for s in sizes], "o-", label="service RSS")
     right.plot(x, [s["rss_anon_mb"] for s in sizes], "s-", label="anonymous (heap)")
+    capped = [(s["chunks"], s["capped"]["cap_peak_mb"]) for s in sizes if s.get("capped")]
+    if capped:
+        right.plot([c for c, _ in capped], [m for _, m in capped], "^--",
+                   label="peak in a memory cgroup (page cache counted)")
     right.axhline(2048, color="grey", linestyle=":", label="2 GB")
     right.set(xscale="log", xlabel="chunks", ylabel="MB", title="Service memory")
     right.legend()
