@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 from pydantic import BaseModel, Field
 
-__all__ = ["AnnSettings", "exact_top", "fit_candidates", "fit_index", "index_kind", "load_for_queries",
+__all__ = ["AnnSettings", "exact_top", "fit_candidates", "fit_index", "index_kind", "ivf_ids", "load_for_queries",
            "new_exact_index", "recall_at_k", "search", "stored_vectors"]
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,16 @@ def _nlist_for(n: int) -> int:
     return int(min(4096, max(16, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
 
 
+def ivf_ids(index: faiss.Index) -> np.ndarray:
+    """The ids stored in an IVF index's lists, list by list (needs no direct map, so it works on candidates too)."""
+    ivf = cast("faiss.IndexIVF", faiss.downcast_index(index))
+    invlists = ivf.invlists
+    assert invlists is not None
+    parts = [faiss.rev_swig_ptr(invlists.get_ids(lst), invlists.list_size(lst)).copy()
+             for lst in range(ivf.nlist) if invlists.list_size(lst)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
 def stored_vectors(index: faiss.Index) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) of everything in ``index``; for IVF the vectors are decoded from their codes."""
     index = faiss.downcast_index(index)
@@ -102,11 +112,7 @@ def stored_vectors(index: faiss.Index) -> tuple[np.ndarray, np.ndarray]:
         vectors = inner.reconstruct_n(0, inner.ntotal) if inner.ntotal else np.zeros((0, index.d), np.float32)
         return ids, np.ascontiguousarray(vectors, dtype=np.float32)
     if isinstance(index, faiss.IndexIVF):
-        invlists = index.invlists
-        assert invlists is not None
-        parts = [faiss.rev_swig_ptr(invlists.get_ids(lst), invlists.list_size(lst)).copy()
-                 for lst in range(index.nlist) if invlists.list_size(lst)]
-        ids = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+        ids = ivf_ids(index)
         vectors = index.reconstruct_batch(ids) if ids.size else np.zeros((0, index.d), np.float32)
         return ids, np.ascontiguousarray(vectors, dtype=np.float32)
     raise TypeError(f"cannot read vectors back from a {type(index).__name__}")

@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from index.ann import stored_vectors
+from index.ann import ivf_ids, stored_vectors
 from index.checksum import sha256_file
 from index.lexical import LexicalIndex
 from index.models import Manifest
@@ -102,11 +102,13 @@ def _index_problems(gen: Path, rowids: set[int], n_docs: int, dimension: int, ch
     if (gen / "candidates.faiss").is_file():
         try:
             candidates = faiss.read_index(str(gen / "candidates.faiss"))
-            if candidates.ntotal != len(rowids) or candidates.d != dimension:
-                problems.append(f"candidates.faiss holds {candidates.ntotal} vectors of {candidates.d} dimensions, "
-                                f"expected {len(rowids)} of {dimension}")
+            held = set(ivf_ids(candidates).tolist())
+            if held != rowids or candidates.d != dimension:
+                problems.append(f"candidates.faiss holds {len(held)} vectors of {candidates.d} dimensions, "
+                                f"{len(held - rowids)} without a chunk and {len(rowids - held)} chunks missing; "
+                                f"expected the {len(rowids)} chunks of SQLite in {dimension}")
             else:
-                checked.append("the candidate index holds as many vectors")
+                checked.append("the candidate index holds exactly the chunks of SQLite")
         except RuntimeError as exc:
             problems.append(f"candidates.faiss cannot be read: {exc}")
     try:

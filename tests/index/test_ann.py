@@ -219,3 +219,17 @@ def test_the_faiss_mapping_of_a_snapshot_is_advised_random(big_store):
     snap = big_store[0].snapshot()
     assert advise_random_file(snap.path / "index.faiss") >= 1  # FAISS mapped it, and the advice was taken
     assert advise_random_file(snap.path / "no-such-file") == 0
+
+
+def test_verify_finds_a_candidate_index_that_holds_other_chunks(tmp_path: Path):
+    vectors = clustered(1500)
+    store = Store(tmp_path, "m", DIM, ann_settings=ann.AnnSettings(exact_max=800, refine_min=1000))
+    snap = store.write(upserts=writes(vectors))
+    assert ann.ivf_ids(snap.candidates).size == 1500
+    other = faiss.read_index(str(snap.path / "candidates.faiss"))
+    other.remove_ids(np.array([1, 2, 3], dtype=np.int64))
+    other.add_with_ids(vectors[:3], np.array([9001, 9002, 9003], dtype=np.int64))  # same count, other ids
+    faiss.write_index(other, str(snap.path / "candidates.faiss"))
+    report = verify(tmp_path)
+    assert not report.ok
+    assert any("candidates.faiss holds 1500 vectors" in p and "3 without a chunk" in p for p in report.problems)
