@@ -498,6 +498,49 @@ def haystack_child(folder: Path) -> None:
 
 
 # --- report ------------------------------------------------------------------------------------------------
+def size_child(job_file: Path) -> None:
+    """One corpus size, in its own process (see ``main``): build the data dir, measure the service on it, write
+    Haystack's inputs; the row goes back into ``job_file``."""
+    job = json.loads(job_file.read_text(encoding="utf-8"))
+    size, data, work = int(job["size"]), Path(job["data"]), Path(job["work"])
+    service = QAService.from_settings(Settings(data_dir=work / "service-unused"), seed_if_empty=False)
+    qs = questions(data, max(job["queries"], job["ask_queries"]) + 200)
+    real, real_vectors = real_corpus(service, load_articles(data), job["real_chunks"])
+    query_vectors = service.embedder.embed(qs[-200:])
+    model_path, model_id = service.embedder._resolve(), service.store.model_id
+    del service
+    analysed, vectors = take(real, real_vectors, size)
+    n_real = len(vectors)
+    if n_real < size:
+        extra, extra_vectors = synthetic(real, real_vectors, size - n_real)
+        analysed, vectors = analysed + extra, np.concatenate([vectors, extra_vectors])
+    del real, real_vectors
+    data_dir = work / f"size-{size}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"size {size}: building a data dir of {len(vectors)} chunks ({n_real} real)", flush=True)
+    row: dict[str, Any] = {"size": size, "chunks": len(vectors), "real_chunks": n_real}
+    row["build_s"] = build_data_dir(data_dir, analysed, vectors, model_id)
+    row.update(ann_recall(data_dir, vectors, query_vectors, model_id))
+    search_qs, ask_qs = qs[:job["queries"]], qs[:job["ask_queries"]]
+    row.update(serve_and_measure(data_dir, search_qs, ask_qs))
+    if job["memory_cap_mb"]:  # a second start, for memory: cold cache, a hard limit, warmed on other questions
+        capped = serve_and_measure(data_dir, search_qs, ask_qs, warm_qs=qs[-200:], cap_mb=job["memory_cap_mb"],
+                                   evict=True)
+        if "cap_mb" in capped:
+            row["capped"] = {k: capped[k] for k in ("cap_mb", "cap_peak_mb", "cap_refault_mb", "search_p50_ms",
+                                                    "ask_p50_ms", "rss_mb", "rss_anon_mb")}
+        else:
+            row["cap_unavailable"] = "no memory cgroup can be made here"
+    need_mb, embeddings = haystack_need_mb(job["per_chunk_mb"], size, vectors.shape[1])
+    inputs = None
+    if job["haystack"] and need_mb < total_mb():  # else no point writing its inputs
+        n_qs = job["haystack_queries"] if size <= 100_000 else 5
+        inputs = haystack_inputs(analysed, vectors, model_path, qs[:min(job["queries"], n_qs)], work / "haystack",
+                                 embeddings)
+    job_file.write_text(json.dumps({"row": row, "inputs": str(inputs) if inputs else None, "need_mb": need_mb,
+                                    "embeddings": embeddings}), encoding="utf-8")
+
+
 def machine() -> str:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
@@ -670,9 +713,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
     parser.add_argument("--keep", action="store_true", help="keep each size's data dir (in --work) for inspection")
     parser.add_argument("--haystack-child", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--size-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.haystack_child is not None:
         return haystack_child(args.haystack_child)
+    if args.size_child is not None:
+        warnings.filterwarnings("ignore")
+        logging.basicConfig(level=logging.WARNING)
+        return size_child(args.size_child)
     if not (args.data / "bbc_news").is_dir():
         raise SystemExit(f"no benchmark data in {args.data} (see ../shared/data/README.md); pass --data DIR")
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -700,39 +748,25 @@ def main() -> None:
 
     real, real_vectors = real_corpus(service, articles, min(args.real_chunks, max(sizes)))
     query_vectors = service.embedder.embed(qs[-200:])
-    model_path = service.embedder._resolve()
     results["ivf_on_real"] = ivf_on_real(real_vectors, query_vectors)
     print(json.dumps(results["ivf_on_real"]), flush=True)
     per_chunk_mb = 0.0  # Haystack's memory per chunk, from the sizes run so far
+    del real, real_vectors, service
+    gc.collect()
+    release_free_memory()
     for size in sizes:
-        analysed, vectors = take(real, real_vectors, size)
-        n_real = len(vectors)
-        if n_real < size:
-            extra, extra_vectors = synthetic(real, real_vectors, size - n_real)
-            analysed, vectors = analysed + extra, np.concatenate([vectors, extra_vectors])
-        data_dir = work / f"size-{size}"
-        shutil.rmtree(data_dir, ignore_errors=True)
-        print(f"size {size}: building a data dir of {len(vectors)} chunks ({n_real} real)", flush=True)
-        row: dict[str, Any] = {"size": size, "chunks": len(vectors), "real_chunks": n_real}
-        row["build_s"] = build_data_dir(data_dir, analysed, vectors, service.store.model_id)
-        row.update(ann_recall(data_dir, vectors, query_vectors, service.store.model_id))
-        row.update(serve_and_measure(data_dir, qs[:args.queries], qs[:args.ask_queries]))
-        if args.memory_cap_mb:  # a second start, for memory: cold cache, a hard limit, warmed on other questions
-            capped = serve_and_measure(data_dir, qs[:args.queries], qs[:args.ask_queries], warm_qs=qs[-200:],
-                                       cap_mb=args.memory_cap_mb, evict=True)
-            if "cap_mb" in capped:
-                row["capped"] = {k: capped[k] for k in ("cap_mb", "cap_peak_mb", "cap_refault_mb", "search_p50_ms",
-                                                        "ask_p50_ms", "rss_mb", "rss_anon_mb")}
-            else:
-                row["cap_unavailable"] = "no memory cgroup can be made here"
-        inputs = None
-        need_mb, embeddings = haystack_need_mb(per_chunk_mb, size, vectors.shape[1])
-        if haystack and size <= args.haystack_max and need_mb < total_mb():  # else no point writing its inputs
-            n_qs = args.haystack_queries if size <= 100_000 else 5
-            inputs = haystack_inputs(analysed, vectors, model_path, qs[:min(args.queries, n_qs)], work / "haystack",
-                                     embeddings)
-        del analysed, vectors  # before Haystack's process starts: it needs the memory
-        gc.collect()
+        # Each size in a process of its own: at 1M the corpus's objects leave this process's heap fragmented (it
+        # kept 8 GB of the machine's 23 after them), and Haystack's store needs that memory next.
+        job = {"size": size, "data": str(args.data), "work": str(work),
+               "real_chunks": min(args.real_chunks, max(sizes)), "queries": args.queries,
+               "ask_queries": args.ask_queries, "memory_cap_mb": args.memory_cap_mb,
+               "haystack": haystack and size <= args.haystack_max, "haystack_queries": args.haystack_queries,
+               "per_chunk_mb": per_chunk_mb}
+        (work / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        subprocess.run([sys.executable, __file__, "--size-child", str(work / "job.json")], check=True)
+        done = json.loads((work / "job.json").read_text(encoding="utf-8"))
+        row, data_dir, need_mb, embeddings = done["row"], work / f"size-{size}", done["need_mb"], done["embeddings"]
+        inputs = Path(done["inputs"]) if done["inputs"] else None
         release_free_memory()
         if haystack and size <= args.haystack_max:
             if inputs is not None and need_mb < available_mb():

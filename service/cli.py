@@ -83,6 +83,14 @@ def _quiet_libraries() -> None:
         pass
 
 
+def _tune_malloc(settings: Settings) -> None:
+    """Long-running servers only: see service/malloc.py (a one-shot command exits before it would matter)."""
+    if settings.tune_malloc:
+        from service.malloc import tune_malloc
+
+        tune_malloc()
+
+
 def _configure_logging(level: int) -> None:
     """Our own modules log at ``level``; third-party libraries only warnings."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -152,6 +160,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 
     settings = _settings(data_dir, host=host, port=port)
     _quiet_libraries()
+    _tune_malloc(settings)
     from service.qa import QAService
 
     service = QAService.from_settings(settings)
@@ -175,6 +184,7 @@ def slack(host: str | None, port: int | None, data_dir: Path | None) -> None:
     socket_mode = settings.slack_app_token is not None
     require_slack_settings(settings, socket_mode=socket_mode)  # before loading any model
     _quiet_libraries()
+    _tune_malloc(settings)
     from service.newsroom import Newsroom
 
     newsroom = Newsroom.from_settings(settings)

@@ -35,10 +35,17 @@ def test_the_export_is_cached_and_a_damaged_cache_is_rebuilt(onnx_embedder):
     again = Embedder(query_backend="onnx", cache_dir=onnx_embedder.cache_dir)
     again.warm_up()
     assert files[0].stat().st_mtime_ns == stamp and again.query_engine == "onnx"
+    weights = files[0].with_name(files[0].name + ".data")  # the weights live beside the graph, mapped at load
+    assert weights.stat().st_size > 80_000_000 and files[0].stat().st_size < 1_000_000
     files[0].write_bytes(b"not an onnx model")
     repaired = Embedder(query_backend="onnx", cache_dir=onnx_embedder.cache_dir)
     repaired.warm_up()
-    assert repaired.query_engine == "onnx" and files[0].stat().st_size > 1_000_000
+    assert repaired.query_engine == "onnx" and files[0].stat().st_size > 1000
+    with weights.open("r+b") as f:  # cut short, as by a full disk
+        f.truncate(1000)
+    again = Embedder(query_backend="onnx", cache_dir=onnx_embedder.cache_dir)
+    again.warm_up()
+    assert again.query_engine == "onnx" and weights.stat().st_size > 80_000_000
 
 
 def test_torch_backend_and_auto_fallback(tmp_path, monkeypatch):

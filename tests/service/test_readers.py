@@ -286,6 +286,48 @@ def test_trained_reader_ships_with_the_package_and_loads_offline(tmp_path):
     assert "minilm-newsroom-reader" in out.stdout
 
 
+def test_windows_are_padded_to_few_shapes_and_spans_do_not_move(tiny_qa_model):
+    from service.readers import span_model
+
+    model = SpanModel(tiny_qa_model, max_length=64, stride=16)
+    shapes: list[tuple[int, ...]] = []
+    forward = model.model.forward
+    model.model.forward = lambda **kw: shapes.append(tuple(kw["input_ids"].shape)) or forward(**kw)
+    contexts = [CONTEXT, CONTEXT[:70], "Lindqvist doubted it."]
+    padded = model.predict("Who doubted the pipeline claim?", contexts, top_n=5)
+    assert shapes and all(length % span_model.PAD_TO_MULTIPLE == 0 for _, length in shapes)
+    span_model.PAD_TO_MULTIPLE = None  # type: ignore[assignment]
+    try:
+        tight = model.predict("Who doubted the pipeline claim?", contexts, top_n=5)
+    finally:
+        span_model.PAD_TO_MULTIPLE = 32
+    assert shapes[-1][1] % 32 != 0  # without it, the longest window sets the shape
+    assert [(p.context_index, p.start, p.end) for p in padded] == [(p.context_index, p.start, p.end) for p in tight]
+
+
+def test_reader_weights_held_in_bf16_give_the_same_logits_in_half_the_memory():
+    from transformers import AutoModelForQuestionAnswering
+
+    from service.readers.span_model import hold_in_bf16
+    from service.readers.transformer import BUNDLED_READER
+
+    compact = SpanModel(BUNDLED_READER, precision="bf16")
+    reference = AutoModelForQuestionAnswering.from_pretrained(str(BUNDLED_READER), dtype=torch.float32).eval()
+
+    def size(model: torch.nn.Module) -> int:
+        return sum(p.numel() * p.element_size() for p in model.parameters())
+
+    assert size(compact.model) < 0.55 * size(reference)
+    enc = compact.tokenizer(["Who doubted the pipeline claim?"] * 2, [CONTEXT, CONTEXT[::-1]], padding=True,
+                            return_tensors="pt")
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = reference(**enc), compact.model(**enc)
+    assert torch.equal(want.start_logits, got.start_logits) and torch.equal(want.end_logits, got.end_logits)
+    fp32_table = torch.nn.Embedding(10, 4)  # values bf16 cannot hold exactly: the table stays fp32
+    hold_in_bf16(fp32_table)
+    assert fp32_table.weight.dtype == torch.float32
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["--gold-context", "--open"])
 def test_eval_reader_command_writes_report_and_plot(tmp_path, mode):
