@@ -130,3 +130,18 @@ def test_haystack_takes_arrays_only_where_lists_cannot_fit(perf):
     big_need, big = perf.haystack_need_mb(per_chunk, 1_000_000, 384)
     assert small == "list" and small_need < perf.total_mb()
     assert big == "array" and big_need < per_chunk * 1_000_000  # ~10 KB a chunk less than lists
+
+
+@pytest.mark.parametrize("embeddings", ["list", "array"])
+def test_haystack_peer_runs_with_lists_and_with_arrays_and_text_in_meta(perf, tmp_path: Path, embeddings: str):
+    pytest.importorskip("haystack", reason="the bench extra (haystack-ai) is not installed")
+    from index.embedding import bundled_model_path
+
+    real = [analysed_article(f"r{i}", [f"Sentence {i} of article {i}."]) for i in range(30)]
+    vectors = np.random.default_rng(1).normal(size=(30, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    folder = perf.haystack_inputs(real, vectors, str(bundled_model_path()), ["which sentence?"], tmp_path / "h",
+                                  embeddings)
+    peer = perf.haystack_peer(folder)
+    assert "skipped" not in peer, peer
+    assert peer["embeddings"] == embeddings and peer["search_p50_ms"] > 0 and not folder.exists()
