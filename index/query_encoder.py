@@ -89,7 +89,7 @@ class OnnxQueryEncoder:
 
     def _export(self, model: SentenceTransformer, path: Path) -> None:
         """Export the transformer (token embeddings out) with dynamic batch and length, its weights in
-        ``<name>.data`` beside it; the graph file is renamed into place last, so it exists only when complete."""
+        ``<name>.onnx.data`` beside it; the graph file is renamed into place last, so it exists only when complete."""
         import onnx
         import torch
         from onnx.external_data_helper import convert_model_to_external_data

@@ -4,7 +4,7 @@ Why: each query allocates arrays with one entry per chunk (BM25 scores, article 
 chunks). glibc serves them from the heap of the thread that asks (one arena per thread of uvicorn's pool, up to
 8 per core) and keeps each heap's freed space for reuse, so every thread's heap grows to the largest query it
 ran. With no swap that memory is lost to the page cache the index is read through. Two arenas: at 1M chunks the
-service's own memory 838 -> 807 MB, same latency. A fixed 1 MB mmap threshold saved another 75 MB but made
+service's own memory 844 -> 807-812 MB, same latency. A fixed 1 MB mmap threshold saved another 75 MB but made
 search 2.7x slower (each array freshly mapped and faulted in), so the thresholds stay glibc's adaptive ones.
 glibc's own ``MALLOC_*`` variables, when set, win.
 """
