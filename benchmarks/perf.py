@@ -446,7 +446,7 @@ def haystack_need_mb(per_chunk_mb: float, size: int, dimension: int) -> tuple[fl
     """(MB, embeddings) Haystack needs at ``size`` chunks, from its memory per chunk at a smaller size with lists:
     lists where they fit in this machine, else the ``array`` form of ``haystack_inputs`` (a list of ``dimension``
     Python floats takes ~32 bytes a number, an array 4), plus the float32 matrix its retriever builds for every
-    query. At 1M chunks this said ~18 GB for arrays, and the array form grew by 17,993 MB."""
+    query. At 1M chunks this said ~18 GB for arrays, and the array form grew by 16,528-17,993 MB in two runs."""
     need = per_chunk_mb * size * 1.05
     if need < total_mb():
         return need, "list"
