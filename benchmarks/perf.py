@@ -435,9 +435,9 @@ def haystack_peer(folder: Path) -> dict[str, Any]:
 
 
 def release_free_memory() -> None:
-    """Hand the heap's free pages back to the system (glibc ``malloc_trim``), so Haystack's process can have them
-    (after the 1M size the machine had 12 GB of its 23 available while this process held the freed corpus's
-    pages). Elsewhere than glibc, nothing to do."""
+    """Hand the heap's free pages back to the system (glibc ``malloc_trim``), so Haystack's process can have them.
+    The sizes themselves run in child processes (``size_child``); this trims what the throughput step and the real
+    corpus left in this one. Elsewhere than glibc, nothing to do."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
@@ -771,7 +771,9 @@ def main() -> None:
                "haystack": haystack and size <= args.haystack_max, "haystack_queries": args.haystack_queries,
                "per_chunk_mb": per_chunk_mb}
         (work / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        subprocess.run([sys.executable, __file__, "--size-child", str(work / "job.json")], check=True)
+        if subprocess.run([sys.executable, __file__, "--size-child", str(work / "job.json")]).returncode:
+            raise SystemExit(f"size {size}: the measuring process failed (its output is above); figures of the "
+                             f"sizes before it are in {args.out / 'RESULTS.md'}")
         done = json.loads((work / "job.json").read_text(encoding="utf-8"))
         row, data_dir, need_mb, embeddings = done["row"], work / f"size-{size}", done["need_mb"], done["embeddings"]
         inputs = Path(done["inputs"]) if done["inputs"] else None
