@@ -24,8 +24,8 @@ from index.query_encoder import OnnxQueryEncoder, QueryEncoderUnavailable, defau
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["BUNDLED_MODEL", "BUNDLED_MODEL_SHA256", "Embedder", "Precision", "QueryBackend", "bundled_model_path",
-           "cpu_has_bf16"]
+__all__ = ["BUNDLED_MODEL", "BUNDLED_MODEL_SHA256", "PAD_TO_MULTIPLE", "Embedder", "Precision", "QueryBackend",
+           "bundled_model_path", "cpu_has_bf16"]
 
 Precision = Literal["auto", "fp32", "bf16"]
 QueryBackend = Literal["auto", "torch", "onnx"]
@@ -36,6 +36,10 @@ BUNDLED_MODEL = "all-MiniLM-L6-v2"
 # sha256 of upstream sentence-transformers/all-MiniLM-L6-v2 model.safetensors; the package must match it.
 BUNDLED_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 _BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+# Batches are padded to a multiple of this many tokens. oneDNN keeps compiled kernels for every input shape it
+# meets, and batches padded only to their longest text make a new shape almost every call: 1,000 ingestion calls
+# of 1-40 texts grew one process from 459 to 1,519 MB (still rising), against 920 MB padded to 32, same speed.
+PAD_TO_MULTIPLE = 32
 
 
 @lru_cache(maxsize=1)
@@ -141,9 +145,21 @@ class Embedder:
                 f"cannot load embedding model {self.model_name!r} ({exc}); give a local path, or a hub id on "
                 "a machine with internet access"
             ) from exc
+        self._pad_batches(self.model)
         logger.info("embedding model %s loaded from %s", self.model_id, location)
         if self.query_backend != "torch":
             self._load_onnx(location)
+
+    @staticmethod
+    def _pad_batches(model: SentenceTransformer) -> None:
+        """Pad every batch to a multiple of ``PAD_TO_MULTIPLE`` tokens (a few shapes, so memory stays bounded)."""
+        module = model[0] if len(model) else None
+        kwargs = getattr(module, "processing_kwargs", None)
+        if not isinstance(kwargs, dict):  # sentence-transformers before 6 pads to the longest text only
+            logger.warning("this sentence-transformers cannot pad batches to a multiple of %d tokens; a long-running "
+                           "service that ingests many batches may keep growing", PAD_TO_MULTIPLE)
+            return
+        kwargs["text"] = {**kwargs.get("text", {}), "pad_to_multiple_of": PAD_TO_MULTIPLE}
 
     def _load_onnx(self, location: str) -> None:
         import torch

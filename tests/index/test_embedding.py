@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index.embedding import BUNDLED_MODEL, Embedder, bundled_model_path
+from index.embedding import BUNDLED_MODEL, PAD_TO_MULTIPLE, Embedder, bundled_model_path
 from index.errors import ModelUnavailable
 
 pytestmark = pytest.mark.integration
@@ -64,3 +64,30 @@ def test_repeated_queries_come_from_the_cache(embedder):
     cached.embed_query("b")  # evicts the oldest
     cached.embed_query("Who doubted the pipeline claim?")
     assert cached.cache_hits == 1 and len(cached._query_cache) == 2
+
+
+def test_batches_are_padded_to_few_shapes_and_vectors_do_not_move(embedder):
+    """Every new padded length costs oneDNN kernels that stay (a long-running ingester grew without bound)."""
+    words = ["the", "harbour", "authority", "denied", "that", "the", "grain", "had", "left", "the", "port"]
+    texts = [" ".join(words[i % len(words):] + words * (i % 17)) for i in range(60)]  # 3 to ~260 tokens
+    lengths: list[int] = []
+    embeddings = embedder.model[0].auto_model.embeddings  # BERT's first layer sees the padded token ids
+    hook = embeddings.register_forward_pre_hook(
+        lambda _module, _args, kwargs: lengths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    small_batches = Embedder(batch_size=4)
+    small_batches.model = embedder.model
+    try:
+        padded = small_batches.embed(texts)
+        seen = sorted(set(lengths))
+        text_kwargs = embedder.model[0].processing_kwargs["text"]
+        text_kwargs.pop("pad_to_multiple_of")
+        lengths.clear()
+        try:
+            longest_only = small_batches.embed(texts)
+        finally:
+            text_kwargs["pad_to_multiple_of"] = PAD_TO_MULTIPLE
+    finally:
+        hook.remove()
+    assert seen and all(n % PAD_TO_MULTIPLE == 0 for n in seen) and len(seen) <= 256 // PAD_TO_MULTIPLE
+    assert len(set(lengths)) > len(seen)  # without the padding the same batches make more shapes
+    assert (padded * longest_only).sum(axis=1).min() > 0.9999
