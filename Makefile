@@ -37,6 +37,7 @@ test: install browser
 bench: install
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/perf.py
+	$(PY) benchmarks/roofline.py
 	$(PY) benchmarks/scaleout.py
 	bash benchmarks/retrieval.sh
 	bash benchmarks/reader.sh
