@@ -155,7 +155,7 @@ class Embedder:
         """Pad every batch to a multiple of ``PAD_TO_MULTIPLE`` tokens (a few shapes, so memory stays bounded)."""
         module = model[0] if len(model) else None
         kwargs = getattr(module, "processing_kwargs", None)
-        if not isinstance(kwargs, dict):  # sentence-transformers before 6 pads to the longest text only
+        if not isinstance(kwargs, dict):  # a sentence-transformers without processing_kwargs (6.x has them)
             logger.warning("this sentence-transformers cannot pad batches to a multiple of %d tokens; a long-running "
                            "service that ingests many batches may keep growing", PAD_TO_MULTIPLE)
             return
