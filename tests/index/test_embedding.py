@@ -91,3 +91,12 @@ def test_batches_are_padded_to_few_shapes_and_vectors_do_not_move(embedder):
     assert seen and all(n % PAD_TO_MULTIPLE == 0 for n in seen) and len(seen) <= 256 // PAD_TO_MULTIPLE
     assert len(set(lengths)) > len(seen)  # without the padding the same batches make more shapes
     assert (padded * longest_only).sum(axis=1).min() > 0.9999
+
+
+def test_a_model_that_cannot_pad_batches_is_named_in_a_warning(caplog):
+    class PlainModule:  # a first module without sentence-transformers 6's processing_kwargs
+        pass
+
+    with caplog.at_level("WARNING", logger="index.embedding"):
+        Embedder._pad_batches([PlainModule()])  # type: ignore[arg-type]
+    assert "cannot pad batches to a multiple of 32 tokens" in caplog.text
