@@ -36,9 +36,10 @@ BUNDLED_MODEL = "all-MiniLM-L6-v2"
 # sha256 of upstream sentence-transformers/all-MiniLM-L6-v2 model.safetensors; the package must match it.
 BUNDLED_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 _BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-# Batches are padded to a multiple of this many tokens. oneDNN keeps compiled kernels for every input shape it
-# meets, and batches padded only to their longest text make a new shape almost every call: 1,000 ingestion calls
-# of 1-40 texts grew one process from 459 to 1,519 MB (still rising), against 920 MB padded to 32, same speed.
+# Batches (and the reader's windows) are padded to a multiple of this many tokens. oneDNN keeps compiled kernels
+# for every input shape it meets, and batches padded only to their longest text make a new shape almost every call:
+# 1,000 ingestion calls of 1-40 texts grew one process from 459 to 1,519 MB (still rising), against 920 MB padded
+# to 32, same speed.
 PAD_TO_MULTIPLE = 32
 
 

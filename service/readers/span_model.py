@@ -16,16 +16,14 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from index.embedding import cpu_has_bf16
+from index.embedding import PAD_TO_MULTIPLE, cpu_has_bf16
 from index.errors import ModelUnavailable
 
 __all__ = ["PAD_TO_MULTIPLE", "SpanModel", "SpanPrediction", "hold_in_bf16"]
 
-# Windows are padded to a multiple of this many tokens. oneDNN compiles and keeps kernels for every input shape it
-# meets; with padding to the longest window only, each new length added ~1-2 MB that stayed, so the service grew
-# from 588 to 1,014 MB of its own memory over 200 questions (100k chunks). Padded to 32: 697 MB, and no slower
-# (it meets shapes it has compiled already).
-PAD_TO_MULTIPLE = 32
+# Windows are padded to a multiple of PAD_TO_MULTIPLE tokens, the embedder's: oneDNN keeps kernels for every input
+# shape it meets; padded only to the longest window, the service grew from 588 to 1,014 MB of its own memory over
+# 200 questions (100k chunks). Padded to 32: 697 MB, and no slower (it meets shapes it has compiled already).
 
 
 @dataclass(frozen=True)
