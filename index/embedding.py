@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from index.batch_encoder import BatchEncoderUnavailable, OpenVinoBatchEncoder
 from index.checksum import sha256_file as _sha256
 from index.errors import ModelUnavailable
 from index.query_encoder import OnnxQueryEncoder, QueryEncoderUnavailable, default_cache_dir
@@ -24,11 +25,12 @@ from index.query_encoder import OnnxQueryEncoder, QueryEncoderUnavailable, defau
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["BUNDLED_MODEL", "BUNDLED_MODEL_SHA256", "PAD_TO_MULTIPLE", "Embedder", "Precision", "QueryBackend",
-           "bundled_model_path", "cpu_has_bf16"]
+__all__ = ["BUNDLED_MODEL", "BUNDLED_MODEL_SHA256", "PAD_TO_MULTIPLE", "BatchBackend", "Embedder", "Precision",
+           "QueryBackend", "bundled_model_path", "cpu_has_bf16"]
 
 Precision = Literal["auto", "fp32", "bf16"]
 QueryBackend = Literal["auto", "torch", "onnx"]
+BatchBackend = Literal["auto", "torch", "openvino"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class Embedder:
     def __init__(self, model: str = BUNDLED_MODEL, batch_size: int = 32, device: str = "cpu",
                  expected_sha256: str | None = None, precision: Precision = "auto",
                  query_cache_size: int = 1024, query_backend: QueryBackend = "auto",
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, batch_backend: BatchBackend = "torch") -> None:
         """
         :param model: ``all-MiniLM-L6-v2`` for the bundled copy, a local directory, or a hub id.
         :param batch_size: texts per forward pass.
@@ -93,6 +95,9 @@ class Embedder:
         :param query_backend: ``onnx`` embeds single queries with ONNX Runtime (about 2x faster than PyTorch for
             one short question); ``auto`` uses it when it loads and matches PyTorch, else PyTorch.
         :param cache_dir: where the exported ONNX model is kept (default ``~/.cache/newsroom-qa``).
+        :param batch_backend: ``openvino`` embeds batches (ingestion) with OpenVINO on the exported graph, in the
+            same precision (about 1.4x PyTorch's bf16 here, ~450 MB more memory); ``auto`` uses it when it loads
+            and matches PyTorch, else PyTorch; ``torch`` (default) keeps a serving process small.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be greater than 0. Currently, batch_size is {batch_size}")
@@ -111,6 +116,10 @@ class Embedder:
         self.query_backend = query_backend
         self.cache_dir = cache_dir
         self._onnx: OnnxQueryEncoder | None = None
+        self.batch_backend = batch_backend
+        self._openvino: OpenVinoBatchEncoder | None = None
+        self._batch_engine_chosen = batch_backend == "torch"
+        self._engine_lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -174,6 +183,33 @@ class Embedder:
                 raise ModelUnavailable(f"cannot embed queries with ONNX Runtime: {exc}") from exc
             logger.info("queries are embedded with PyTorch (%s)", exc)
 
+    def _batch_encoder(self) -> OpenVinoBatchEncoder | None:
+        """The OpenVINO encoder, built at the first batch (a service that only answers never pays for it)."""
+        with self._engine_lock:
+            if self._batch_engine_chosen:
+                return self._openvino
+            import torch
+
+            assert self.model is not None
+            threads = torch.get_num_threads()
+            try:
+                onnx = self._onnx or OnnxQueryEncoder(self.model, self._resolve(),
+                                                      self.cache_dir or default_cache_dir(), threads=threads)
+                self._openvino = OpenVinoBatchEncoder(self.model, onnx, self.precision, threads, self.batch_size,
+                                                      PAD_TO_MULTIPLE)
+            except (BatchEncoderUnavailable, QueryEncoderUnavailable, OSError) as exc:
+                if self.batch_backend == "openvino":
+                    raise ModelUnavailable(f"cannot embed batches with OpenVINO: {exc}") from exc
+                logger.info("batches are embedded with PyTorch (%s)", exc)
+            self._batch_engine_chosen = True
+            return self._openvino
+
+    @property
+    def batch_engine(self) -> str:
+        """``openvino`` or ``torch``: what embeds batches of texts (decided at the first batch)."""
+        self.warm_up()
+        return "openvino" if self._batch_encoder() is not None else "torch"
+
     @property
     def query_engine(self) -> str:
         """``onnx`` or ``torch``: what embeds single queries (after ``warm_up``)."""
@@ -201,6 +237,9 @@ class Embedder:
         assert self.model is not None
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        openvino = self._batch_encoder()
+        if openvino is not None:
+            return openvino.encode(texts, show_progress=show_progress)
         import torch
 
         autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16"

@@ -72,6 +72,7 @@ class OnnxQueryEncoder:
         self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
                             if n in self.tokenizer.model_input_names]
         path = cache_dir / "onnx" / f"{_model_key(location)}.onnx"
+        self.path = path  # the exported graph, which the OpenVINO batch encoder runs too
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

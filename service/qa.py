@@ -67,7 +67,8 @@ def build_embedder(settings: Settings) -> Embedder:
     """The embedder the settings describe (not loaded yet)."""
     return Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
                     precision=settings.embedding_precision, query_cache_size=settings.query_cache_size,
-                    query_backend=settings.query_backend, cache_dir=settings.cache_dir)
+                    query_backend=settings.query_backend, cache_dir=settings.cache_dir,
+                    batch_backend=settings.batch_backend)
 
 
 def build_store(settings: Settings, embedder: Embedder) -> Archive:
@@ -164,7 +165,8 @@ class QAService:
             raise InvalidInput(f"no article files found in {', '.join(str(p) for p in paths)}")
         s = self.settings
         spec = PipelineSpec(embedding_model=s.embedding_model, embedding_batch_size=s.embedding_batch_size,
-                            embedding_precision=s.embedding_precision, spacy_model=s.spacy_model,
+                            embedding_precision=s.embedding_precision, batch_backend=s.batch_backend,
+                            spacy_model=s.spacy_model,
                             debris=self.prompts.debris, chunk_max_chars=s.chunk_max_chars,
                             chunk_overlap_sentences=s.chunk_overlap_sentences)
         return AddDocumentsResponse(documents=ingest(client, self.store, spec, docs, batch_size, show_progress))

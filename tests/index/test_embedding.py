@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
+from index import batch_encoder
 from index.embedding import BUNDLED_MODEL, PAD_TO_MULTIPLE, Embedder, bundled_model_path
 from index.errors import ModelUnavailable
 
@@ -100,3 +103,58 @@ def test_a_model_that_cannot_pad_batches_is_named_in_a_warning(caplog):
     with caplog.at_level("WARNING", logger="index.embedding"):
         Embedder._pad_batches([PlainModule()])  # type: ignore[arg-type]
     assert "cannot pad batches to a multiple of 32 tokens" in caplog.text
+
+
+TEXTS = ["Fire.", "Who doubted the crematorium claim?",
+         "The harbour authority denied that the grain shipment had left the port before the strike. " * 12,
+         "Farmers picked 300 tonnes of apples.", "The mayor of Vellmont resigned on Tuesday after the audit."]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_openvino_embeds_batches_like_pytorch_in_the_order_given(embedder, precision):
+    openvino = Embedder(precision=precision, batch_size=2, batch_backend="auto")
+    openvino.model = embedder.model
+    reference = Embedder(precision="fp32")
+    reference.model = embedder.model
+    assert openvino.batch_engine == "openvino"
+    vectors = openvino.embed(TEXTS)
+    assert vectors.shape == (5, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert (vectors * reference.embed(TEXTS)).sum(axis=1).min() > 0.9999  # row by row: the order is kept
+    encoder = openvino._batch_encoder()
+    assert encoder is not None
+    lengths = [batch["input_ids"].shape[1] for _, batch in encoder._batches(TEXTS)]
+    assert len(lengths) == 3 and all(n % PAD_TO_MULTIPLE == 0 for n in lengths)
+
+
+def test_without_openvino_batches_fall_back_to_pytorch_or_fail_clearly(embedder, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    auto = Embedder(batch_backend="auto")
+    auto.model = embedder.model
+    assert auto.batch_engine == "torch"
+    assert auto.embed(TEXTS[:2]).shape == (2, 384)
+    required = Embedder(batch_backend="openvino")
+    required.model = embedder.model
+    with pytest.raises(ModelUnavailable, match="cannot embed batches with OpenVINO: openvino is not installed"):
+        required.embed(TEXTS[:2])
+
+
+def test_openvino_output_that_does_not_match_pytorch_is_not_used(embedder, monkeypatch):
+    monkeypatch.setattr(batch_encoder, "MIN_COSINE", 1.01)  # no output can match: the load-time check must refuse
+    auto = Embedder(batch_backend="auto")
+    auto.model = embedder.model
+    assert auto.batch_engine == "torch"
+    required = Embedder(batch_backend="openvino")
+    required.model = embedder.model
+    with pytest.raises(ModelUnavailable, match="OpenVINO output differs from PyTorch"):
+        required.embed(TEXTS[:2])
+
+
+def test_the_batch_backend_setting_reaches_the_embedder(monkeypatch):
+    from service.qa import build_embedder
+    from service.settings import Settings
+
+    monkeypatch.setenv("NEWSROOM_QA_BATCH_BACKEND", "openvino")
+    assert build_embedder(Settings()).batch_backend == "openvino"
+    assert build_embedder(Settings(batch_backend="auto")).batch_backend == "auto"
+    assert Embedder().batch_backend == "torch"  # the default keeps a serving process small
