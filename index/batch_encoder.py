@@ -36,6 +36,13 @@ _PROBES = ["Who doubted the crematorium claim?", "Fire.",
            "and that the ministry would pay the dockers' overtime; the union said it had not been told. " * 3]
 
 
+# int8 moves vectors more than bf16 (measured on 384 BBC chunks: cosine to fp32 mean 0.996, worst 0.990), so its
+# load-time check has its own floor; the retrieval figures with it are in the README.
+INT8_MIN_COSINE = 0.98
+CALIBRATION_TEXTS = 300  # the first texts of the first batch that the int8 ranges are measured on
+CALIBRATION_BATCH = 8
+
+
 class BatchEncoderUnavailable(RuntimeError):
     """OpenVINO cannot embed with this model here; use PyTorch."""
 
@@ -44,11 +51,13 @@ class OpenVinoBatchEncoder:
     """Embeds batches of texts with OpenVINO, pooled and normalised exactly as the sentence-transformers model."""
 
     def __init__(self, model: SentenceTransformer, onnx: OnnxQueryEncoder, precision: Literal["fp32", "bf16"],
-                 threads: int, batch_size: int, pad_to_multiple: int) -> None:
+                 threads: int, batch_size: int, pad_to_multiple: int, calibration: list[str] | None = None) -> None:
         """
         :param onnx: the query encoder whose exported graph (and tokenizer, pooling, window) is reused.
         :param precision: OpenVINO's inference precision; ``bf16`` needs a CPU with bf16 arithmetic.
         :param pad_to_multiple: batches are padded to a multiple of this many tokens (few shapes to compile).
+        :param calibration: texts to quantize the model to int8 on (NNCF post-training quantization, the first
+            ``CALIBRATION_TEXTS``); None keeps the weights as they are.
         """
         try:
             import openvino as ov
@@ -59,23 +68,43 @@ class OpenVinoBatchEncoder:
                   "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
         try:
             core = ov.Core()
-            self.compiled: Any = core.compile_model(core.read_model(str(onnx.path)), "CPU", config)
+            graph = core.read_model(str(onnx.path))
+            self.input_names = [i.get_any_name() for i in graph.inputs]
+            if calibration is not None:
+                graph = self._quantize(graph, calibration[:CALIBRATION_TEXTS])
+            self.compiled: Any = core.compile_model(graph, "CPU", config)
+        except BatchEncoderUnavailable:
+            raise
         except Exception as exc:  # OpenVINO raises its own types for unreadable graphs and unsupported devices
             raise BatchEncoderUnavailable(f"OpenVINO cannot compile {onnx.path}: {exc}") from exc
-        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
-        self._check(model)
+        self.int8 = calibration is not None
+        self._check(model, calibration[:64] if calibration is not None else _PROBES)
 
-    def _check(self, model: SentenceTransformer) -> None:
-        reference = model.encode(_PROBES, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-        worst = float((reference * self.encode(_PROBES)).sum(axis=1).min())
-        if worst < MIN_COSINE:
+    def _quantize(self, graph: Any, texts: list[str]) -> Any:
+        """Static int8 (weights and activations, ranges measured on ``texts``): VNNI int8 products."""
+        try:
+            import nncf
+        except ImportError as exc:
+            raise BatchEncoderUnavailable("nncf is not installed (needed for int8)") from exc
+        feeds = [{n: batch[n] for n in self.input_names}
+                 for _, batch in self._batches(texts, CALIBRATION_BATCH)]
+        logger.info("quantizing the embedding model to int8 on %d texts", len(texts))
+        return nncf.quantize(graph, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                             subset_size=len(feeds))
+
+    def _check(self, model: SentenceTransformer, texts: list[str]) -> None:
+        reference = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        worst = float((reference * self.encode(texts)).sum(axis=1).min())
+        if worst < (INT8_MIN_COSINE if self.int8 else MIN_COSINE):
             raise BatchEncoderUnavailable(f"OpenVINO output differs from PyTorch (cosine {worst:.5f})")
 
-    def _batches(self, texts: list[str]) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    def _batches(self, texts: list[str], batch_size: int | None = None
+                 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """Longest texts first, in batches padded to a multiple of ``pad_to_multiple`` tokens."""
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        for first in range(0, len(order), self.batch_size):
-            rows = order[first:first + self.batch_size]
+        size = batch_size or self.batch_size
+        for first in range(0, len(order), size):
+            rows = order[first:first + size]
             batch = self.onnx.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
                                         max_length=self.onnx.max_length, pad_to_multiple_of=self.pad_to_multiple,
                                         return_tensors="np")

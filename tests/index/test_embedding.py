@@ -158,3 +158,24 @@ def test_the_batch_backend_setting_reaches_the_embedder(monkeypatch):
     assert build_embedder(Settings()).batch_backend == "openvino"
     assert build_embedder(Settings(batch_backend="auto")).batch_backend == "auto"
     assert Embedder().batch_backend == "torch"  # the default keeps a serving process small
+
+
+def test_int8_is_calibrated_on_the_first_batch_and_stays_close_to_pytorch(embedder):
+    texts = [f"{t} ({i})" for i, t in enumerate(TEXTS * 8)]
+    int8 = Embedder(batch_backend="openvino-int8", batch_size=4)
+    int8.model = embedder.model
+    vectors = int8.embed(texts)  # the first batch: its texts are the calibration set
+    assert int8.batch_engine == "openvino-int8"
+    reference = Embedder(precision="fp32")
+    reference.model = embedder.model
+    cosine = (vectors * reference.embed(texts)).sum(axis=1)
+    assert cosine.min() > batch_encoder.INT8_MIN_COSINE and cosine.mean() > 0.99
+    assert cosine.min() < 0.9999  # int8 really ran: bf16 and fp32 engines stay above 0.9999
+
+
+def test_int8_without_nncf_is_a_clear_error(embedder, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    int8 = Embedder(batch_backend="openvino-int8")
+    int8.model = embedder.model
+    with pytest.raises(ModelUnavailable, match="nncf is not installed"):
+        int8.embed(TEXTS)
