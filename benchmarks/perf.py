@@ -53,6 +53,8 @@ from memcap import MemoryCap, evict_from_cache, make_cap  # noqa: E402
 
 from index import ann  # noqa: E402
 from index.chunking import chunk_document  # noqa: E402
+from index.embedding import Embedder  # noqa: E402
+from index.errors import ModelUnavailable  # noqa: E402
 from index.models import Chunk, Document, DocumentIn, Sentence  # noqa: E402
 from index.store import DocumentWrite, Store  # noqa: E402
 from service.qa import QAService  # noqa: E402
@@ -194,6 +196,9 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q)) if values else float("nan")
 
 
+# Opt-in batch engines measured beside the configured pipeline (index/batch_encoder.py).
+BATCH_ENGINES = ("openvino", "openvino-int8")
+
 def throughput(service: QAService, articles: list[DocumentIn], sample: int, haystack: bool,
                repeats: int = 3) -> dict[str, Any]:
     """Chunks/s of embedding for the naive baseline, the pipeline and Haystack, on the same chunks; and the whole
@@ -225,10 +230,20 @@ def throughput(service: QAService, articles: list[DocumentIn], sample: int, hays
                                                           normalize_embeddings=True)
         h_embedder.warm_up()
         engines["haystack"] = lambda: h_embedder.run(documents=[HDocument(content=t) for t in texts])
+    for backend in BATCH_ENGINES:  # the opt-in engines (BATCH_BACKEND), on the same loaded model
+        other = Embedder(service.embedder.model_name, batch_size=service.embedder.batch_size,
+                         precision=service.embedder.precision, batch_backend=backend,  # type: ignore[arg-type]
+                         cache_dir=service.embedder.cache_dir)
+        other.model, other._onnx = service.embedder.model, service.embedder._onnx
+        engines[backend] = lambda other=other: other.embed(texts)
     outputs: dict[str, Any] = {}
+    for name, run in list(engines.items()):  # warm-up: first calls allocate and pick kernels (int8: calibrates)
+        try:
+            outputs[name] = run()
+        except ModelUnavailable as exc:
+            result[f"{name}_skipped"] = str(exc)
+            del engines[name]
     rates: dict[str, list[float]] = {name: [] for name in engines}
-    for name, run in engines.items():  # warm-up: first calls allocate and pick kernels
-        outputs[name] = run()
     for _ in range(repeats):
         for name, run in engines.items():
             started = time.perf_counter()
@@ -240,6 +255,10 @@ def throughput(service: QAService, articles: list[DocumentIn], sample: int, hays
     naive_vectors = np.asarray(outputs["naive"])
     unit = naive_vectors / np.linalg.norm(naive_vectors, axis=1, keepdims=True)
     result["cosine_to_naive_min"] = float((unit * outputs["pipeline"]).sum(axis=1).min())
+    for backend in BATCH_ENGINES:
+        if backend in outputs:
+            cosine = (unit * outputs[backend]).sum(axis=1)
+            result[f"{backend}_cosine_to_naive"] = [float(cosine.mean()), float(cosine.min())]
     del engines, outputs  # and with them the baseline model
     gc.collect()
 
@@ -588,6 +607,14 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     if "haystack_chunks_per_s" in t:
         lines.append(f"| Haystack 2 `SentenceTransformersDocumentEmbedder` | {_rate(t, 'haystack')} | "
                      f"{t['haystack_chunks_per_s'] / t['naive_chunks_per_s']:.2f} |")
+    for backend in BATCH_ENGINES:
+        if f"{backend}_chunks_per_s" in t:
+            mean, worst = t[f"{backend}_cosine_to_naive"]
+            lines.append(f"| opt-in engine `BATCH_BACKEND={backend}`, embedding only (cosine to naive: mean "
+                         f"{mean:.4f}, worst {worst:.4f}) | {_rate(t, backend)} | "
+                         f"{t[f'{backend}_chunks_per_s'] / t['naive_chunks_per_s']:.2f} |")
+        elif f"{backend}_skipped" in t:
+            lines.append(f"| opt-in engine `BATCH_BACKEND={backend}` | not run: {t[f'{backend}_skipped']} | |")
     lines += ["", "## By corpus size", "",
               "Latency over HTTP on loopback, one client, distinct NewsQA questions (`/v1/search` top 10 hybrid; "
               "`/v1/ask` retrieval + trained reader on 5 passages), on the data dir just written (its pages in the "

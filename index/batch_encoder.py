@@ -15,7 +15,9 @@ encoder it checks itself at load against PyTorch on padded batches; below 0.9999
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -89,8 +91,9 @@ class OpenVinoBatchEncoder:
         feeds = [{n: batch[n] for n in self.input_names}
                  for _, batch in self._batches(texts, CALIBRATION_BATCH)]
         logger.info("quantizing the embedding model to int8 on %d texts", len(texts))
-        return nncf.quantize(graph, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
-                             subset_size=len(feeds))
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF draws its progress bars on stdout: keep it for output
+            return nncf.quantize(graph, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                                 subset_size=len(feeds))
 
     def _check(self, model: SentenceTransformer, texts: list[str]) -> None:
         reference = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)

@@ -75,10 +75,15 @@ def test_report_shows_ratios_and_every_size(perf, tmp_path: Path):
                "throughput": {"articles": 10, "chunks": 20, "precision": "fp32", "cosine_to_naive_min": 1.0,
                               "naive_chunks_per_s": 20.0, "pipeline_chunks_per_s": 30.0,
                               "end_to_end_chunks_per_s": 15.0, "end_to_end_articles_per_s": 7.5,
-                              "haystack_chunks_per_s": 19.0}}
+                              "haystack_chunks_per_s": 19.0, "openvino-int8_chunks_per_s": 90.0,
+                              "openvino-int8_cosine_to_naive": [0.996, 0.99],
+                              "openvino_skipped": "cannot embed batches with OpenVINO: openvino is not installed"}}
     perf.write_report(results, tmp_path / "RESULTS.md")
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| project pipeline, embedding only | 30.0 | 1.50 |" in text
+    assert ("| opt-in engine `BATCH_BACKEND=openvino-int8`, embedding only (cosine to naive: mean 0.9960, worst "
+            "0.9900) | 90.0 | 4.50 |") in text
+    assert "| opt-in engine `BATCH_BACKEND=openvino` | not run: cannot embed batches with OpenVINO" in text
     assert "| 10,000 (10,000) | flat | 1.000 |" in text and "| 4.0x |" in text
     assert "| 100,000 (10,000) |" in text and "not run" in text
     assert "| indexing >= 4x the naive fp32 baseline (chunks/s) | 1.50x | no |" in text
