@@ -652,8 +652,12 @@ def write_report(results: dict[str, Any], out: Path) -> None:
                   f"recall@10 of real questions {real_ivf['recall_at_10']:.3f}."]
     lines += ["", "## Targets", "", "| target | figure | met? |", "|---|---|---|"]
     ratio = t["pipeline_chunks_per_s"] / t["naive_chunks_per_s"]
-    lines.append(f"| indexing >= 4x the naive fp32 baseline (chunks/s) | {ratio:.2f}x | "
-                 f"{'yes' if ratio >= 4 else 'no'} |")
+    opt_in = {b: t[f"{b}_chunks_per_s"] / t["naive_chunks_per_s"] for b in BATCH_ENGINES
+              if f"{b}_chunks_per_s" in t}
+    best = max(opt_in, key=opt_in.__getitem__) if opt_in else None
+    extra = "".join(f"; `{b}` (opt-in) {r:.2f}x" for b, r in opt_in.items())
+    met = "yes" if ratio >= 4 else f"with `BATCH_BACKEND={best}` only" if best and opt_in[best] >= 4 else "no"
+    lines.append(f"| indexing >= 4x the naive fp32 baseline (chunks/s) | {ratio:.2f}x{extra} | {met} |")
     at = {s["chunks"]: s for s in sizes}
     if 100_000 in at:
         row = at[100_000]
