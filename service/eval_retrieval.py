@@ -175,7 +175,9 @@ def _run(service: QAService, collection: Collection, options: RetrievalOptions) 
     snap = service.store.snapshot()
     chunk_of = snap.chunk_spans()
     texts: dict[str, str] = {}
-    vectors = service.embedder.embed(list(collection.queries.values()))
+    # One at a time through the service's own query path (ONNX Runtime when it matches, else PyTorch), not the batch
+    # engine that embedded the documents: the figures are then the service's, whatever BATCH_BACKEND ingested with.
+    vectors = [service.embedder.embed_query(query) for query in collection.queries.values()]
     run: dict[str, dict[str, float]] = {}
     for (qid, query), vector in zip(collection.queries.items(), vectors, strict=True):
         ranked = rank_chunks(snap, query, vector, None, options)
