@@ -2,7 +2,8 @@
 
 A search embeds one question of ~15 tokens; at that size PyTorch's per-operator overhead dominates (15 ms per
 query on a 2-core AVX2 CPU, against 6.6 ms in ONNX Runtime with the same fp32 weights). Bulk ingestion stays on
-PyTorch, where long batches make the two equal.
+PyTorch, where long batches make the two equal, or runs this same exported graph in OpenVINO
+(``index/batch_encoder.py``, opt-in).
 
 The model's transformer is exported once per model (``torch.onnx.export``) into a cache directory, written
 atomically, and reused by every later start. The encoder checks itself against PyTorch at load: if any probe
@@ -24,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["OnnxQueryEncoder", "QueryEncoderUnavailable", "default_cache_dir"]
+__all__ = ["OnnxQueryEncoder", "QueryEncoderUnavailable", "default_cache_dir", "pool_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,18 @@ MIN_COSINE = 0.9999
 
 class QueryEncoderUnavailable(RuntimeError):
     """ONNX Runtime cannot serve this model here; use PyTorch."""
+
+
+def pool_tokens(tokens: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
+    """Unit-length float32 sentence vectors from token embeddings (batch, tokens, dim), as sentence-transformers
+    pools them: the [CLS] token, or the mean over the tokens the attention mask keeps."""
+    if pooling == "cls":
+        pooled = tokens[:, 0]
+    else:
+        keep = mask[..., None].astype(np.float32)
+        pooled = (tokens * keep).sum(axis=1) / np.maximum(keep.sum(axis=1), 1.0)
+    norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(pooled / norms, dtype=np.float32)
 
 
 def default_cache_dir() -> Path:
@@ -137,10 +150,5 @@ class OnnxQueryEncoder:
         """One unit-length float32 vector for ``text`` (truncated to the model's window)."""
         batch = self.tokenizer([text], truncation=True, max_length=self.max_length, return_tensors="np")
         feeds = {n: batch[n].astype(np.int64) for n in self.input_names}
-        tokens = self.session.run(None, feeds)[0][0]
-        if self.pooling == "cls":
-            vector = tokens[0]
-        else:
-            mask = batch["attention_mask"][0].astype(np.float32)[:, None]
-            vector = (tokens * mask).sum(axis=0) / max(float(mask.sum()), 1.0)
-        return np.ascontiguousarray(vector / max(float(np.linalg.norm(vector)), 1e-12), dtype=np.float32)
+        tokens = self.session.run(None, feeds)[0]
+        return pool_tokens(tokens, batch["attention_mask"], self.pooling)[0]
