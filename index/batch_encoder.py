@@ -8,7 +8,8 @@ PyTorch bf16 88.6 (2.46x), OpenVINO bf16 121.7 (3.38x), cosine to fp32 >= 0.9999
 
 The price is memory: a process that embedded batches this way held ~450 MB more (1,339-1,366 MB against 884 MB
 after 200 ingestion calls of 1-40 texts: OpenVINO's libraries, its compiled model and buffers beside the idle
-PyTorch model), so it is opt-in (``batch_backend``), for bulk loads rather than a service that must stay small.
+PyTorch model), so by default (``batch_backend="auto"``) only bulk batches load it; a service that answers and
+takes small additions never does.
 
 It runs the graph the ONNX query encoder exported (one export per model, in the cache directory). Like that
 encoder it checks itself at load against PyTorch on padded batches; below 0.9999 cosine (0.98 for int8, checked
@@ -19,8 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -55,13 +59,17 @@ class OpenVinoBatchEncoder:
     """Embeds batches of texts with OpenVINO, pooled and normalised exactly as the sentence-transformers model."""
 
     def __init__(self, model: SentenceTransformer, onnx: OnnxQueryEncoder, precision: Literal["fp32", "bf16"],
-                 threads: int, batch_size: int, pad_to_multiple: int, calibration: list[str] | None = None) -> None:
+                 threads: int, batch_size: int, pad_to_multiple: int, calibration: list[str] | None = None,
+                 int8_cache: Path | None = None) -> None:
         """
         :param onnx: the query encoder whose exported graph (and tokenizer, pooling, window) is reused.
         :param precision: OpenVINO's inference precision; ``bf16`` needs a CPU with bf16 arithmetic.
         :param pad_to_multiple: batches are padded to a multiple of this many tokens (few shapes to compile).
         :param calibration: texts to quantize the model to int8 on (NNCF post-training quantization, the first
             ``CALIBRATION_TEXTS``); None keeps the weights as they are.
+        :param int8_cache: a directory to keep the quantized model in. A later process loads it instead of
+            calibrating again (its vectors then come from the same quantization), if it passes the check on that
+            process's ``calibration`` texts; if not, it quantizes on them and replaces the cached one.
         """
         try:
             import openvino as ov
@@ -70,19 +78,57 @@ class OpenVinoBatchEncoder:
         self.onnx, self.batch_size, self.pad_to_multiple = onnx, batch_size, pad_to_multiple
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+        self.int8 = calibration is not None
+        self.calibrated = False  # True when this process measured the int8 ranges (False: loaded from the cache)
+        self._core, self._config = ov.Core(), config
+        cached = int8_cache / f"{onnx.path.stem}-int8-ov{ov.__version__.split('-')[0]}" if int8_cache else None
+        check_texts = calibration[:64] if calibration is not None else _PROBES
+        if calibration is not None and cached is not None and (cached / "model.xml").is_file():
+            try:
+                self.compiled: Any = self._compile(self._core.read_model(str(cached / "model.xml")))
+                self._check(model, check_texts)
+                logger.info("int8 embedding model loaded from %s", cached)
+                return
+            except Exception as exc:  # damaged, or calibrated on texts unlike these: quantize again on these
+                logger.info("the cached int8 model %s is not used (%s); quantizing again", cached, exc)
         try:
-            core = ov.Core()
-            graph = core.read_model(str(onnx.path))
+            graph = self._core.read_model(str(onnx.path))
             self.input_names = [i.get_any_name() for i in graph.inputs]
             if calibration is not None:
                 graph = self._quantize(graph, calibration[:CALIBRATION_TEXTS])
-            self.compiled: Any = core.compile_model(graph, "CPU", config)
+                self.calibrated = True
+            self.compiled = self._compile(graph)
         except BatchEncoderUnavailable:
             raise
         except Exception as exc:  # OpenVINO raises its own types for unreadable graphs and unsupported devices
             raise BatchEncoderUnavailable(f"OpenVINO cannot compile {onnx.path}: {exc}") from exc
-        self.int8 = calibration is not None
-        self._check(model, calibration[:64] if calibration is not None else _PROBES)
+        self._check(model, check_texts)
+        if self.calibrated and cached is not None:
+            self._save(graph, cached)
+
+    def _compile(self, graph: Any) -> Any:
+        self.input_names = [i.get_any_name() for i in graph.inputs]
+        return self._core.compile_model(graph, "CPU", self._config)
+
+    @staticmethod
+    def _save(graph: Any, target: Path) -> None:
+        """Write the quantized model beside a temporary name and rename it into place: a reader sees the old
+        model, none, or the new one, never half of one (a crash leaves only a temporary directory)."""
+        import openvino as ov
+
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        old = target.with_name(f"{target.name}.old-{os.getpid()}")
+        try:
+            tmp.mkdir(parents=True, exist_ok=True)
+            ov.save_model(graph, str(tmp / "model.xml"), compress_to_fp16=False)
+            if target.exists():
+                target.rename(old)
+            tmp.rename(target)
+        except OSError as exc:  # a read-only cache: this process still uses the model it quantized
+            logger.warning("cannot keep the int8 model in %s: %s", target, exc)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
 
     def _quantize(self, graph: Any, texts: list[str]) -> Any:
         """Static int8 (weights and activations, ranges measured on ``texts``): VNNI int8 products."""

