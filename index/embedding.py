@@ -47,6 +47,8 @@ PAD_TO_MULTIPLE = 32
 # ~1,000 chunks) and runs on int8, calibrated on it; anything smaller (an article posted to the API, the reader's
 # sentences) stays on PyTorch. Calibrating on fewer texts measures the activation ranges poorly.
 BULK_TEXTS = CALIBRATION_TEXTS
+
+
 @lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
     """True if this CPU computes bf16 natively (AMX or AVX-512 BF16): then bf16 inference is about 2x fp32."""
