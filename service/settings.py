@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     query_backend: Literal["auto", "torch", "onnx"] = "auto"  # single queries via ONNX Runtime when it matches
     # what embeds ingestion batches; auto: bulk batches (>= 300 texts) on OpenVINO int8, ~2x, ~450 MB more (README)
     batch_backend: Literal["auto", "torch", "openvino", "openvino-int8"] = "auto"
-    cache_dir: Path | None = None  # derived files (the exported ONNX model); default ~/.cache/newsroom-qa
+    cache_dir: Path | None = None  # derived files (ONNX export, int8 model); default ~/.cache/newsroom-qa
     query_cache_size: int = Field(default=1024, ge=0, le=1_000_000)  # recent query vectors kept (0 = off)
     tune_malloc: bool = True  # serve/slack: glibc malloc capped at 2 arenas (service/malloc.py)
     exact_search_max: int = Field(default=50_000, ge=0)  # chunks searched exactly; above, an IVF index (ann.py)
