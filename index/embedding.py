@@ -205,17 +205,22 @@ class Embedder:
             threads = torch.get_num_threads()
             cache = self.cache_dir or default_cache_dir()
             attempts = {"auto": (True, False), "openvino-int8": (True,), "openvino": (False,)}[self.batch_backend]
-            for int8 in attempts:
-                try:
-                    onnx = self._onnx or OnnxQueryEncoder(self.model, self._resolve(), cache, threads=threads)
-                    self._openvino = OpenVinoBatchEncoder(self.model, onnx, self.precision, threads, self.batch_size,
-                                                          PAD_TO_MULTIPLE, texts if int8 else None,
-                                                          int8_cache=cache / "openvino")
-                    break
-                except (BatchEncoderUnavailable, QueryEncoderUnavailable, OSError) as exc:
-                    if self.batch_backend != "auto":
-                        raise ModelUnavailable(f"cannot embed batches with OpenVINO: {exc}") from exc
-                    logger.info("batches are not embedded with OpenVINO%s (%s)", " int8" if int8 else "", exc)
+            try:
+                onnx = self._onnx or OnnxQueryEncoder(self.model, self._resolve(), cache, threads=threads)
+                for tried, int8 in enumerate(attempts, start=1):
+                    try:
+                        self._openvino = OpenVinoBatchEncoder(self.model, onnx, self.precision, threads,
+                                                              self.batch_size, PAD_TO_MULTIPLE,
+                                                              texts if int8 else None, int8_cache=cache / "openvino")
+                        break
+                    except BatchEncoderUnavailable as exc:
+                        if tried == len(attempts):  # the last engine to try: give up on OpenVINO
+                            raise
+                        logger.info("batches are not embedded with OpenVINO int8 (%s)", exc)
+            except (BatchEncoderUnavailable, QueryEncoderUnavailable, OSError) as exc:
+                if self.batch_backend != "auto":
+                    raise ModelUnavailable(f"cannot embed batches with OpenVINO: {exc}") from exc
+                logger.info("batches are embedded with PyTorch (%s)", exc)
             self._batch_engine_chosen = True
             return self._openvino
 
