@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from index.embedding import PAD_TO_MULTIPLE, cpu_has_bf16
+from index.embedding import PAD_TO_MULTIPLE, Precision, resolve_precision
 from index.errors import ModelUnavailable
 
 __all__ = ["PAD_TO_MULTIPLE", "SpanModel", "SpanPrediction", "hold_in_bf16"]
@@ -52,7 +52,7 @@ class SpanModel:
     """
 
     def __init__(self, name_or_path: str | Path, max_length: int = 384, stride: int = 128, max_answer_tokens: int = 30,
-                 precision: str = "auto", threads: int | None = None, batch_size: int = 16,
+                 precision: Precision = "auto", threads: int | None = None, batch_size: int = 16,
                  rank_by: Literal["margin", "score"] = "score") -> None:
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
@@ -71,7 +71,7 @@ class SpanModel:
         self.batch_size = batch_size
         if threads:
             torch.set_num_threads(threads)
-        self.bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
+        self.bf16 = resolve_precision(precision) == "bf16"
         self.rank_by = rank_by
         if self.bf16:
             hold_in_bf16(self.model)

@@ -7,8 +7,16 @@ import sys
 import numpy as np
 import pytest
 
-from index import batch_encoder
-from index.embedding import BULK_TEXTS, BUNDLED_MODEL, PAD_TO_MULTIPLE, Embedder, bundled_model_path
+from index import batch_encoder, embedding
+from index.embedding import (
+    BULK_TEXTS,
+    BUNDLED_MODEL,
+    PAD_TO_MULTIPLE,
+    Embedder,
+    bf16_is_faster,
+    bundled_model_path,
+    resolve_precision,
+)
 from index.errors import ModelUnavailable
 
 pytestmark = pytest.mark.integration
@@ -39,6 +47,39 @@ def test_model_given_by_local_path_is_its_own_model_id():
 def test_missing_model_path_is_a_clear_error(tmp_path):
     with pytest.raises(ModelUnavailable, match="cannot load embedding model"):
         Embedder(str(tmp_path / "no-such-model")).warm_up()
+
+
+@pytest.fixture
+def fresh_probe():
+    """bf16_is_faster measures once per process; each test here measures (or fakes) its own CPU."""
+    bf16_is_faster.cache_clear()
+    yield
+    bf16_is_faster.cache_clear()
+
+
+@pytest.mark.parametrize(("has_flag", "fp32_s", "bf16_s", "expected"), [
+    (True, 2.0, 1.0, "bf16"),   # AMX-like: bf16 products twice as fast
+    (True, 1.1, 1.0, "fp32"),   # a near tie is not worth the precision
+    (True, 1.0, 1.5, "fp32"),   # AVX-512 BF16 flag, but bf16 slower (the Intel Xeon without AMX)
+    (False, 9.0, 1.0, "fp32"),  # no bf16 instructions: not even measured
+])
+def test_auto_precision_follows_measured_speed_not_cpu_flags(monkeypatch, fresh_probe, has_flag, fp32_s, bf16_s,
+                                                             expected):
+    timed: list[str] = []
+    monkeypatch.setattr(embedding, "cpu_has_bf16", lambda: has_flag)
+    monkeypatch.setattr(embedding, "_matmul_seconds",
+                        lambda dtype: timed.append(dtype) or (fp32_s if dtype == "float32" else bf16_s))
+    assert resolve_precision("auto") == expected
+    assert Embedder(precision="auto").precision == expected
+    assert bool(timed) == has_flag
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"  # explicit choices stand
+
+
+def test_matmul_probe_times_both_types_on_this_cpu(fresh_probe):
+    for dtype in ("float32", "bfloat16"):
+        seconds = embedding._matmul_seconds(dtype, repeats=2)
+        assert np.isfinite(seconds) and seconds > 0
+    assert isinstance(bf16_is_faster(), bool)
 
 
 def test_batch_size_must_be_positive():
