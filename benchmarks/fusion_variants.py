@@ -9,7 +9,8 @@ with the configured weights, max-passage); it must print the command's own figur
 Variants: z-score instead of min-max normalisation; a document scored by its best passage plus a share of its
 second best; dense pseudo-relevance feedback (Rocchio: the query vector moved toward the mean of the first
 ranking's top passages, then ranked again); each chunk's dense score mixed with a window vector (its own plus its
-neighbours', re-normalised); BM25 pseudo-relevance feedback (``feedback_terms``). Only dev collections are
+neighbours', re-normalised); BM25 pseudo-relevance feedback (``feedback_terms``); word pairs (adjacent content
+words) as a BM25 proximity signal, in an index of their own or beside the words in one. Only dev collections are
 offered: tuning on a test split would make its figure meaningless.
 """
 
@@ -48,6 +49,65 @@ def minmax(x: np.ndarray) -> np.ndarray:
 def zscore(x: np.ndarray) -> np.ndarray:
     spread = x.std()
     return np.zeros_like(x) if spread < 1e-9 else (x - x.mean()) / spread
+
+
+def word_pairs(text: str) -> list[str]:
+    """Adjacent content words (stopwords dropped, stemmed) as one token each: a proximity signal for BM25."""
+    from index.lexical import tokenize
+
+    tokens = tokenize(text)
+    return [f"{a}_{b}" for a, b in itertools.pairwise(tokens)]
+
+
+def bigram_scores(snap: Any, spans: dict[int, tuple[str, int, int]], rowids: np.ndarray, doc_of: np.ndarray,
+                  article: np.ndarray, queries: list[str], settings: Any
+                  ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, ...]]]:
+    """Word-pair signals for each query, two ways: a BM25 index of word pairs alone (chunk and article scores mixed
+    like the shipped BM25, max = 1), and one index holding words and word pairs together (the raw chunk and article
+    scores of the query's words and of its pairs, kept apart so any pair weight can be mixed in later)."""
+    import bm25s
+
+    from index.lexical import tokenize
+
+    ids = sorted(set(doc_of.tolist()))
+    texts = {d: snap.document(d).text for d in ids}
+    chunk_texts = [texts[spans[int(r)][0]][spans[int(r)][1]:spans[int(r)][2]] for r in rowids]
+    first_chunk: dict[int, int] = {}
+    for i, a in enumerate(article):
+        first_chunk.setdefault(int(a), i)
+    doc_texts = [texts[str(doc_of[first_chunk[a]])] for a in range(len(first_chunk))]
+
+    def index(corpus: list[list[str]]) -> bm25s.BM25:
+        bm25 = bm25s.BM25(k1=settings.bm25_k1, b=settings.bm25_b, method="lucene")
+        bm25.index([c or ["_"] for c in corpus], show_progress=False)
+        return bm25
+
+    def score(bm25: bm25s.BM25, words: list[str]) -> np.ndarray:
+        known = [w for w in words if w in bm25.vocab_dict]
+        return bm25.get_scores(known) if known else np.zeros(bm25.scores["num_docs"], dtype=np.float32)
+
+    pairs_only = [index([word_pairs(t) for t in chunk_texts]), index([word_pairs(t) for t in doc_texts])]
+    together = [index([tokenize(t) + word_pairs(t) for t in chunk_texts]),
+                index([tokenize(t) + word_pairs(t) for t in doc_texts])]
+    doc_w = settings.lexical_doc_weight
+    separate: list[np.ndarray] = []
+    joint: list[tuple[np.ndarray, ...]] = []
+    for q in queries:
+        pairs, words = word_pairs(q), tokenize(q)
+        chunk, doc = score(pairs_only[0], pairs), score(pairs_only[1], pairs)[article]
+        separate.append(np.asarray((1 - doc_w) * chunk / max(float(chunk.max()), 1e-9)
+                                   + doc_w * doc / max(float(doc.max()), 1e-9), dtype=np.float32))
+        joint.append((score(together[0], words), score(together[0], pairs),
+                      score(together[1], words)[article], score(together[1], pairs)[article]))
+    return separate, joint
+
+
+def mix_joint(parts: tuple[np.ndarray, ...], pair_weight: float, doc_w: float) -> np.ndarray:
+    """Chunk and article BM25 of the words-and-pairs index, pairs at ``pair_weight``, mixed like the shipped one."""
+    chunk = parts[0] + pair_weight * parts[1]
+    doc = parts[2] + pair_weight * parts[3]
+    return np.asarray((1 - doc_w) * chunk / max(float(chunk.max()), 1e-9)
+                      + doc_w * doc / max(float(doc.max()), 1e-9), dtype=np.float32)
 
 
 def main() -> None:
@@ -94,11 +154,13 @@ def main() -> None:
     qrels = [ir_measures.Qrel(q, d, g) for q, judged in collection.qrels.items() for d, g in judged.items()]
     alpha, doc_w, dense_doc_w = settings.fusion_alpha, settings.lexical_doc_weight, settings.dense_doc_weight
     plain_lex = [lexical.scores(collection.queries[q], doc_weight=doc_w) for q in qids]
+    bigram_lex, joint_lex = bigram_scores(snap, spans, rowids, doc_of, article,
+                                          [collection.queries[q] for q in qids], settings)
     feedback_lex: dict[tuple[int, float], list[np.ndarray]] = {}
 
     def rank(norm: Callable[[np.ndarray], np.ndarray] = minmax, second: float = 0.0, prf: float = 0.0,
              prf_k: int = 10, window: float = 0.0, feedback: tuple[int, float] | None = None,
-             depth: int = 300) -> dict[str, float]:
+             bigram: float = 0.0, joint: float | None = None, depth: int = 300) -> dict[str, float]:
         if feedback is not None and feedback not in feedback_lex:
             feedback_lex[feedback] = [lexical.scores(collection.queries[q], doc_weight=doc_w,
                                                      feedback_terms=feedback[0], feedback_weight=feedback[1])
@@ -106,6 +168,10 @@ def main() -> None:
         run: list[Any] = []
         for i, qid in enumerate(qids):
             lex = plain_lex[i] if feedback is None else feedback_lex[feedback][i]
+            if joint is not None:
+                lex = mix_joint(joint_lex[i], joint, doc_w)
+            if bigram:
+                lex = lex / max(float(lex.max()), 1e-9) + bigram * bigram_lex[i]
             lex_top = np.argsort(-lex)[:depth]
             query = query_vectors[i]
             for step in range(2 if prf else 1):
@@ -131,7 +197,13 @@ def main() -> None:
         ("best passage + 0.1 x second", {"second": 0.1}), ("best passage + 0.2 x second", {"second": 0.2}),
         ("dense PRF beta 0.5, top 5", {"prf": 0.5, "prf_k": 5}), ("dense PRF beta 1.0, top 10", {"prf": 1.0}),
         ("window vectors 0.2", {"window": 0.2}), ("window vectors 0.35", {"window": 0.35}),
-        ("BM25 feedback 10 words x 0.4", {"feedback": (10, 0.4)})]
+        ("BM25 feedback 10 words x 0.4", {"feedback": (10, 0.4)}),
+        ("word-pair BM25 x 0.1", {"bigram": 0.1}), ("word-pair BM25 x 0.2", {"bigram": 0.2}),
+        ("word-pair BM25 x 0.4", {"bigram": 0.4}),
+        ("words + pairs in one BM25, pairs x 0 (no variants)", {"joint": 0.0}),
+        ("words + pairs in one BM25, pairs x 0.3", {"joint": 0.3}),
+        ("words + pairs in one BM25, pairs x 0.6", {"joint": 0.6}),
+        ("words + pairs in one BM25, pairs x 1.0", {"joint": 1.0})]
     print(f"{collection.name}: {len(collection.documents)} documents, {len(qids)} queries")
     print("| variant | nDCG@10 | R@10 | R@100 |\n|---|---|---|---|")
     for label, kwargs in variants:
