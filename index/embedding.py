@@ -162,8 +162,7 @@ class Embedder:
         self.device = device
         self.expected_sha256 = expected_sha256 or (BUNDLED_MODEL_SHA256 if model == BUNDLED_MODEL else None)
         self.model: SentenceTransformer | None = None
-        self.precision: Literal["fp32", "bf16"] = (
-            resolve_precision(precision))
+        self.precision: Literal["fp32", "bf16"] = resolve_precision(precision)
         # Repeated questions (a chat page re-asked, a Slack thread, a load balancer's health query) skip the model.
         self.query_cache_size = query_cache_size
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
