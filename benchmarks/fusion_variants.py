@@ -59,7 +59,13 @@ def word_pairs(text: str) -> list[str]:
     return [f"{a}_{b}" for a, b in itertools.pairwise(tokens)]
 
 
-def bigram_scores(snap: Any, spans: dict[int, tuple[str, int, int]], rowids: np.ndarray, doc_of: np.ndarray,
+def mix_with_article(chunk: np.ndarray, doc: np.ndarray, doc_w: float) -> np.ndarray:
+    """Chunk and article BM25 each scaled to max 1 and mixed by ``doc_w``, as ``LexicalIndex.scores`` mixes them."""
+    return np.asarray((1 - doc_w) * chunk / max(float(chunk.max()), 1e-9)
+                      + doc_w * doc / max(float(doc.max()), 1e-9), dtype=np.float32)
+
+
+def word_pair_scores(snap: Any, spans: dict[int, tuple[str, int, int]], rowids: np.ndarray, doc_of: np.ndarray,
                   article: np.ndarray, queries: list[str], settings: Any
                   ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, ...]]]:
     """Word-pair signals for each query, two ways: a BM25 index of word pairs alone (chunk and article scores mixed
@@ -94,9 +100,7 @@ def bigram_scores(snap: Any, spans: dict[int, tuple[str, int, int]], rowids: np.
     joint: list[tuple[np.ndarray, ...]] = []
     for q in queries:
         pairs, words = word_pairs(q), tokenize(q)
-        chunk, doc = score(pairs_only[0], pairs), score(pairs_only[1], pairs)[article]
-        separate.append(np.asarray((1 - doc_w) * chunk / max(float(chunk.max()), 1e-9)
-                                   + doc_w * doc / max(float(doc.max()), 1e-9), dtype=np.float32))
+        separate.append(mix_with_article(score(pairs_only[0], pairs), score(pairs_only[1], pairs)[article], doc_w))
         joint.append((score(together[0], words), score(together[0], pairs),
                       score(together[1], words)[article], score(together[1], pairs)[article]))
     return separate, joint
@@ -104,10 +108,7 @@ def bigram_scores(snap: Any, spans: dict[int, tuple[str, int, int]], rowids: np.
 
 def mix_joint(parts: tuple[np.ndarray, ...], pair_weight: float, doc_w: float) -> np.ndarray:
     """Chunk and article BM25 of the words-and-pairs index, pairs at ``pair_weight``, mixed like the shipped one."""
-    chunk = parts[0] + pair_weight * parts[1]
-    doc = parts[2] + pair_weight * parts[3]
-    return np.asarray((1 - doc_w) * chunk / max(float(chunk.max()), 1e-9)
-                      + doc_w * doc / max(float(doc.max()), 1e-9), dtype=np.float32)
+    return mix_with_article(parts[0] + pair_weight * parts[1], parts[2] + pair_weight * parts[3], doc_w)
 
 
 def main() -> None:
@@ -154,7 +155,7 @@ def main() -> None:
     qrels = [ir_measures.Qrel(q, d, g) for q, judged in collection.qrels.items() for d, g in judged.items()]
     alpha, doc_w, dense_doc_w = settings.fusion_alpha, settings.lexical_doc_weight, settings.dense_doc_weight
     plain_lex = [lexical.scores(collection.queries[q], doc_weight=doc_w) for q in qids]
-    bigram_lex, joint_lex = bigram_scores(snap, spans, rowids, doc_of, article,
+    bigram_lex, joint_lex = word_pair_scores(snap, spans, rowids, doc_of, article,
                                           [collection.queries[q] for q in qids], settings)
     feedback_lex: dict[tuple[int, float], list[np.ndarray]] = {}
 
