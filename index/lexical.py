@@ -10,6 +10,7 @@ corpus words that look alike (rapidfuzz ratio), which then count at a reduced we
 from __future__ import annotations
 
 import json
+import logging
 import re
 import unicodedata
 from functools import lru_cache
@@ -21,6 +22,10 @@ from bm25s.stopwords import STOPWORDS_EN
 from rapidfuzz import fuzz, process
 
 from index.mapped import advise_random
+
+# bm25s sets its own logger to DEBUG when imported, so every index build printed "Building index from tokens" past
+# the application's WARNING level for libraries; NOTSET hands the decision back to the root logger's configuration.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 __all__ = ["LexicalIndex", "closest_variants", "may_have_variants", "term_counts", "tokenize"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,15 @@ def test_row_ids_in_any_order_find_their_scores_and_articles():
     assert index.doc_positions([3, 40]).tolist() == [0, 1]
     with pytest.raises(KeyError):
         index.doc_positions([999])
+
+
+def test_bm25s_logs_at_the_applications_level_not_its_own_debug():
+    """bm25s sets its logger to DEBUG on import; the CLI printed "Building index from tokens" on every add."""
+    index()
+    root = logging.getLogger()
+    saved = root.level
+    try:
+        root.setLevel(logging.WARNING)
+        assert not logging.getLogger("bm25s").isEnabledFor(logging.INFO)
+    finally:
+        root.setLevel(saved)
