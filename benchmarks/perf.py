@@ -219,13 +219,15 @@ def throughput(service: QAService, articles: list[DocumentIn], sample: int, hays
                               "precision": service.embedder.precision, "repeats": repeats,
                               "batch_backend": service.embedder.batch_backend}
     # The pipeline's first bulk batch, as a load's first write would be: other articles' chunks. Under
-    # BATCH_BACKEND=auto this quantizes the model to int8 on them (once per model: the cache dir keeps it).
+    # BATCH_BACKEND=auto the engines are timed on it, and where int8 is tried the model is quantized on it (once per
+    # model: the cache dir keeps it).
     first = chunk_texts([service.indexer.analyse(d) for d in articles[sample:sample + 250]])
     started = time.perf_counter()
     service.embedder.embed(first)
     result["first_batch"] = {"texts": len(first), "seconds": time.perf_counter() - started,
                              "engine": service.embedder.last_batch_engine,
-                             "calibrated": bool(getattr(service.embedder._openvino, "calibrated", False))}
+                             "calibrated": service.embedder.int8_calibrated,
+                             "engine_speeds": service.embedder.batch_engine_speeds}
 
     naive = SentenceTransformer(service.embedder._resolve(), device="cpu")
     engines: dict[str, Callable[[], Any]] = {
@@ -642,12 +644,17 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         elif f"{backend}_skipped" in t:
             lines.append(f"| other engine `BATCH_BACKEND={backend}` | not run: {t[f'{backend}_skipped']} | |")
     first = t.get("first_batch")
+    if first and first.get("engine_speeds"):
+        speeds = ", ".join(f"`{name}` {speed:.1f}" for name, speed in first["engine_speeds"].items())
+        lines += ["", f"`auto` timed the engines on the first bulk batch's first texts ({speeds} texts/s) and chose "
+                  f"`{first['engine']}`."]
     if first and first.get("calibrated"):
         rate, naive = t["pipeline_chunks_per_s"], t["naive_chunks_per_s"]
         once = first["seconds"] - first["texts"] / rate  # the first batch's time beyond embedding it
         lines += ["", f"The pipeline's first bulk batch ({first['texts']} chunks of other articles) took "
-                  f"{first['seconds']:.1f} s: int8 calibration on it, about {once:.0f} s once per model and machine "
-                  "(the quantized model is kept in the cache directory; later loads reuse it). Counting it, a first "
+                  f"{first['seconds']:.1f} s: int8 calibration on it and the engines' timing, about {once:.0f} s "
+                  "once per model and machine (the quantized model is kept in the cache directory; later loads "
+                  "reuse it). Counting it, a first "
                   f"load of 10,000 chunks runs at {_with_once(10_000, rate, once) / naive:.2f}x the naive baseline "
                   f"and one of 100,000 at {_with_once(100_000, rate, once) / naive:.2f}x."]
     lines += ["", "## By corpus size", "",

@@ -34,7 +34,7 @@ from index.query_encoder import MIN_COSINE, OnnxQueryEncoder, pool_tokens
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["BatchEncoderUnavailable", "OpenVinoBatchEncoder"]
+__all__ = ["BatchEncoderUnavailable", "OpenVinoBatchEncoder", "OpenVinoMissing"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ CALIBRATION_BATCH = 8
 
 class BatchEncoderUnavailable(RuntimeError):
     """OpenVINO cannot embed with this model here; use PyTorch."""
+
+
+class OpenVinoMissing(BatchEncoderUnavailable):
+    """OpenVINO is not installed: no OpenVINO engine (int8 or not) is worth trying."""
 
 
 class OpenVinoBatchEncoder:
@@ -74,7 +78,7 @@ class OpenVinoBatchEncoder:
         try:
             import openvino as ov
         except ImportError as exc:
-            raise BatchEncoderUnavailable("openvino is not installed") from exc
+            raise OpenVinoMissing("openvino is not installed") from exc
         self.onnx, self.batch_size, self.pad_to_multiple = onnx, batch_size, pad_to_multiple
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}

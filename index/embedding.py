@@ -12,14 +12,16 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from index.batch_encoder import CALIBRATION_TEXTS, BatchEncoderUnavailable, OpenVinoBatchEncoder
+from index.batch_encoder import CALIBRATION_TEXTS, BatchEncoderUnavailable, OpenVinoBatchEncoder, OpenVinoMissing
 from index.checksum import sha256_file as _sha256
+from index.engine_choice import ENGINE_SAMPLE, choose_batch_engine, cpu_has_fast_int8, measure_speeds
 from index.errors import ModelUnavailable
 from index.query_encoder import OnnxQueryEncoder, QueryEncoderUnavailable, default_cache_dir
 
@@ -45,8 +47,9 @@ _BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # to 32, same speed.
 PAD_TO_MULTIPLE = 32
 # Under ``batch_backend="auto"`` a batch this large is a bulk load (``index add`` embeds 256 articles at a time,
-# ~1,000 chunks) and runs on int8, calibrated on it; anything smaller (an article posted to the API, the reader's
-# sentences) stays on PyTorch. Calibrating on fewer texts measures the activation ranges poorly.
+# ~1,000 chunks) and runs on the engine measured fastest on it (int8 calibrated on it, where tried); anything
+# smaller (an article posted to the API, the reader's sentences) stays on PyTorch. Calibrating on fewer texts
+# measures the activation ranges poorly.
 BULK_TEXTS = CALIBRATION_TEXTS
 
 
@@ -148,12 +151,12 @@ class Embedder:
         :param query_backend: ``onnx`` embeds single queries with ONNX Runtime (about 2x faster than PyTorch for
             one short question); ``auto`` uses it when it loads and matches PyTorch, else PyTorch.
         :param cache_dir: where the exported ONNX model is kept (default ``~/.cache/newsroom-qa``).
-        :param batch_backend: what embeds batches (ingestion). ``auto`` (default): a batch of at least
-            ``BULK_TEXTS`` texts runs on OpenVINO quantized to int8 (about 2x PyTorch's bf16 here, recall@10 within
-            0.5 points), smaller ones on PyTorch, so a service that answers and takes small additions never loads
-            OpenVINO (~450 MB); where int8 is unavailable or refused, OpenVINO in the model's precision, else
-            PyTorch. ``openvino-int8`` and ``openvino`` (same precision, about 1.4x) run every batch so;
-            ``torch`` never loads OpenVINO.
+        :param batch_backend: what embeds batches (ingestion). ``auto`` (default): batches of at least
+            ``BULK_TEXTS`` texts run on the engine measured fastest here on the first of them (PyTorch, OpenVINO
+            in the model's precision, or OpenVINO int8 where the CPU has int8 dot products and it wins by 1.2x:
+            about 2x PyTorch's bf16 on a Zen 5, recall@10 within 0.5 points; ``index.engine_choice``), smaller
+            ones on PyTorch, so a service that answers and takes small additions never loads OpenVINO (~450 MB).
+            ``openvino-int8`` and ``openvino`` run every batch so; ``torch`` never loads OpenVINO.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be greater than 0. Currently, batch_size is {batch_size}")
@@ -176,6 +179,8 @@ class Embedder:
         self._batch_engine_chosen = batch_backend == "torch"
         self._engine_lock = threading.Lock()
         self.last_batch_engine: str | None = None  # what embedded the latest batch: torch, openvino, openvino-int8
+        self.batch_engine_speeds: dict[str, float] = {}  # texts/s of each engine timed by ``auto``'s choice
+        self.int8_calibrated = False  # this process quantized an int8 model (rather than loading the cached one)
 
     @property
     def model_id(self) -> str:
@@ -241,7 +246,7 @@ class Embedder:
 
     def _batch_encoder(self, texts: list[str]) -> OpenVinoBatchEncoder | None:
         """The OpenVINO encoder for this batch, or None for PyTorch. Built at the first batch that needs it (under
-        ``auto`` the first bulk batch), int8 calibrated on that batch's texts unless a cached one passes its check."""
+        ``auto`` the first bulk batch, on which the engines are also timed: ``index.engine_choice``)."""
         if self.batch_backend == "auto" and len(texts) < BULK_TEXTS:
             return None  # even once OpenVINO is loaded: the reader's sentences keep one engine all along
         with self._engine_lock:
@@ -252,25 +257,58 @@ class Embedder:
             assert self.model is not None
             threads = torch.get_num_threads()
             cache = self.cache_dir or default_cache_dir()
-            attempts = {"auto": (True, False), "openvino-int8": (True,), "openvino": (False,)}[self.batch_backend]
             try:
                 onnx = self._onnx or OnnxQueryEncoder(self.model, self._resolve(), cache, threads=threads)
-                for tried, int8 in enumerate(attempts, start=1):
-                    try:
-                        self._openvino = OpenVinoBatchEncoder(self.model, onnx, self.precision, threads,
-                                                              self.batch_size, PAD_TO_MULTIPLE,
-                                                              texts if int8 else None, int8_cache=cache / "openvino")
-                        break
-                    except BatchEncoderUnavailable as exc:
-                        if tried == len(attempts):  # the last engine to try: give up on OpenVINO
-                            raise
-                        logger.info("batches are not embedded with OpenVINO int8 (%s)", exc)
+                if self.batch_backend == "auto":
+                    self._openvino = self._fastest_engine(onnx, texts, threads, cache)
+                else:
+                    self._openvino = self._openvino_engine(onnx, texts if self.batch_backend == "openvino-int8"
+                                                           else None, threads, cache)
             except (BatchEncoderUnavailable, QueryEncoderUnavailable, OSError) as exc:
                 if self.batch_backend != "auto":
                     raise ModelUnavailable(f"cannot embed batches with OpenVINO: {exc}") from exc
                 logger.info("batches are embedded with PyTorch (%s)", exc)
             self._batch_engine_chosen = True
             return self._openvino
+
+    def _openvino_engine(self, onnx: OnnxQueryEncoder, calibration: list[str] | None, threads: int,
+                         cache: Path) -> OpenVinoBatchEncoder:
+        assert self.model is not None
+        encoder = OpenVinoBatchEncoder(self.model, onnx, self.precision, threads, self.batch_size, PAD_TO_MULTIPLE,
+                                       calibration, int8_cache=cache / "openvino")
+        self.int8_calibrated = self.int8_calibrated or encoder.calibrated
+        return encoder
+
+    def _fastest_engine(self, onnx: OnnxQueryEncoder, texts: list[str], threads: int,
+                        cache: Path) -> OpenVinoBatchEncoder | None:
+        """``auto``: every engine that loads here embeds the same texts of this batch, in turns; the fastest
+        (int8 only by a clear margin) is kept for every later bulk batch, the others are dropped."""
+        candidates: dict[str, OpenVinoBatchEncoder] = {}
+        if cpu_has_fast_int8():
+            try:
+                candidates["openvino-int8"] = self._openvino_engine(onnx, texts, threads, cache)
+            except OpenVinoMissing:
+                raise
+            except BatchEncoderUnavailable as exc:
+                logger.info("batches are not embedded with OpenVINO int8 (%s)", exc)
+        else:
+            logger.info("no int8 dot-product instructions on this CPU: bulk batches are not quantized to int8")
+        try:
+            candidates["openvino"] = self._openvino_engine(onnx, None, threads, cache)
+        except OpenVinoMissing:
+            raise
+        except BatchEncoderUnavailable as exc:
+            if not candidates:
+                raise
+            logger.info("batches are not embedded with OpenVINO in %s (%s)", self.precision, exc)
+        sample = texts[:ENGINE_SAMPLE]
+        runs: dict[str, Callable[[], object]] = {"torch": lambda: self._torch_embed(sample)}
+        runs.update({name: partial(encoder.encode, sample) for name, encoder in candidates.items()})
+        self.batch_engine_speeds = measure_speeds(runs, len(sample))
+        chosen = choose_batch_engine(self.batch_engine_speeds)
+        logger.info("bulk batches run at %s texts/s here: %s embeds them", ", ".join(
+            f"{name} {speed:.1f}" for name, speed in self.batch_engine_speeds.items()), chosen)
+        return candidates.get(chosen)
 
     @property
     def query_engine(self) -> str:
@@ -303,9 +341,13 @@ class Embedder:
         if openvino is not None:
             self.last_batch_engine = "openvino-int8" if openvino.int8 else "openvino"
             return openvino.encode(texts, show_progress=show_progress)
+        self.last_batch_engine = "torch"
+        return self._torch_embed(texts, show_progress)
+
+    def _torch_embed(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         import torch
 
-        self.last_batch_engine = "torch"
+        assert self.model is not None
         autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16"
                     else contextlib.nullcontext())
         with autocast:

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(default=32, ge=1, le=1024)
     embedding_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where it measurably beats fp32 here
     query_backend: Literal["auto", "torch", "onnx"] = "auto"  # single queries via ONNX Runtime when it matches
-    # what embeds ingestion batches; auto: bulk batches (>= 300 texts) on OpenVINO int8, ~2x, ~450 MB more (README)
+    # what embeds ingestion batches; auto: bulk batches (>= 300 texts) on the engine timed fastest here (README)
     batch_backend: Literal["auto", "torch", "openvino", "openvino-int8"] = "auto"
     cache_dir: Path | None = None  # derived files (ONNX export, int8 model); default ~/.cache/newsroom-qa
     query_cache_size: int = Field(default=1024, ge=0, le=1_000_000)  # recent query vectors kept (0 = off)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from index import batch_encoder, embedding
+from index import batch_encoder, embedding, engine_choice
 from index.embedding import (
     BULK_TEXTS,
     BUNDLED_MODEL,
@@ -17,6 +17,7 @@ from index.embedding import (
     bundled_model_path,
     resolve_precision,
 )
+from index.engine_choice import choose_batch_engine, int8_flags_in, measure_speeds
 from index.errors import ModelUnavailable
 
 pytestmark = pytest.mark.integration
@@ -179,7 +180,11 @@ def bulk(n: int = BULK_TEXTS) -> list[str]:
             for i in range(n)]
 
 
-def test_auto_runs_bulk_batches_on_int8_and_small_ones_on_pytorch(embedder, tmp_path):
+def _floor(engine: str) -> float:
+    return batch_encoder.INT8_MIN_COSINE if engine == "openvino-int8" else 0.9999
+
+
+def test_auto_runs_bulk_batches_on_the_engine_measured_fastest_and_small_ones_on_pytorch(embedder, tmp_path):
     auto = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path)
     reference = _sharing(embedder, precision="fp32", batch_backend="torch")
     small = auto.embed(TEXTS)
@@ -187,12 +192,53 @@ def test_auto_runs_bulk_batches_on_int8_and_small_ones_on_pytorch(embedder, tmp_
     assert (small * reference.embed(TEXTS)).sum(axis=1).min() > 0.9999
     texts = bulk()
     vectors = auto.embed(texts)
-    assert auto.last_batch_engine == "openvino-int8"
-    cosine = (vectors * reference.embed(texts)).sum(axis=1)
-    assert cosine.min() > batch_encoder.INT8_MIN_COSINE and cosine.mean() > 0.99
-    assert cosine.min() < 0.9999  # int8 really ran: bf16 and fp32 engines stay above 0.9999
+    speeds = auto.batch_engine_speeds
+    expected = {"torch", "openvino"} | ({"openvino-int8"} if engine_choice.cpu_has_fast_int8() else set())
+    assert set(speeds) == expected and all(s > 0 for s in speeds.values())
+    assert auto.last_batch_engine == choose_batch_engine(speeds)
+    assert (vectors * reference.embed(texts)).sum(axis=1).min() > _floor(auto.last_batch_engine)
     auto.embed(TEXTS)
     assert auto.last_batch_engine == "torch"  # small batches stay on PyTorch once OpenVINO is loaded
+
+
+@pytest.mark.parametrize(("speeds", "chosen"), [
+    ({"torch": 16.5, "openvino": 19.1, "openvino-int8": 15.1}, "openvino"),  # AVX2, no VNNI (measured)
+    ({"torch": 39.7, "openvino": 35.9, "openvino-int8": 64.7}, "openvino-int8"),  # AVX-512 VNNI (measured)
+    ({"torch": 40.0, "openvino": 30.0, "openvino-int8": 44.0}, "torch"),  # int8 ahead, but not by 1.2x
+    ({"torch": 20.0, "openvino": 19.0}, "torch"),
+])
+def test_auto_takes_the_fastest_engine_and_int8_only_by_a_clear_margin(speeds, chosen):
+    assert choose_batch_engine(speeds) == chosen
+
+
+def test_int8_is_not_tried_without_int8_dot_products(embedder, monkeypatch, tmp_path):
+    monkeypatch.setattr(embedding, "cpu_has_fast_int8", lambda: False)
+    auto = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path)
+    auto.embed(bulk())
+    assert set(auto.batch_engine_speeds) == {"torch", "openvino"} and not auto.int8_calibrated
+    assert not list((tmp_path / "openvino").glob("*-int8-ov*"))  # no 50-second calibration for nothing
+
+
+@pytest.mark.parametrize(("flags", "fast"), [
+    ("flags\t\t: fpu sse avx2 fma", False), ("flags\t\t: fpu avx512f avx512_vnni", True),
+    ("flags\t\t: fpu avx2 avx_vnni", True), ("flags\t\t: fpu amx_bf16 amx_int8", True),
+    ("Features\t: fp asimd asimddp", True), ("Features\t: fp asimd", False), ("model name\t: avx512_vnni", False),
+])
+def test_int8_dot_products_are_read_off_the_cpu_flags(flags, fast):
+    assert int8_flags_in(f"processor\t: 0\n{flags}\n") is fast
+
+
+def test_engines_are_timed_in_turns_and_the_quicker_is_faster():
+    import time
+
+    calls: list[str] = []
+
+    def engine(name: str, seconds: float):
+        return lambda: (calls.append(name), time.sleep(seconds))
+
+    speeds = measure_speeds({"slow": engine("slow", 0.03), "quick": engine("quick", 0.005)}, texts=10)
+    assert calls == ["slow", "quick", "slow", "quick"]
+    assert speeds["quick"] > speeds["slow"] and speeds["slow"] <= 10 / 0.03
 
 
 @pytest.fixture(scope="module")
@@ -200,9 +246,9 @@ def calibrated(embedder, tmp_path_factory):
     """A cache directory holding an int8 model calibrated by one bulk batch, with that batch and its vectors."""
     cache = tmp_path_factory.mktemp("cache")
     texts = bulk()
-    first = _sharing(embedder, batch_backend="auto", cache_dir=cache)
+    first = _sharing(embedder, batch_backend="openvino-int8", cache_dir=cache)
     vectors = first.embed(texts)
-    assert first._openvino is not None and first._openvino.calibrated
+    assert first._openvino is not None and first._openvino.calibrated and first.int8_calibrated
     return cache, texts, vectors
 
 
@@ -210,10 +256,10 @@ def test_int8_is_kept_in_the_cache_and_reused_by_the_next_process(embedder, cali
     cache, texts, vectors = calibrated
     assert len(list((cache / "openvino").glob("*-int8-ov*/model.xml"))) == 1
     assert not list((cache / "openvino").glob("*.tmp-*"))
-    later = _sharing(embedder, batch_backend="auto", cache_dir=cache)
+    later = _sharing(embedder, batch_backend="openvino-int8", cache_dir=cache)
     other_texts = bulk(BULK_TEXTS + 7)[::-1]  # another load: different first batch
     again = later.embed(other_texts)
-    assert later._openvino is not None and not later._openvino.calibrated
+    assert later._openvino is not None and not later._openvino.calibrated and not later.int8_calibrated
     order = {t: i for i, t in enumerate(other_texts)}
     same = np.array([again[order[t]] for t in texts])
     assert np.allclose(same, vectors, atol=1e-5)  # the same quantization: the same vectors for the same texts
@@ -225,17 +271,32 @@ def test_a_damaged_cached_int8_model_is_quantized_again(embedder, calibrated, tm
     shutil.copytree(calibrated[0], tmp_path / "cache")
     (saved,) = (tmp_path / "cache" / "openvino").glob("*-int8-ov*/model.xml")
     saved.write_text("<net>truncated")
-    later = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path / "cache")
+    later = _sharing(embedder, batch_backend="openvino-int8", cache_dir=tmp_path / "cache")
     later.embed(bulk())
     assert later._openvino is not None and later._openvino.calibrated
     assert saved.read_text().startswith("<?xml")  # replaced by the new one
 
 
-def test_without_openvino_batches_fall_back_to_pytorch_or_fail_clearly(embedder, monkeypatch):
+def test_auto_times_int8_where_the_cpu_has_int8_dot_products(embedder, calibrated, monkeypatch, tmp_path):
+    import shutil
+
+    shutil.copytree(calibrated[0], tmp_path / "cache")
+    monkeypatch.setattr(embedding, "cpu_has_fast_int8", lambda: True)
+    auto = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path / "cache")
+    auto.embed(calibrated[1])
+    assert set(auto.batch_engine_speeds) == {"torch", "openvino", "openvino-int8"}
+    assert not auto.int8_calibrated  # the cached int8 model was loaded, not quantized again
+    assert auto.last_batch_engine == choose_batch_engine(auto.batch_engine_speeds)
+
+
+def test_without_openvino_batches_fall_back_to_pytorch_or_fail_clearly(embedder, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    monkeypatch.setattr(embedding, "cpu_has_fast_int8", lambda: True)  # int8 would be tried first
     auto = _sharing(embedder, batch_backend="auto")
-    assert auto.embed(bulk()).shape == (BULK_TEXTS, 384)
+    with caplog.at_level("INFO", logger="index.embedding"):
+        assert auto.embed(bulk()).shape == (BULK_TEXTS, 384)
     assert auto.last_batch_engine == "torch"
+    assert caplog.text.count("openvino is not installed") == 1  # said once, not once per OpenVINO engine
     required = _sharing(embedder, batch_backend="openvino")
     with pytest.raises(ModelUnavailable, match="cannot embed batches with OpenVINO: openvino is not installed"):
         required.embed(TEXTS[:2])
@@ -244,6 +305,7 @@ def test_without_openvino_batches_fall_back_to_pytorch_or_fail_clearly(embedder,
 def test_openvino_output_that_does_not_match_pytorch_is_not_used(embedder, monkeypatch, tmp_path):
     monkeypatch.setattr(batch_encoder, "MIN_COSINE", 1.01)  # no output can match: the load-time check must refuse
     monkeypatch.setattr(batch_encoder, "INT8_MIN_COSINE", 1.01)
+    monkeypatch.setattr(embedding, "cpu_has_fast_int8", lambda: True)  # int8 is tried, and refused, too
     auto = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path)
     auto.embed(bulk())
     assert auto.last_batch_engine == "torch"
@@ -253,11 +315,13 @@ def test_openvino_output_that_does_not_match_pytorch_is_not_used(embedder, monke
         required.embed(TEXTS[:2])
 
 
-def test_without_nncf_auto_uses_openvino_in_the_model_precision(embedder, monkeypatch, tmp_path):
+def test_without_nncf_auto_times_openvino_in_the_model_precision(embedder, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "nncf", None)
+    monkeypatch.setattr(embedding, "cpu_has_fast_int8", lambda: True)
     auto = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path)
     auto.embed(bulk())
-    assert auto.last_batch_engine == "openvino"
+    assert set(auto.batch_engine_speeds) == {"torch", "openvino"}
+    assert auto.last_batch_engine == choose_batch_engine(auto.batch_engine_speeds)
     int8 = _sharing(embedder, batch_backend="openvino-int8", cache_dir=tmp_path)
     with pytest.raises(ModelUnavailable, match="nncf is not installed"):
         int8.embed(TEXTS)
