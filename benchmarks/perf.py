@@ -197,8 +197,9 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q)) if values else float("nan")
 
 
-# The other batch engines (BATCH_BACKEND), measured beside the configured pipeline (index/batch_encoder.py).
-BATCH_ENGINES = ("torch", "openvino")
+# The other batch engines (BATCH_BACKEND), measured beside the configured pipeline (index/batch_encoder.py), int8
+# too where `auto` does not try it (no int8 dot products), so every run shows what the choice was between.
+BATCH_ENGINES = ("torch", "openvino", "openvino-int8")
 
 def throughput(service: QAService, articles: list[DocumentIn], sample: int, haystack: bool,
                repeats: int = 3) -> dict[str, Any]:

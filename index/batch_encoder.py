@@ -59,6 +59,23 @@ class OpenVinoMissing(BatchEncoderUnavailable):
     """OpenVINO is not installed: no OpenVINO engine (int8 or not) is worth trying."""
 
 
+def _calibration_lock(cached: Path | None) -> contextlib.AbstractContextManager[object]:
+    """One process at a time loads or quantizes the int8 model kept at ``cached``: two Dask workers on one machine
+    would otherwise both spend the ~50 s of calibration; the second waits, then loads the first one's model."""
+    if cached is None:
+        return contextlib.nullcontext()
+    locks = cached.parent / "locks"
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return contextlib.nullcontext()  # a read-only cache: nothing is shared through it (``_save`` says so)
+    if not os.access(locks, os.W_OK):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(str(locks / f"{cached.name}.lock"))
+
+
 class OpenVinoBatchEncoder:
     """Embeds batches of texts with OpenVINO, pooled and normalised exactly as the sentence-transformers model."""
 
@@ -87,6 +104,13 @@ class OpenVinoBatchEncoder:
         self._core, self._config = ov.Core(), config
         cached = int8_cache / f"{onnx.path.stem}-int8-ov{ov.__version__.split('-')[0]}" if int8_cache else None
         check_texts = calibration[:64] if calibration is not None else _PROBES
+        with _calibration_lock(cached if calibration is not None else None):
+            self._load(model, calibration, cached, check_texts)
+
+    def _load(self, model: SentenceTransformer, calibration: list[str] | None, cached: Path | None,
+              check_texts: list[str]) -> None:
+        """The cached int8 model if it passes the check, else the exported graph, quantized when asked for."""
+        onnx = self.onnx
         if calibration is not None and cached is not None and (cached / "model.xml").is_file():
             try:
                 self.compiled: Any = self._compile(self._core.read_model(str(cached / "model.xml")))

@@ -79,7 +79,8 @@ def test_report_shows_ratios_and_every_size(perf, tmp_path: Path):
                               "torch_cosine_to_naive": [0.99999, 0.99997], "batch_backend": "auto",
                               "pipeline_engine": "openvino-int8", "pipeline_cosine_to_naive": [0.996, 0.99],
                               "first_batch": {"texts": 300, "seconds": 25.0, "engine": "openvino-int8",
-                                              "calibrated": True},
+                                              "calibrated": True, "engine_speeds": {
+                                                  "torch": 24.0, "openvino": 22.0, "openvino-int8": 31.0}},
                               "openvino_skipped": "cannot embed batches with OpenVINO: openvino is not installed"}}
     perf.write_report(results, tmp_path / "RESULTS.md")
     text = (tmp_path / "RESULTS.md").read_text()
@@ -90,6 +91,8 @@ def test_report_shows_ratios_and_every_size(perf, tmp_path: Path):
             "24.0 | 1.20 |") in text
     assert "| other engine `BATCH_BACKEND=openvino` | not run: cannot embed batches with OpenVINO" in text
     # 300 chunks at 30/s is 10 s of the first batch's 25: 15 s once; 10,000 chunks: 10000 / (333.3 + 15) / 20
+    assert ("`auto` timed the engines on the first bulk batch's first texts (`torch` 24.0, `openvino` 22.0, "
+            "`openvino-int8` 31.0 texts/s) and chose `openvino-int8`.") in text
     assert "about 15 s once per model and machine" in text and "10,000 chunks runs at 1.44x" in text
     assert "| 10,000 (10,000) | flat | 1.000 |" in text and "| 4.0x |" in text
     assert "| 100,000 (10,000) |" in text and "not run" in text

@@ -346,3 +346,15 @@ def test_int8_when_asked_for_is_calibrated_on_the_first_batch_whatever_its_size(
     cosine = (vectors * reference.embed(texts)).sum(axis=1)
     assert cosine.min() > batch_encoder.INT8_MIN_COSINE and cosine.mean() > 0.99
     assert cosine.min() < 0.9999
+
+
+def test_two_processes_calibrating_at_once_quantize_once(embedder, tmp_path):
+    """Two Dask workers on one machine: the first to take the cache's lock quantizes, the other loads its model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"{t} ({i})" for i, t in enumerate(TEXTS * 8)]
+    workers = [_sharing(embedder, batch_backend="openvino-int8", batch_size=4, cache_dir=tmp_path) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        vectors = list(pool.map(lambda w: w.embed(texts), workers))
+    assert sorted(w.int8_calibrated for w in workers) == [False, True]
+    assert np.allclose(vectors[0], vectors[1], atol=1e-5)  # one quantization: the same vectors
