@@ -283,24 +283,20 @@ class Embedder:
                         cache: Path) -> OpenVinoBatchEncoder | None:
         """``auto``: every engine that loads here embeds the same texts of this batch, in turns; the fastest
         (int8 only by a clear margin) is kept for every later bulk batch, the others are dropped."""
-        candidates: dict[str, OpenVinoBatchEncoder] = {}
-        if cpu_has_fast_int8():
-            try:
-                candidates["openvino-int8"] = self._openvino_engine(onnx, texts, threads, cache)
-            except OpenVinoMissing:
-                raise
-            except BatchEncoderUnavailable as exc:
-                logger.info("batches are not embedded with OpenVINO int8 (%s)", exc)
-        else:
+        attempts: list[tuple[str, list[str] | None]] = [("openvino-int8", texts)] if cpu_has_fast_int8() else []
+        if not attempts:
             logger.info("no int8 dot-product instructions on this CPU: bulk batches are not quantized to int8")
-        try:
-            candidates["openvino"] = self._openvino_engine(onnx, None, threads, cache)
-        except OpenVinoMissing:
-            raise
-        except BatchEncoderUnavailable as exc:
-            if not candidates:
-                raise
-            logger.info("batches are not embedded with OpenVINO in %s (%s)", self.precision, exc)
+        attempts.append(("openvino", None))
+        candidates: dict[str, OpenVinoBatchEncoder] = {}
+        for name, calibration in attempts:
+            try:
+                candidates[name] = self._openvino_engine(onnx, calibration, threads, cache)
+            except OpenVinoMissing:
+                raise  # said once by the caller, not once per engine
+            except BatchEncoderUnavailable as exc:
+                if name == attempts[-1][0] and not candidates:
+                    raise  # no OpenVINO engine at all: the caller says why and stays on PyTorch
+                logger.info("batches are not embedded with %s (%s)", name, exc)
         sample = texts[:ENGINE_SAMPLE]
         runs: dict[str, Callable[[], object]] = {"torch": lambda: self._torch_embed(sample)}
         runs.update({name: partial(encoder.encode, sample) for name, encoder in candidates.items()})
