@@ -21,7 +21,7 @@ import numpy as np
 
 from index.batch_encoder import CALIBRATION_TEXTS, BatchEncoderUnavailable, OpenVinoBatchEncoder, OpenVinoMissing
 from index.checksum import sha256_file as _sha256
-from index.engine_choice import ENGINE_SAMPLE, choose_batch_engine, cpu_has_fast_int8, measure_speeds
+from index.engine_choice import ENGINE_SAMPLE, choose_batch_engine, cpu_flags, cpu_has_fast_int8, measure_speeds
 from index.errors import ModelUnavailable
 from index.query_encoder import OnnxQueryEncoder, QueryEncoderUnavailable, default_cache_dir
 
@@ -53,14 +53,9 @@ PAD_TO_MULTIPLE = 32
 BULK_TEXTS = CALIBRATION_TEXTS
 
 
-@lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
     """True if this CPU has bf16 instructions (AMX or AVX-512 BF16); whether they pay off is ``bf16_is_faster``."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 # bf16 is chosen by "auto" only when its matrix products beat fp32 by this factor: a near tie is not worth the

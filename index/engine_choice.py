@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["ENGINE_SAMPLE", "INT8_MIN_SPEEDUP", "choose_batch_engine", "cpu_has_fast_int8", "int8_flags_in",
-           "measure_speeds"]
+__all__ = ["ENGINE_SAMPLE", "INT8_MIN_SPEEDUP", "choose_batch_engine", "cpu_flags", "cpu_has_fast_int8", "flags_in",
+           "int8_flags_in", "measure_speeds"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +34,30 @@ _INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm
 
 
 @lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags ``/proc/cpuinfo`` lists (empty where there is none to read)."""
+    try:
+        return flags_in(Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore"))
+    except OSError:
+        return frozenset()
+
+
+def flags_in(cpuinfo: str) -> frozenset[str]:
+    """The words of ``/proc/cpuinfo``'s ``flags`` (x86) and ``Features`` (Arm) lines."""
+    return frozenset(word for line in cpuinfo.splitlines() if line.startswith(("flags", "Features"))
+                     for word in line.split())
+
+
 def cpu_has_fast_int8() -> bool:
     """True if this CPU has int8 dot-product instructions; without them int8 ran slower than fp32 (above)."""
-    try:
-        return int8_flags_in(Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore"))
-    except OSError:
+    if not Path("/proc/cpuinfo").is_file():
         return platform.machine() == "arm64"  # macOS on Apple silicon: no /proc, dot products since the M1
+    return bool(cpu_flags() & _INT8_FLAGS)
 
 
 def int8_flags_in(cpuinfo: str) -> bool:
-    """Whether ``/proc/cpuinfo`` text lists an int8 dot-product instruction set (x86 ``flags``, Arm ``Features``)."""
-    flags = {word for line in cpuinfo.splitlines() if line.startswith(("flags", "Features")) for word in line.split()}
-    return bool(flags & _INT8_FLAGS)
+    """Whether ``/proc/cpuinfo`` text lists an int8 dot-product instruction set."""
+    return bool(flags_in(cpuinfo) & _INT8_FLAGS)
 
 
 def measure_speeds(engines: Mapping[str, Callable[[], object]], texts: int, rounds: int = 2) -> dict[str, float]:
