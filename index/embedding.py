@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache, partial
@@ -63,20 +62,26 @@ def cpu_has_bf16() -> bool:
 BF16_MIN_SPEEDUP = 1.25
 
 
-def _matmul_seconds(dtype: str, repeats: int = 8) -> float:
-    """Best time of one (256 x 384) @ (384 x 1536) product: MiniLM's feed-forward layer on a 256-token window."""
+def _matmul_products() -> dict[str, Callable[[], object]]:
+    """One (256 x 384) @ (384 x 1536) product in fp32 and in bf16: MiniLM's feed-forward layer on a 256-token
+    window. Each has run once (kernel selection) before it is returned."""
     import torch
 
-    a = torch.randn(256, 384).to(getattr(torch, dtype))
-    w = torch.randn(384, 1536).to(getattr(torch, dtype))
-    best = float("inf")
+    products: dict[str, Callable[[], object]] = {}
+    for dtype in ("float32", "bfloat16"):
+        a = torch.randn(256, 384).to(getattr(torch, dtype))
+        w = torch.randn(384, 1536).to(getattr(torch, dtype))
+        products[dtype] = partial(torch.matmul, a, w)
+        products[dtype]()
+    return products
+
+
+def _matmul_speeds(rounds: int = 16) -> dict[str, float]:
+    """Products per second of each type, timed in turns (``measure_speeds``), under inference mode."""
+    import torch
+
     with torch.inference_mode():
-        a @ w  # first call: kernel selection
-        for _ in range(repeats):
-            start = time.perf_counter()
-            a @ w
-            best = min(best, time.perf_counter() - start)
-    return best
+        return measure_speeds(_matmul_products(), texts=1, rounds=rounds)
 
 
 @lru_cache(maxsize=1)
@@ -89,12 +94,10 @@ def bf16_is_faster() -> bool:
     """
     if not cpu_has_bf16():
         return False
-    fp32 = bf16 = float("inf")
-    for _ in range(2):  # taking turns, so a burst of other work on the machine slows both
-        fp32 = min(fp32, _matmul_seconds("float32"))
-        bf16 = min(bf16, _matmul_seconds("bfloat16"))
-    faster = fp32 >= BF16_MIN_SPEEDUP * bf16
-    logger.info("bf16 matrix products run at %.2fx fp32 here: %s", fp32 / bf16,
+    speeds = _matmul_speeds()
+    ratio = speeds["bfloat16"] / speeds["float32"]
+    faster = ratio >= BF16_MIN_SPEEDUP
+    logger.info("bf16 matrix products run at %.2fx fp32 here: %s", ratio,
                 "auto precision is bf16" if faster else "auto precision is fp32")
     return faster
 

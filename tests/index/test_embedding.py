@@ -68,8 +68,8 @@ def test_auto_precision_follows_measured_speed_not_cpu_flags(monkeypatch, fresh_
                                                              expected):
     timed: list[str] = []
     monkeypatch.setattr(embedding, "cpu_has_bf16", lambda: has_flag)
-    monkeypatch.setattr(embedding, "_matmul_seconds",
-                        lambda dtype: timed.append(dtype) or (fp32_s if dtype == "float32" else bf16_s))
+    monkeypatch.setattr(embedding, "_matmul_speeds",
+                        lambda: timed.append("both") or {"float32": 1 / fp32_s, "bfloat16": 1 / bf16_s})
     assert resolve_precision("auto") == expected
     assert Embedder(precision="auto").precision == expected
     assert bool(timed) == has_flag
@@ -77,9 +77,9 @@ def test_auto_precision_follows_measured_speed_not_cpu_flags(monkeypatch, fresh_
 
 
 def test_matmul_probe_times_both_types_on_this_cpu(fresh_probe):
-    for dtype in ("float32", "bfloat16"):
-        seconds = embedding._matmul_seconds(dtype, repeats=2)
-        assert np.isfinite(seconds) and seconds > 0
+    speeds = embedding._matmul_speeds(rounds=2)
+    assert set(speeds) == {"float32", "bfloat16"}
+    assert all(np.isfinite(speed) and speed > 0 for speed in speeds.values())
     assert isinstance(bf16_is_faster(), bool)
 
 
