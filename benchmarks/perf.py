@@ -21,9 +21,7 @@ report says which part of each size is real.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import ctypes
 import gc
 import json
 import logging
@@ -57,6 +55,7 @@ from index.embedding import Embedder  # noqa: E402
 from index.errors import ModelUnavailable  # noqa: E402
 from index.models import Chunk, Document, DocumentIn, Sentence  # noqa: E402
 from index.store import DocumentWrite, Store  # noqa: E402
+from service.malloc import trim_heap  # noqa: E402
 from service.qa import QAService  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
@@ -469,14 +468,6 @@ def haystack_peer(folder: Path) -> dict[str, Any]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def release_free_memory() -> None:
-    """Hand the heap's free pages back to the system (glibc ``malloc_trim``), so Haystack's process can have them.
-    The sizes themselves run in child processes (``size_child``); this trims what the throughput step and the real
-    corpus left in this one. Elsewhere than glibc, nothing to do."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def haystack_need_mb(per_chunk_mb: float, size: int, dimension: int) -> tuple[float, str]:
     """(MB, embeddings) Haystack needs at ``size`` chunks, from its memory per chunk at a smaller size with lists:
     lists where they fit in this machine, else the ``array`` form of ``haystack_inputs`` (a list of ``dimension``
@@ -835,7 +826,7 @@ def main() -> None:
     per_chunk_mb = 0.0  # Haystack's memory per chunk, from the sizes run so far
     del real, real_vectors, service
     gc.collect()
-    release_free_memory()
+    trim_heap()
     for size in sizes:
         # Each size in a process of its own: at 1M the corpus's objects leave this process's heap fragmented (it
         # kept 8 GB of the machine's 23 after them), and Haystack's store needs that memory next.
@@ -851,7 +842,7 @@ def main() -> None:
         done = json.loads((work / "job.json").read_text(encoding="utf-8"))
         row, data_dir, need_mb, embeddings = done["row"], work / f"size-{size}", done["need_mb"], done["embeddings"]
         inputs = Path(done["inputs"]) if done["inputs"] else None
-        release_free_memory()
+        trim_heap()
         if haystack and size <= args.haystack_max:
             if inputs is not None and need_mb < available_mb():
                 peer = haystack_peer(inputs)

@@ -16,7 +16,7 @@ import logging
 import os
 import platform
 
-__all__ = ["tune_malloc"]
+__all__ = ["trim_heap", "tune_malloc"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,3 +39,15 @@ def tune_malloc(arena_max: int = 2) -> bool:
     if not done:
         logger.warning("glibc refused the malloc settings; running with its defaults")
     return done
+
+
+def trim_heap() -> bool:
+    """Hand the heap's free pages back to the system (glibc ``malloc_trim``): glibc keeps what a large write freed
+    (embedding activations, the BM25 rebuild) for reuse, so a server's memory would stay at its largest write.
+    False where malloc is not glibc's."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

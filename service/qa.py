@@ -27,6 +27,7 @@ from index.store import Store
 from service.attribution import Attributor, load_attribution_rules
 from service.disagreement import differing_answers
 from service.grounding import Grounding
+from service.malloc import trim_heap
 from service.prompts import Prompts, load_prompts
 from service.readers.base import Reader, ReadResult
 from service.readers.factory import build_reader
@@ -170,6 +171,13 @@ class QAService:
                             debris=self.prompts.debris, chunk_max_chars=s.chunk_max_chars,
                             chunk_overlap_sentences=s.chunk_overlap_sentences)
         return AddDocumentsResponse(documents=ingest(client, self.store, spec, docs, batch_size, show_progress))
+
+    def release_write_memory(self) -> None:
+        """After a write in a long-running process: drop the bulk embedding engine (``Embedder.release_batch_engine``)
+        and return the heap's free pages to the system (``malloc.trim_heap``), so the memory of the largest upload
+        is not kept for the life of the server."""
+        self.embedder.release_batch_engine()
+        trim_heap()
 
     def delete_documents(self, doc_ids: list[str]) -> None:
         """Remove documents and their chunks, all or none. :raises DocumentNotFound: if one is not stored."""

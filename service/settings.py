@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     cache_dir: Path | None = None  # derived files (ONNX export, int8 model); default ~/.cache/newsroom-qa
     query_cache_size: int = Field(default=1024, ge=0, le=1_000_000)  # recent query vectors kept (0 = off)
     tune_malloc: bool = True  # serve/slack: glibc malloc capped at 2 arenas (service/malloc.py)
+    # serve: after each write, drop the bulk embedding engine and hand freed memory back (Embedder docstring)
+    release_after_write: bool = True
     exact_search_max: int = Field(default=50_000, ge=0)  # chunks searched exactly; above, an IVF index (ann.py)
     ann_codes: Literal["sq8", "fp16"] = "fp16"  # IVF codes; 8-bit halves the memory, but caps recall@10 ~0.977 at 1M
     ann_target_recall: float = Field(default=0.98, gt=0.0, le=1.0)  # recall@10 vs exact the IVF index is tuned to

@@ -174,6 +174,21 @@ def test_openvino_embeds_batches_like_pytorch_in_the_order_given(embedder, preci
     assert len(lengths) == 3 and all(n % PAD_TO_MULTIPLE == 0 for n in lengths)
 
 
+def test_a_released_batch_engine_is_loaded_again_by_the_next_batch(embedder):
+    openvino = _sharing(embedder, batch_backend="openvino")
+    assert not openvino.batch_engine_loaded and not openvino.release_batch_engine()  # nothing held yet
+    first = openvino.embed(TEXTS)
+    assert openvino.batch_engine_loaded and openvino.last_batch_engine == "openvino"
+    assert openvino.release_batch_engine()
+    assert not openvino.batch_engine_loaded and not openvino.release_batch_engine()
+    again = openvino.embed(TEXTS)
+    assert openvino.batch_engine_loaded and openvino.last_batch_engine == "openvino"
+    assert np.allclose(first, again, atol=1e-5)
+    torch_only = _sharing(embedder, batch_backend="torch")
+    torch_only.embed(TEXTS)
+    assert not torch_only.release_batch_engine() and torch_only.last_batch_engine == "torch"
+
+
 def bulk(n: int = BULK_TEXTS) -> list[str]:
     """``n`` distinct news-like texts of varied length: a batch large enough for ``auto`` to call it bulk."""
     return [f"{TEXTS[i % len(TEXTS)]} Report {i} from the {['north', 'harbour', 'council'][i % 3]} desk."

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
 
-from tests.conftest import API_KEY, LiveServer, build_service
+from index.embedding import Embedder
+from tests.conftest import API_KEY, LiveServer, build_service, make_settings
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -132,6 +134,34 @@ def test_upload_files(writable):
     assert r.status_code == 201
     assert [d["id"] for d in r.json()["documents"]] == ["story", "j1"]
     assert "Farmers in Dell" in writable.get("/v1/documents/story").json()["text"]
+
+
+def _engine_released(embedder: Embedder, seconds: float = 30.0) -> bool:
+    """Whether the OpenVINO bulk engine is dropped within ``seconds`` (the release runs after the response)."""
+    deadline = time.monotonic() + seconds
+    while embedder.batch_engine_loaded and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not embedder.batch_engine_loaded
+
+
+@pytest.mark.parametrize("release", [True, False])
+def test_the_server_drops_the_bulk_engine_after_a_write_unless_told_to_keep_it(tmp_path, embedder, nlp, prompts,
+                                                                               release):
+    bulk = Embedder(batch_backend="openvino")  # every batch on OpenVINO, as a large upload would be under auto
+    bulk.model, bulk._onnx = embedder.model, embedder._onnx
+    service = build_service(make_settings(tmp_path, release_after_write=release), bulk, nlp, prompts)
+    assert bulk.batch_engine_loaded  # the seed articles were embedded on it
+    with LiveServer(service) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+        doc = {"id": "r1", "title": "Dam opens", "text": "The new dam opened on Friday. Engineer Ada Lune led it."}
+        for text in (doc["text"], doc["text"].replace("Friday", "Monday")):
+            assert c.post("/v1/documents", json={"documents": [{**doc, "text": text}]}, headers=AUTH).status_code \
+                == 201
+            assert bulk.last_batch_engine == "openvino"  # the engine is loaded again by the next write
+            assert _engine_released(bulk, 30.0 if release else 1.0) is release
+        assert "Monday" in c.get("/v1/documents/r1").json()["text"]
+        body = c.post("/v1/ask", json={"question": "Who led the work on the dam?"}).json()
+        assert body["answer"] == "Ada Lune" and body["citations"][0]["doc_id"] == "r1"
+        assert c.delete("/v1/documents/r1", headers=AUTH).status_code == 204
 
 
 @pytest.mark.parametrize(("name", "data", "status", "detail"), [

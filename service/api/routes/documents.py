@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile, status
+from fastapi import APIRouter, BackgroundTasks, File, HTTPException, Query, Response, UploadFile, status
 
 from index.models import check_doc_id
 from service.api.deps import AdminDep, QADep, ReaderDep, WriterDep
+from service.qa import QAService
 from service.schemas import AddDocumentsRequest, AddDocumentsResponse, DocumentDetail, DocumentList
 
 MAX_OFFSET = 2**31  # beyond any archive; keeps the value inside SQLite's integer range
@@ -21,17 +22,25 @@ def _valid_id(doc_id: str) -> str:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
 
 
+def _release_after(qa: QAService, tasks: BackgroundTasks) -> None:
+    """Once the response is sent, give back the memory the write took (``QAService.release_write_memory``)."""
+    if qa.settings.release_after_write:
+        tasks.add_task(qa.release_write_memory)
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=AddDocumentsResponse,
              dependencies=[WriterDep])
-def add_documents(body: AddDocumentsRequest, qa: QADep) -> AddDocumentsResponse:
+def add_documents(body: AddDocumentsRequest, qa: QADep, tasks: BackgroundTasks) -> AddDocumentsResponse:
     """Add articles (JSON); an article with an id already stored replaces it. All are stored or none."""
-    return qa.add_documents(body.documents)
+    added = qa.add_documents(body.documents)
+    _release_after(qa, tasks)
+    return added
 
 
 @router.post("/upload", status_code=status.HTTP_201_CREATED, response_model=AddDocumentsResponse,
              dependencies=[WriterDep])
 def upload_documents(files: Annotated[list[UploadFile], File(description="txt, md, html or jsonl files")],
-                     qa: QADep) -> AddDocumentsResponse:
+                     qa: QADep, tasks: BackgroundTasks) -> AddDocumentsResponse:
     """Add articles from uploaded files (.txt, .md, .html, .jsonl). All are stored or none."""
     if len(files) > qa.settings.max_upload_files:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=f"{len(files)} files uploaded; at most "
@@ -44,7 +53,9 @@ def upload_documents(files: Annotated[list[UploadFile], File(description="txt, m
             raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                                 detail=f"{upload.filename}: larger than the {limit} byte upload limit")
         parsed.append((upload.filename or "upload.txt", data))
-    return qa.add_files(parsed)
+    added = qa.add_files(parsed)
+    _release_after(qa, tasks)
+    return added
 
 
 @router.get("", response_model=DocumentList, dependencies=[ReaderDep])
@@ -61,7 +72,8 @@ def read_document(doc_id: str, qa: QADep) -> DocumentDetail:
 
 
 @router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[AdminDep])
-def delete_document(doc_id: str, qa: QADep) -> Response:
+def delete_document(doc_id: str, qa: QADep, tasks: BackgroundTasks) -> Response:
     """Delete an article and its passages."""
     qa.delete_document(_valid_id(doc_id))
+    _release_after(qa, tasks)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
