@@ -312,7 +312,7 @@ class Embedder:
     def release_batch_engine(self) -> bool:
         """Drop the OpenVINO bulk engine; the next bulk batch loads it again (under ``auto``, timed again).
 
-        Why: a long-running server holds it after one bulk upload, ~750 MB of compiled model and buffers
+        Why: a long-running server holds it after one bulk upload, with the heap that batch left, ~750 MB
         (measured: the service's own memory 611 -> 1,361 MB after a 200-article upload, 650 MB once released),
         which at a million chunks is the page cache its index is read through. A batch still running keeps its
         own reference and finishes. Returns whether an engine was held.

@@ -24,16 +24,23 @@ M_ARENA_MAX = -8  # mallopt(3) parameter number (glibc malloc.h)
 USER_VARIABLES = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, where it is the C library (its malloc is what these calls tune), else None."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 def tune_malloc(arena_max: int = 2) -> bool:
     """Cap glibc's arenas; False (and nothing changed) where malloc is not glibc's or the user tuned it through
     the environment. Call it once, before the threads start."""
     if any(os.environ.get(name) for name in USER_VARIABLES):
         return False
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     done = bool(libc.mallopt(M_ARENA_MAX, arena_max) == 1)
     if not done:
@@ -45,9 +52,5 @@ def trim_heap() -> bool:
     """Hand the heap's free pages back to the system (glibc ``malloc_trim``): glibc keeps what a large write freed
     (embedding activations, the BM25 rebuild) for reuse, so a server's memory would stay at its largest write.
     False where malloc is not glibc's."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+    libc = _glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
