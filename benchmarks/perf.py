@@ -729,7 +729,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     lines += ["", "![latency and memory by corpus size](perf.png)", "",
               "Synthetic part of a size: articles of real sentences drawn at random with new ids, and vectors made "
               "from a real chunk's vector plus noise (embedding a million chunks here would take ~10 hours). "
-              "Raw figures: `benchmarks/results/perf.json`.", ""]
+              "Raw figures: `results/perf.json` beside this file.", ""]
     out.write_text("\n".join(lines), encoding="utf-8")
 
 
