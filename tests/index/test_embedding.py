@@ -19,6 +19,7 @@ from index.embedding import (
 )
 from index.engine_choice import choose_batch_engine, int8_flags_in, measure_speeds
 from index.errors import ModelUnavailable
+from tests.conftest import sharing_embedder
 
 pytestmark = pytest.mark.integration
 
@@ -152,17 +153,10 @@ TEXTS = ["Fire.", "Who doubted the crematorium claim?",
          "Farmers picked 300 tonnes of apples.", "The mayor of Vellmont resigned on Tuesday after the audit."]
 
 
-def _sharing(embedder, **kwargs) -> Embedder:
-    """An embedder with these settings that reuses the loaded model and its exported graph (no second export)."""
-    other = Embedder(**kwargs)
-    other.model, other._onnx = embedder.model, embedder._onnx
-    return other
-
-
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_openvino_embeds_batches_like_pytorch_in_the_order_given(embedder, precision):
-    openvino = _sharing(embedder, precision=precision, batch_size=2, batch_backend="openvino")
-    reference = _sharing(embedder, precision="fp32", batch_backend="torch")
+    openvino = sharing_embedder(embedder, precision=precision, batch_size=2, batch_backend="openvino")
+    reference = sharing_embedder(embedder, precision="fp32", batch_backend="torch")
     vectors = openvino.embed(TEXTS)
     assert openvino.last_batch_engine == "openvino"
     assert vectors.shape == (5, 384) and vectors.dtype == np.float32
@@ -175,7 +169,7 @@ def test_openvino_embeds_batches_like_pytorch_in_the_order_given(embedder, preci
 
 
 def test_a_released_batch_engine_is_loaded_again_by_the_next_batch(embedder):
-    openvino = _sharing(embedder, batch_backend="openvino")
+    openvino = sharing_embedder(embedder, batch_backend="openvino")
     assert not openvino.batch_engine_loaded and not openvino.release_batch_engine()  # nothing held yet
     first = openvino.embed(TEXTS)
     assert openvino.batch_engine_loaded and openvino.last_batch_engine == "openvino"
@@ -184,7 +178,7 @@ def test_a_released_batch_engine_is_loaded_again_by_the_next_batch(embedder):
     again = openvino.embed(TEXTS)
     assert openvino.batch_engine_loaded and openvino.last_batch_engine == "openvino"
     assert np.allclose(first, again, atol=1e-5)
-    torch_only = _sharing(embedder, batch_backend="torch")
+    torch_only = sharing_embedder(embedder, batch_backend="torch")
     torch_only.embed(TEXTS)
     assert not torch_only.release_batch_engine() and torch_only.last_batch_engine == "torch"
 
@@ -200,8 +194,8 @@ def _floor(engine: str) -> float:
 
 
 def test_auto_runs_bulk_batches_on_the_engine_measured_fastest_and_small_ones_on_pytorch(embedder, tmp_path):
-    auto = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path)
-    reference = _sharing(embedder, precision="fp32", batch_backend="torch")
+    auto = sharing_embedder(embedder, batch_backend="auto", cache_dir=tmp_path)
+    reference = sharing_embedder(embedder, precision="fp32", batch_backend="torch")
     small = auto.embed(TEXTS)
     assert auto.last_batch_engine == "torch" and auto._openvino is None  # a small batch never loads OpenVINO
     assert (small * reference.embed(TEXTS)).sum(axis=1).min() > 0.9999
@@ -228,7 +222,7 @@ def test_auto_takes_the_fastest_engine_and_int8_only_by_a_clear_margin(speeds, c
 
 def test_int8_is_not_tried_without_int8_dot_products(embedder, monkeypatch, tmp_path):
     monkeypatch.setattr(embedding, "cpu_has_fast_int8", lambda: False)
-    auto = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path)
+    auto = sharing_embedder(embedder, batch_backend="auto", cache_dir=tmp_path)
     auto.embed(bulk())
     assert set(auto.batch_engine_speeds) == {"torch", "openvino"} and not auto.int8_calibrated
     assert not list((tmp_path / "openvino").glob("*-int8-ov*"))  # no 50-second calibration for nothing
@@ -261,7 +255,7 @@ def calibrated(embedder, tmp_path_factory):
     """A cache directory holding an int8 model calibrated by one bulk batch, with that batch and its vectors."""
     cache = tmp_path_factory.mktemp("cache")
     texts = bulk()
-    first = _sharing(embedder, batch_backend="openvino-int8", cache_dir=cache)
+    first = sharing_embedder(embedder, batch_backend="openvino-int8", cache_dir=cache)
     vectors = first.embed(texts)
     assert first._openvino is not None and first._openvino.calibrated and first.int8_calibrated
     return cache, texts, vectors
@@ -271,7 +265,7 @@ def test_int8_is_kept_in_the_cache_and_reused_by_the_next_process(embedder, cali
     cache, texts, vectors = calibrated
     assert len(list((cache / "openvino").glob("*-int8-ov*/model.xml"))) == 1
     assert not list((cache / "openvino").glob("*.tmp-*"))
-    later = _sharing(embedder, batch_backend="openvino-int8", cache_dir=cache)
+    later = sharing_embedder(embedder, batch_backend="openvino-int8", cache_dir=cache)
     other_texts = bulk(BULK_TEXTS + 7)[::-1]  # another load: different first batch
     again = later.embed(other_texts)
     assert later._openvino is not None and not later._openvino.calibrated and not later.int8_calibrated
@@ -286,7 +280,7 @@ def test_a_damaged_cached_int8_model_is_quantized_again(embedder, calibrated, tm
     shutil.copytree(calibrated[0], tmp_path / "cache")
     (saved,) = (tmp_path / "cache" / "openvino").glob("*-int8-ov*/model.xml")
     saved.write_text("<net>truncated")
-    later = _sharing(embedder, batch_backend="openvino-int8", cache_dir=tmp_path / "cache")
+    later = sharing_embedder(embedder, batch_backend="openvino-int8", cache_dir=tmp_path / "cache")
     later.embed(bulk())
     assert later._openvino is not None and later._openvino.calibrated
     assert saved.read_text().startswith("<?xml")  # replaced by the new one
@@ -297,7 +291,7 @@ def test_auto_times_int8_where_the_cpu_has_int8_dot_products(embedder, calibrate
 
     shutil.copytree(calibrated[0], tmp_path / "cache")
     monkeypatch.setattr(embedding, "cpu_has_fast_int8", lambda: True)
-    auto = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path / "cache")
+    auto = sharing_embedder(embedder, batch_backend="auto", cache_dir=tmp_path / "cache")
     auto.embed(calibrated[1])
     assert set(auto.batch_engine_speeds) == {"torch", "openvino", "openvino-int8"}
     assert not auto.int8_calibrated  # the cached int8 model was loaded, not quantized again
@@ -307,12 +301,12 @@ def test_auto_times_int8_where_the_cpu_has_int8_dot_products(embedder, calibrate
 def test_without_openvino_batches_fall_back_to_pytorch_or_fail_clearly(embedder, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
     monkeypatch.setattr(embedding, "cpu_has_fast_int8", lambda: True)  # int8 would be tried first
-    auto = _sharing(embedder, batch_backend="auto")
+    auto = sharing_embedder(embedder, batch_backend="auto")
     with caplog.at_level("INFO", logger="index.embedding"):
         assert auto.embed(bulk()).shape == (BULK_TEXTS, 384)
     assert auto.last_batch_engine == "torch"
     assert caplog.text.count("openvino is not installed") == 1  # said once, not once per OpenVINO engine
-    required = _sharing(embedder, batch_backend="openvino")
+    required = sharing_embedder(embedder, batch_backend="openvino")
     with pytest.raises(ModelUnavailable, match="cannot embed batches with OpenVINO: openvino is not installed"):
         required.embed(TEXTS[:2])
 
@@ -321,11 +315,11 @@ def test_openvino_output_that_does_not_match_pytorch_is_not_used(embedder, monke
     monkeypatch.setattr(batch_encoder, "MIN_COSINE", 1.01)  # no output can match: the load-time check must refuse
     monkeypatch.setattr(batch_encoder, "INT8_MIN_COSINE", 1.01)
     monkeypatch.setattr(embedding, "cpu_has_fast_int8", lambda: True)  # int8 is tried, and refused, too
-    auto = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path)
+    auto = sharing_embedder(embedder, batch_backend="auto", cache_dir=tmp_path)
     auto.embed(bulk())
     assert auto.last_batch_engine == "torch"
     assert not list((tmp_path / "openvino").glob("*-int8-ov*"))  # a refused model is not kept
-    required = _sharing(embedder, batch_backend="openvino")
+    required = sharing_embedder(embedder, batch_backend="openvino")
     with pytest.raises(ModelUnavailable, match="OpenVINO output differs from PyTorch"):
         required.embed(TEXTS[:2])
 
@@ -333,11 +327,11 @@ def test_openvino_output_that_does_not_match_pytorch_is_not_used(embedder, monke
 def test_without_nncf_auto_times_openvino_in_the_model_precision(embedder, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "nncf", None)
     monkeypatch.setattr(embedding, "cpu_has_fast_int8", lambda: True)
-    auto = _sharing(embedder, batch_backend="auto", cache_dir=tmp_path)
+    auto = sharing_embedder(embedder, batch_backend="auto", cache_dir=tmp_path)
     auto.embed(bulk())
     assert set(auto.batch_engine_speeds) == {"torch", "openvino"}
     assert auto.last_batch_engine == choose_batch_engine(auto.batch_engine_speeds)
-    int8 = _sharing(embedder, batch_backend="openvino-int8", cache_dir=tmp_path)
+    int8 = sharing_embedder(embedder, batch_backend="openvino-int8", cache_dir=tmp_path)
     with pytest.raises(ModelUnavailable, match="nncf is not installed"):
         int8.embed(TEXTS)
 
@@ -354,10 +348,10 @@ def test_the_batch_backend_setting_reaches_the_embedder(monkeypatch):
 
 def test_int8_when_asked_for_is_calibrated_on_the_first_batch_whatever_its_size(embedder, tmp_path):
     texts = [f"{t} ({i})" for i, t in enumerate(TEXTS * 8)]
-    int8 = _sharing(embedder, batch_backend="openvino-int8", batch_size=4, cache_dir=tmp_path)
+    int8 = sharing_embedder(embedder, batch_backend="openvino-int8", batch_size=4, cache_dir=tmp_path)
     vectors = int8.embed(texts)  # the first batch: its texts are the calibration set
     assert int8.last_batch_engine == "openvino-int8"
-    reference = _sharing(embedder, precision="fp32", batch_backend="torch")
+    reference = sharing_embedder(embedder, precision="fp32", batch_backend="torch")
     cosine = (vectors * reference.embed(texts)).sum(axis=1)
     assert cosine.min() > batch_encoder.INT8_MIN_COSINE and cosine.mean() > 0.99
     assert cosine.min() < 0.9999
@@ -368,7 +362,8 @@ def test_two_processes_calibrating_at_once_quantize_once(embedder, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     texts = [f"{t} ({i})" for i, t in enumerate(TEXTS * 8)]
-    workers = [_sharing(embedder, batch_backend="openvino-int8", batch_size=4, cache_dir=tmp_path) for _ in range(2)]
+    workers = [sharing_embedder(embedder, batch_backend="openvino-int8", batch_size=4, cache_dir=tmp_path)
+               for _ in range(2)]
     with ThreadPoolExecutor(2) as pool:
         vectors = list(pool.map(lambda w: w.embed(texts), workers))
     assert sorted(w.int8_calibrated for w in workers) == [False, True]

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from index.embedding import Embedder
-from tests.conftest import API_KEY, LiveServer, build_service, make_settings
+from tests.conftest import API_KEY, LiveServer, build_service, make_settings, sharing_embedder
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -147,8 +147,7 @@ def _engine_released(embedder: Embedder, seconds: float = 30.0) -> bool:
 @pytest.mark.parametrize("release", [True, False])
 def test_the_server_drops_the_bulk_engine_after_a_write_unless_told_to_keep_it(tmp_path, embedder, nlp, prompts,
                                                                                release):
-    bulk = Embedder(batch_backend="openvino")  # every batch on OpenVINO, as a large upload would be under auto
-    bulk.model, bulk._onnx = embedder.model, embedder._onnx
+    bulk = sharing_embedder(embedder, batch_backend="openvino")  # every batch on OpenVINO, as a large upload under auto
     service = build_service(make_settings(tmp_path, release_after_write=release), bulk, nlp, prompts)
     assert bulk.batch_engine_loaded  # the seed articles were embedded on it
     with LiveServer(service) as server, httpx.Client(base_url=server.url, timeout=60) as c:
