@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from index.batch_encoder import CALIBRATION_TEXTS, BatchEncoderUnavailable, OpenVinoBatchEncoder, OpenVinoMissing
+from index.batch_encoder import (
+    CALIBRATION_TEXTS,
+    REQUEST_PAD_TO_MULTIPLE,
+    BatchEncoderUnavailable,
+    OpenVinoBatchEncoder,
+    OpenVinoMissing,
+)
 from index.checksum import sha256_file as _sha256
 from index.engine_choice import ENGINE_SAMPLE, choose_batch_engine, cpu_flags, cpu_has_fast_int8, measure_speeds
 from index.errors import ModelUnavailable
@@ -272,8 +278,8 @@ class Embedder:
     def _openvino_engine(self, onnx: OnnxQueryEncoder, calibration: list[str] | None, threads: int,
                          cache: Path) -> OpenVinoBatchEncoder:
         assert self.model is not None
-        encoder = OpenVinoBatchEncoder(self.model, onnx, self.precision, threads, self.batch_size, PAD_TO_MULTIPLE,
-                                       calibration, int8_cache=cache / "openvino")
+        encoder = OpenVinoBatchEncoder(self.model, onnx, self.precision, threads, self.batch_size,
+                                       REQUEST_PAD_TO_MULTIPLE, calibration, int8_cache=cache / "openvino")
         self.int8_calibrated = self.int8_calibrated or encoder.calibrated
         return encoder
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from index import batch_encoder, embedding, engine_choice
+from index.batch_encoder import REQUEST_BATCH, REQUEST_PAD_TO_MULTIPLE
 from index.embedding import (
     BULK_TEXTS,
     BUNDLED_MODEL,
@@ -165,7 +166,19 @@ def test_openvino_embeds_batches_like_pytorch_in_the_order_given(embedder, preci
     encoder = openvino._batch_encoder(TEXTS)
     assert encoder is not None
     lengths = [batch["input_ids"].shape[1] for _, batch in encoder._batches(TEXTS)]
-    assert len(lengths) == 3 and all(n % PAD_TO_MULTIPLE == 0 for n in lengths)
+    assert len(lengths) == 3 and all(n % REQUEST_PAD_TO_MULTIPLE == 0 for n in lengths)
+
+
+def test_openvino_reuses_its_requests_in_flight_and_keeps_every_row_in_place(embedder):
+    openvino = sharing_embedder(embedder, batch_backend="openvino")  # the embedder's 32 a batch: capped per request
+    texts = [f"{t} ({i})" for i, t in enumerate(TEXTS * 11)]  # lengths mixed: sorted into batches, put back in order
+    encoder = openvino._batch_encoder(texts)
+    assert encoder is not None and encoder.batch_size == REQUEST_BATCH and encoder.parallel_requests >= 2
+    assert len(texts) > 2 * REQUEST_BATCH * encoder.parallel_requests  # every request runs more than once
+    with_bar = encoder.encode(texts, show_progress=True)
+    reference = sharing_embedder(embedder, precision="fp32", batch_backend="torch").embed(texts)
+    assert (with_bar * reference).sum(axis=1).min() > 0.9999
+    assert np.array_equal(openvino.embed(texts), with_bar)  # the same again through the embedder
 
 
 def test_a_released_batch_engine_is_loaded_again_by_the_next_batch(embedder):
