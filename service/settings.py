@@ -71,6 +71,8 @@ class Settings(BaseSettings):
         "Hugging Face extractive-QA model named by reader_model; 'heuristic': no QA model, sentence + entity rules.")
     reader_model: str | None = Field(default=None, description="Path or hub id of the QA model ('transformers').")
     reader_max_length: int = Field(default=384, ge=32, le=4096)  # tokens per window the reader reads
+    # what runs the reader's forward pass; auto: OpenVINO where it loads and matches PyTorch (README, Performance)
+    reader_backend: Literal["auto", "torch", "openvino"] = "auto"
     # Answers whose confidence falls below this are withheld: the service says the archive does not answer.
     # Unset: the trained reader's threshold chosen on its tune split (calibration.json); 0.45 for the heuristic.
     abstain_below: float | None = Field(default=None, ge=0.0, le=1.0)

@@ -41,7 +41,7 @@ def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts:
     else:
         raise ModelUnavailable("NEWSROOM_QA_READER=transformers needs NEWSROOM_QA_READER_MODEL (a local path or "
                                "a hub id of an extractive question-answering model)")
-    model = SpanModel(name, max_length=settings.reader_max_length)
+    model = SpanModel(name, max_length=settings.reader_max_length, backend=settings.reader_backend)
     # A local model directory may carry its own calibration.json (ours does); a hub model is uncalibrated.
     calibration = Calibration.load(Path(name)) if Path(name).is_dir() else Calibration()
     return TransformerReader(model, calibration, abstain_below=settings.abstain_below)

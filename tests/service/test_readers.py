@@ -97,6 +97,51 @@ def test_span_model_returns_exact_character_spans_across_windows(tiny_qa_model):
     assert [p.score for p in preds] == sorted((p.score for p in preds), reverse=True)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_openvino_reads_windows_like_pytorch_at_the_same_offsets(tiny_qa_model, precision):
+    torch_model = SpanModel(tiny_qa_model, max_length=64, stride=16, precision=precision, backend="torch")
+    openvino = SpanModel(tiny_qa_model, max_length=64, stride=16, precision=precision, backend="openvino")
+    assert (torch_model.backend, openvino.backend) == ("torch", "openvino") and openvino.model is None
+    contexts = [CONTEXT, " ".join([CONTEXT] * 8), "Lindqvist doubted it."]  # 1, several and 1 windows, lengths mixed
+    enc = torch_model.tokenizer(["Who doubted the pipeline claim?"] * 3, contexts, truncation="only_second",
+                                max_length=64, stride=16, return_overflowing_tokens=True, padding=True,
+                                return_tensors="pt")
+    assert len(enc["input_ids"]) > 2 * openvino._openvino.parallel_requests  # every request is used again
+    want, got = torch_model._logits(enc), openvino._logits(enc)
+    assert max(float(abs(w - g).max()) for w, g in zip(want, got, strict=True)) < 0.05
+    question = "Who doubted the pipeline claim?"
+    assert [(p.context_index, p.start, p.end) for p in openvino.predict(question, contexts, top_n=5)] == \
+        [(p.context_index, p.start, p.end) for p in torch_model.predict(question, contexts, top_n=5)]
+
+
+def test_the_reader_stays_on_pytorch_where_openvino_cannot_run_it(tiny_qa_model, monkeypatch, caplog):
+    import sys
+
+    from service.readers import openvino_logits
+
+    monkeypatch.setattr(openvino_logits, "MAX_LOGIT_DIFFERENCE", {True: -1.0, False: -1.0})  # no output matches
+    with caplog.at_level("INFO", logger="service.readers.span_model"):
+        assert SpanModel(tiny_qa_model, max_length=64, backend="auto").backend == "torch"
+    assert "OpenVINO's logits differ from PyTorch's" in caplog.text
+    with pytest.raises(ModelUnavailable, match="cannot run the reader on OpenVINO: OpenVINO's logits differ"):
+        SpanModel(tiny_qa_model, max_length=64, backend="openvino")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    fallback = SpanModel(tiny_qa_model, max_length=64, stride=16, backend="auto")
+    assert fallback.backend == "torch" and fallback.predict("Who doubted it?", [CONTEXT])
+    with pytest.raises(ModelUnavailable, match="openvino is not installed"):
+        SpanModel(tiny_qa_model, max_length=64, backend="openvino")
+
+
+def test_the_reader_backend_setting_reaches_the_reader(tiny_qa_model, tmp_path):
+    from service.readers.factory import build_reader
+
+    for backend in ("torch", "openvino"):
+        settings = make_settings(tmp_path, reader="transformers", reader_model=str(tiny_qa_model),
+                                 reader_backend=backend)
+        reader = build_reader(settings, None, None, None)  # type: ignore[arg-type]
+        assert reader.model.backend == backend  # type: ignore[attr-defined]
+
+
 def test_merge_passages_joins_overlapping_and_touching_chunks():
     def passage(doc: str, start: int, end: int) -> Passage:
         return Passage(doc_id=doc, title=doc, chunk_id=f"{doc}:{start}", text="x" * (end - start), start=start,
