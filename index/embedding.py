@@ -159,7 +159,7 @@ class Embedder:
             ``BULK_TEXTS`` texts run on the engine measured fastest here on the first of them (PyTorch, OpenVINO
             in the model's precision, or OpenVINO int8 where the CPU has int8 dot products and it wins by 1.2x:
             about 2x PyTorch's bf16 on a Zen 5, recall@10 within 0.5 points; ``index.engine_choice``), smaller
-            ones on PyTorch, so a service that answers and takes small additions never loads OpenVINO (~450 MB).
+            ones on PyTorch, so a service that answers and takes small additions never loads this engine (~450 MB).
             ``openvino-int8`` and ``openvino`` run every batch so; ``torch`` never loads OpenVINO.
         """
         if batch_size < 1:
