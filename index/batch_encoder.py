@@ -23,13 +23,13 @@ import logging
 import os
 import shutil
 import sys
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from index.openvino_requests import run_in_flight
 from index.query_encoder import MIN_COSINE, OnnxQueryEncoder, pool_tokens
 
 if TYPE_CHECKING:
@@ -209,9 +209,8 @@ class OpenVinoBatchEncoder:
         """Unit-length float32 vectors, shape (len(texts), dimension), in the order given (``texts`` not empty:
         ``Embedder.embed`` answers an empty list itself).
 
-        Requests run on all streams at once; this thread tokenizes the next texts and pools each request's output
-        once it is done. (Not in OpenVINO's completion callbacks: Python code on OpenVINO's threads may run the
-        garbage collector there, and an OpenVINO object freed on its own thread aborts the process.)
+        Requests run on all streams at once (``run_in_flight``); this thread tokenizes the next texts and pools each
+        request's output once it is done.
         """
         from tqdm.auto import tqdm
 
@@ -219,25 +218,17 @@ class OpenVinoBatchEncoder:
             raise ValueError("no texts to embed")
         # Requests of their own per call: they are not shared between threads, and a call may come from any of them.
         requests = [self.compiled.create_infer_request() for _ in range(self.parallel_requests)]
-        running: deque[tuple[Any, np.ndarray, np.ndarray]] = deque()
         vectors: list[tuple[np.ndarray, np.ndarray]] = []
         with tqdm(total=len(texts), desc="embedding", unit="text", disable=not show_progress) as bar:
 
-            def finish_oldest() -> None:
-                request, rows, mask = running.popleft()
-                request.wait()
+            def pool(request: Any, tag: tuple[np.ndarray, np.ndarray]) -> None:
+                rows, mask = tag
                 tokens = np.asarray(request.get_output_tensor(0).data, dtype=np.float32)
                 vectors.append((rows, pool_tokens(tokens, mask, self.onnx.pooling)))
                 bar.update(len(rows))
 
-            for i, (rows, batch) in enumerate(self._batches(texts)):
-                if len(running) == len(requests):
-                    finish_oldest()
-                request = requests[i % len(requests)]  # the oldest, finished just above
-                request.start_async({n: batch[n] for n in self.input_names})
-                running.append((request, rows, batch["attention_mask"]))
-            while running:
-                finish_oldest()
+            run_in_flight(requests, (({n: batch[n] for n in self.input_names}, (rows, batch["attention_mask"]))
+                                     for rows, batch in self._batches(texts)), pool)
         out = np.zeros((len(texts), vectors[0][1].shape[1]), dtype=np.float32)
         for rows, pooled in vectors:
             out[rows] = pooled

@@ -11,18 +11,17 @@ within 0.07 of fp32's, PyTorch's bf16 within 0.05).
 
 from __future__ import annotations
 
-import logging
 import warnings
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from index.openvino_requests import run_in_flight
+
 __all__ = ["MAX_LOGIT_DIFFERENCE", "OpenVinoSpanLogits", "ReaderEngineUnavailable"]
 
-logger = logging.getLogger(__name__)
 
 # Largest start/end logit difference from the PyTorch model on the probe windows for the engine to be used. bf16
 # rounds differently in the two libraries (measured: 0.07 on logits spanning -6..2); fp32 agrees to ~1e-5.
@@ -98,24 +97,16 @@ class OpenVinoSpanLogits:
         """Fill ``starts[rows, :length]`` and ``ends[rows, :length]`` for every job, one window a request.
 
         Requests are made per call: they cannot be shared between threads, and the server reads for several
-        questions at once. (Results are collected on this thread, not in OpenVINO callbacks: Python code on its
-        threads may run the garbage collector there.)
+        questions at once.
         """
         single = [(length, [row]) for length, rows in jobs for row in rows]
         requests = [self.compiled.create_infer_request() for _ in range(min(len(single), self.parallel_requests))]
-        running: deque[tuple[Any, int, list[int]]] = deque()
 
-        def finish_oldest() -> None:
-            request, length, rows = running.popleft()
-            request.wait()
+        def place(request: Any, job: Job) -> None:
+            length, rows = job
             starts[rows, :length] = request.get_output_tensor(0).data
             ends[rows, :length] = request.get_output_tensor(1).data
 
-        for i, (length, rows) in enumerate(single):
-            if len(running) == len(requests):
-                finish_oldest()
-            request = requests[i % len(requests)]  # the oldest, finished just above
-            request.start_async([inputs[n][rows, :length] for n in self.input_names])  # the converted graph's order
-            running.append((request, length, rows))
-        while running:
-            finish_oldest()
+        # inputs in the converted graph's order (its input names are not the tokenizer's)
+        run_in_flight(requests, (([inputs[n][rows, :length] for n in self.input_names], (length, rows))
+                                 for length, rows in single), place)
