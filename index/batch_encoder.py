@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from index.openvino_requests import run_in_flight
+from index.openvino_common import run_in_flight, save_model
 from index.query_encoder import MIN_COSINE, OnnxQueryEncoder, pool_tokens
 
 if TYPE_CHECKING:
@@ -78,7 +77,7 @@ def _calibration_lock(cached: Path | None) -> contextlib.AbstractContextManager[
     try:
         locks.mkdir(parents=True, exist_ok=True)
     except OSError:
-        return contextlib.nullcontext()  # a read-only cache: nothing is shared through it (``_save`` says so)
+        return contextlib.nullcontext()  # a read-only cache: nothing is shared through it (``save_model`` says so)
     if not os.access(locks, os.W_OK):
         return contextlib.nullcontext()
     from filelock import FileLock
@@ -144,7 +143,7 @@ class OpenVinoBatchEncoder:
             raise BatchEncoderUnavailable(f"OpenVINO cannot compile {onnx.path}: {exc}") from exc
         self._check(model, check_texts)
         if self.calibrated and cached is not None:
-            self._save(graph, cached)
+            save_model(graph, cached)  # a read-only cache: this process still uses the model it quantized
 
     def _compile(self, graph: Any) -> Any:
         self.input_names = [i.get_any_name() for i in graph.inputs]
@@ -153,26 +152,6 @@ class OpenVinoBatchEncoder:
         # 4.27x, in the measurement above).
         self.parallel_requests = 2 * max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         return compiled
-
-    @staticmethod
-    def _save(graph: Any, target: Path) -> None:
-        """Write the quantized model beside a temporary name and rename it into place: a reader sees the old
-        model, none, or the new one, never half of one (a crash leaves only a temporary directory)."""
-        import openvino as ov
-
-        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-        old = target.with_name(f"{target.name}.old-{os.getpid()}")
-        try:
-            tmp.mkdir(parents=True, exist_ok=True)
-            ov.save_model(graph, str(tmp / "model.xml"), compress_to_fp16=False)
-            if target.exists():
-                target.rename(old)
-            tmp.rename(target)
-        except OSError as exc:  # a read-only cache: this process still uses the model it quantized
-            logger.warning("cannot keep the int8 model in %s: %s", target, exc)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
 
     def _quantize(self, graph: Any, texts: list[str]) -> Any:
         """Static int8 (weights and activations, ranges measured on ``texts``): VNNI int8 products."""

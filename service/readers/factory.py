@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from index.embedding import Embedder
 from index.errors import ModelUnavailable
+from index.query_encoder import default_cache_dir
 from service.prompts import Prompts
 from service.readers.base import Reader
 from service.settings import Settings
@@ -41,7 +42,8 @@ def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts:
     else:
         raise ModelUnavailable("NEWSROOM_QA_READER=transformers needs NEWSROOM_QA_READER_MODEL (a local path or "
                                "a hub id of an extractive question-answering model)")
-    model = SpanModel(name, max_length=settings.reader_max_length, backend=settings.reader_backend)
+    model = SpanModel(name, max_length=settings.reader_max_length, backend=settings.reader_backend,
+                      cache_dir=settings.cache_dir or default_cache_dir())
     # A local model directory may carry its own calibration.json (ours does); a hub model is uncalibrated.
     calibration = Calibration.load(Path(name)) if Path(name).is_dir() else Calibration()
     return TransformerReader(model, calibration, abstain_below=settings.abstain_below)

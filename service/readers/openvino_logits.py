@@ -11,27 +11,31 @@ within 0.07 of fp32's, PyTorch's bf16 within 0.05).
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from index.openvino_requests import run_in_flight
+from index.openvino_common import run_in_flight, save_model
 
-__all__ = ["MAX_LOGIT_DIFFERENCE", "OpenVinoSpanLogits", "ReaderEngineUnavailable"]
+__all__ = ["MAX_LOGIT_DIFFERENCE", "OpenVinoSpanLogits", "ReaderEngineUnavailable", "cached_model_dir"]
+
+logger = logging.getLogger(__name__)
 
 
-# Largest start/end logit difference from the PyTorch model on the probe windows for the engine to be used. bf16
-# rounds differently in the two libraries (measured: 0.07 on logits spanning -6..2); fp32 agrees to ~1e-5.
+# Largest start/end logit difference from the PyTorch model's fp32 logits on the probe windows for the engine to be
+# used. OpenVINO's bf16 differs by 0.07 on logits spanning -6..2 (PyTorch's own bf16 by 0.05); fp32 agrees to ~1e-5.
 MAX_LOGIT_DIFFERENCE = {True: 0.25, False: 1e-3}
 _PROBE_QUESTION = "When did the grain shipment leave the port?"
 _PROBE_CONTEXTS = ["The harbour authority said on Tuesday that the grain shipment had left the port before the "
                    "strike began, and that the ministry would pay the dockers' overtime. " * 4, "It left on Monday."]
 
 Job = tuple[int, list[int]]  # a padded length and the windows (rows) run at it
-LogitsFn = Callable[[Mapping[str, torch.Tensor]], tuple[np.ndarray, np.ndarray]]
 
 
 class ReaderEngineUnavailable(RuntimeError):
@@ -53,12 +57,16 @@ class _StartEnd(torch.nn.Module):
 class OpenVinoSpanLogits:
     """Start and end logits of reading windows, computed by OpenVINO from the same weights as the PyTorch model.
 
-    Built from the fp32 model (before its weights are narrowed for PyTorch), then checked against what PyTorch
-    computes (``check``), so a model OpenVINO converts wrongly is never used.
+    Converted from the fp32 PyTorch model (about 1.5 s) and kept in the cache directory, where later starts read it
+    (the conversion was most of the ~2 s this engine added to start-up). Whichever it runs, it is first checked
+    against PyTorch's fp32 logits on probe windows, so a model converted wrongly, or a damaged cached one, is never
+    used: a cached model that fails is converted again.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, input_names: Sequence[str], bf16: bool,
-                 threads: int) -> None:
+                 threads: int, cached: Path | None = None) -> None:
+        """:param model: the PyTorch model in fp32 (before ``hold_in_bf16``).
+        :param cached: a directory to keep the converted model in (None: convert at every start)."""
         try:
             import openvino as ov
         except ImportError as exc:
@@ -66,22 +74,42 @@ class OpenVinoSpanLogits:
         self.input_names, self.bf16 = list(input_names), bf16
         self.probe = tokenizer([_PROBE_QUESTION] * len(_PROBE_CONTEXTS), _PROBE_CONTEXTS, padding=True,
                                return_tensors="pt")
+        with torch.inference_mode():
+            out = model.eval()(**{n: self.probe[n] for n in self.input_names})
+        reference = (out.start_logits.numpy(), out.end_logits.numpy())
         config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "PERFORMANCE_HINT": "THROUGHPUT",
                   "NUM_STREAMS": threads, "INFERENCE_NUM_THREADS": threads}
+        core = ov.Core()
+        self.from_cache = False
+        if cached is not None and (cached / "model.xml").is_file():
+            try:
+                self._compile(core, core.read_model(str(cached / "model.xml")), config, reference)
+                self.from_cache = True
+                return
+            except Exception as exc:  # damaged, or from another library version: convert again below
+                logger.info("the cached reader model %s is not used (%s); converting again", cached, exc)
         try:
             with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the tracer's notes on shapes; the result is checked in ``check``
-                graph = ov.convert_model(_StartEnd(model.eval(), self.input_names),
+                warnings.simplefilter("ignore")  # the tracer's notes on shapes; the result is checked below
+                graph = ov.convert_model(_StartEnd(model, self.input_names),
                                          example_input=tuple(self.probe[n] for n in self.input_names))
-            self.compiled = ov.Core().compile_model(graph, "CPU", config)
-        except Exception as exc:  # the converter and the plugin raise their own types: stay on PyTorch
-            raise ReaderEngineUnavailable(f"OpenVINO cannot convert or compile the reader: {exc}") from exc
+        except Exception as exc:  # the converter raises its own types: stay on PyTorch
+            raise ReaderEngineUnavailable(f"OpenVINO cannot convert the reader: {exc}") from exc
+        self._compile(core, graph, config, reference)
+        if cached is not None:
+            save_model(graph, cached)
+
+    def _compile(self, core: Any, graph: Any, config: dict[str, Any], reference: tuple[np.ndarray, np.ndarray]) -> None:
+        try:
+            self.compiled = core.compile_model(graph, "CPU", config)
+        except Exception as exc:  # the plugin raises its own types
+            raise ReaderEngineUnavailable(f"OpenVINO cannot compile the reader: {exc}") from exc
         # Two requests a stream: one runs while this thread hands the other its next window.
         self.parallel_requests = 2 * max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self._check(reference)
 
-    def check(self, reference: LogitsFn) -> None:
-        """:raises ReaderEngineUnavailable: if the logits differ from ``reference``'s (PyTorch's) on probe windows."""
-        want = reference(self.probe)
+    def _check(self, want: tuple[np.ndarray, np.ndarray]) -> None:
+        """:raises ReaderEngineUnavailable: if the logits differ from PyTorch's (``want``) on the probe windows."""
         inputs = {n: self.probe[n].numpy() for n in self.input_names}
         n, width = inputs["input_ids"].shape
         got = (np.full((n, width), -1e4, np.float32), np.full((n, width), -1e4, np.float32))
@@ -110,3 +138,19 @@ class OpenVinoSpanLogits:
         # inputs in the converted graph's order (its input names are not the tokenizer's)
         run_in_flight(requests, (([inputs[n][rows, :length] for n in self.input_names], (length, rows))
                                  for length, rows in single), place)
+
+
+def cached_model_dir(model_dir: Path, cache_dir: Path) -> Path | None:
+    """Where the converted model of the local model directory ``model_dir`` is kept: named by its path, its weight
+    files' sizes and times and OpenVINO's version, so a retrained or updated model is converted again. None for
+    a hub id (no local directory) or without OpenVINO."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    if not model_dir.is_dir():
+        return None
+    files = sorted(p for p in model_dir.iterdir() if p.suffix in {".safetensors", ".bin", ".json"} and p.is_file())
+    basis = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    key = hashlib.sha256(f"{model_dir.resolve()}|{basis}|{ov.__version__}".encode()).hexdigest()[:16]
+    return cache_dir / "openvino" / f"reader-{key}"

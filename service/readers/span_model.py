@@ -9,7 +9,7 @@ the calibrator turns into a probability.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +19,7 @@ import torch
 
 from index.embedding import PAD_TO_MULTIPLE, Precision, resolve_precision
 from index.errors import ModelUnavailable
-from service.readers.openvino_logits import OpenVinoSpanLogits, ReaderEngineUnavailable
+from service.readers.openvino_logits import OpenVinoSpanLogits, ReaderEngineUnavailable, cached_model_dir
 
 __all__ = ["PAD_TO_MULTIPLE", "ReaderBackend", "SpanModel", "SpanPrediction", "hold_in_bf16"]
 
@@ -58,9 +58,11 @@ class SpanModel:
 
     def __init__(self, name_or_path: str | Path, max_length: int = 384, stride: int = 128, max_answer_tokens: int = 30,
                  precision: Precision = "auto", threads: int | None = None, batch_size: int = 16,
-                 rank_by: Literal["margin", "score"] = "score", backend: ReaderBackend = "torch") -> None:
+                 rank_by: Literal["margin", "score"] = "score", backend: ReaderBackend = "torch",
+                 cache_dir: Path | None = None) -> None:
         """:param backend: what runs the forward pass: ``torch``; ``openvino`` (``OpenVinoSpanLogits``: faster on
             the CPUs measured, see its docstring); ``auto``, OpenVINO where it loads and matches PyTorch, else PyTorch.
+        :param cache_dir: where OpenVINO keeps the converted model of a local model directory (None: not kept).
         """
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
@@ -86,19 +88,14 @@ class SpanModel:
         self._openvino: OpenVinoSpanLogits | None = None
         if backend != "torch":  # converted from the fp32 weights, before they are narrowed for PyTorch below
             try:
+                cached = cached_model_dir(Path(name_or_path), cache_dir) if cache_dir is not None else None
                 self._openvino = OpenVinoSpanLogits(self.model, self.tokenizer, self._names, self.bf16,
-                                                    threads or torch.get_num_threads())
-            except ReaderEngineUnavailable as exc:
-                self._not_openvino(backend, exc)
-        if self.bf16:
-            hold_in_bf16(self.model)
-        if self._openvino is not None:
-            try:
-                self._openvino.check(self._torch_logits_of)
+                                                    threads or torch.get_num_threads(), cached)
                 self.model = None  # OpenVINO holds the weights it runs: PyTorch's copy would be 45-90 MB unused
             except ReaderEngineUnavailable as exc:
-                self._openvino = None
                 self._not_openvino(backend, exc)
+        if self.bf16 and self.model is not None:
+            hold_in_bf16(self.model)
         self.backend = "openvino" if self._openvino is not None else "torch"
 
     def _not_openvino(self, backend: ReaderBackend, exc: ReaderEngineUnavailable) -> None:
@@ -167,12 +164,6 @@ class SpanModel:
                     starts[batch, :length] = out.start_logits.float().numpy()
                     ends[batch, :length] = out.end_logits.float().numpy()
         return starts, ends
-
-    def _torch_logits_of(self, enc: Mapping[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
-        """PyTorch's start and end logits of a batch as given (the reference the OpenVINO engine is checked on)."""
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.model(**{k: enc[k] for k in self._names})
-        return out.start_logits.float().numpy(), out.end_logits.float().numpy()
 
     def _best_in_window(self, start: np.ndarray, end: np.ndarray, ctx: np.ndarray, offsets: list[list[int]],
                         context_index: int, top_n: int) -> list[SpanPrediction]:

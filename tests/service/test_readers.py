@@ -132,6 +132,22 @@ def test_the_reader_stays_on_pytorch_where_openvino_cannot_run_it(tiny_qa_model,
         SpanModel(tiny_qa_model, max_length=64, backend="openvino")
 
 
+def test_the_converted_reader_is_kept_in_the_cache_and_a_damaged_one_converted_again(tiny_qa_model, tmp_path):
+    question, contexts = "Who doubted the pipeline claim?", [CONTEXT, "Lindqvist doubted it."]
+    first = SpanModel(tiny_qa_model, max_length=64, stride=16, backend="openvino", cache_dir=tmp_path)
+    assert first._openvino is not None and not first._openvino.from_cache
+    (kept,) = (tmp_path / "openvino").glob("reader-*/model.xml")
+    assert not list((tmp_path / "openvino").glob("*.tmp-*"))
+    later = SpanModel(tiny_qa_model, max_length=64, stride=16, backend="openvino", cache_dir=tmp_path)
+    assert later._openvino is not None and later._openvino.from_cache
+    assert later.predict(question, contexts) == first.predict(question, contexts)
+    kept.write_text("<net>truncated")
+    again = SpanModel(tiny_qa_model, max_length=64, stride=16, backend="openvino", cache_dir=tmp_path)
+    assert again._openvino is not None and not again._openvino.from_cache
+    assert kept.read_text().startswith("<?xml")  # replaced by the new conversion
+    assert again.predict(question, contexts) == first.predict(question, contexts)
+
+
 def test_the_reader_backend_setting_reaches_the_reader(tiny_qa_model, tmp_path):
     from service.readers.factory import build_reader
 
