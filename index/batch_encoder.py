@@ -9,7 +9,7 @@ PyTorch bf16 88.6 (2.46x), OpenVINO bf16 121.7 (3.38x), cosine to fp32 >= 0.9999
 The price is memory: a process that embedded batches this way held ~450 MB more (1,339-1,366 MB against 884 MB
 after 200 ingestion calls of 1-40 texts: OpenVINO's libraries, its compiled model and buffers beside the idle
 PyTorch model), so by default (``batch_backend="auto"``) only bulk batches load it; a service that answers and
-takes small additions never does.
+takes small additions never loads this engine (the reader may run on OpenVINO: ``service.readers.openvino_logits``).
 
 It runs the graph the ONNX query encoder exported (one export per model, in the cache directory). Like that
 encoder it checks itself at load against PyTorch on padded batches; below 0.9999 cosine (0.98 for int8, checked
