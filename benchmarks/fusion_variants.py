@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR") or "/tmp") / "newsroom-qa-bench",
                         help="the --data-dir parent that benchmarks/retrieval.sh and eval retrieval used")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="score only the variants whose label contains TEXT (repeatable; the shipped row always)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import ir_measures
@@ -155,13 +157,41 @@ def main() -> None:
     qrels = [ir_measures.Qrel(q, d, g) for q, judged in collection.qrels.items() for d, g in judged.items()]
     alpha, doc_w, dense_doc_w = settings.fusion_alpha, settings.lexical_doc_weight, settings.dense_doc_weight
     plain_lex = [lexical.scores(collection.queries[q], doc_weight=doc_w) for q in qids]
-    bigram_lex, joint_lex = word_pair_scores(snap, spans, rowids, doc_of, article,
-                                          [collection.queries[q] for q in qids], settings)
+    pair_lex: list[Any] = []  # word-pair signals, built on first use (they index the collection twice more)
+
+    def pairs() -> tuple[list[np.ndarray], list[tuple[np.ndarray, ...]]]:
+        if not pair_lex:
+            pair_lex.extend(word_pair_scores(snap, spans, rowids, doc_of, article,
+                                             [collection.queries[q] for q in qids], settings))
+        return pair_lex[0], pair_lex[1]
     feedback_lex: dict[tuple[int, float], list[np.ndarray]] = {}
+
+    n_articles = int(article.max()) + 1
+    article_ids = np.empty(n_articles, dtype=object)
+    article_ids[article] = doc_of
+    doc_lex: dict[float, list[np.ndarray]] = {}
+
+    def per_article_max(scores: np.ndarray) -> np.ndarray:
+        out = np.full(n_articles, -np.inf, dtype=np.float32)
+        np.maximum.at(out, article, scores)
+        return out
+
+    def doc_fused(qid: str, dense: np.ndarray, lex_doc: np.ndarray, alpha: float,
+                  norm: Callable[[np.ndarray], np.ndarray], depth: int) -> list[Any]:
+        dense_doc = per_article_max(dense)
+        candidates = np.union1d(np.argsort(-dense_doc)[:depth], np.argsort(-lex_doc)[:depth][
+            lex_doc[np.argsort(-lex_doc)[:depth]] > 0])
+        fused = alpha * norm(dense_doc[candidates]) + (1 - alpha) * norm(lex_doc[candidates])
+        return [ir_measures.ScoredDoc(qid, str(article_ids[c]), float(f)) for c, f in zip(candidates, fused,
+                                                                                           strict=True)]
 
     def rank(norm: Callable[[np.ndarray], np.ndarray] = minmax, second: float = 0.0, prf: float = 0.0,
              prf_k: int = 10, window: float = 0.0, feedback: tuple[int, float] | None = None,
-             bigram: float = 0.0, joint: float | None = None, depth: int = 300) -> dict[str, float]:
+             bigram: float = 0.0, joint: float | None = None, depth: int = 300,
+             doc_level: float | None = None) -> dict[str, float]:
+        if doc_level is not None and doc_level not in doc_lex:
+            doc_lex[doc_level] = [per_article_max(lexical.scores(collection.queries[q], doc_weight=doc_level))
+                                  for q in qids]
         if feedback is not None and feedback not in feedback_lex:
             feedback_lex[feedback] = [lexical.scores(collection.queries[q], doc_weight=doc_w,
                                                      feedback_terms=feedback[0], feedback_weight=feedback[1])
@@ -170,9 +200,9 @@ def main() -> None:
         for i, qid in enumerate(qids):
             lex = plain_lex[i] if feedback is None else feedback_lex[feedback][i]
             if joint is not None:
-                lex = mix_joint(joint_lex[i], joint, doc_w)
+                lex = mix_joint(pairs()[1][i], joint, doc_w)
             if bigram:
-                lex = lex / max(float(lex.max()), 1e-9) + bigram * bigram_lex[i]
+                lex = lex / max(float(lex.max()), 1e-9) + bigram * pairs()[0][i]
             lex_top = np.argsort(-lex)[:depth]
             query = query_vectors[i]
             for step in range(2 if prf else 1):
@@ -183,6 +213,9 @@ def main() -> None:
                 if step == 0 and prf:
                     query = query + prf * vectors[candidates[np.argsort(-fused)[:prf_k]]].mean(axis=0)
                     query = query / np.linalg.norm(query)
+            if doc_level is not None:  # each signal ranks documents first (dense: best passage), then fused
+                run += doc_fused(qid, dense, doc_lex[doc_level][i], alpha, norm, depth)
+                continue
             best: dict[str, list[float]] = {}
             for j in np.argsort(-fused):
                 passages = best.setdefault(str(doc_of[candidates[j]]), [])
@@ -204,10 +237,14 @@ def main() -> None:
         ("words + pairs in one BM25, pairs x 0 (no variants)", {"joint": 0.0}),
         ("words + pairs in one BM25, pairs x 0.3", {"joint": 0.3}),
         ("words + pairs in one BM25, pairs x 0.6", {"joint": 0.6}),
-        ("words + pairs in one BM25, pairs x 1.0", {"joint": 1.0})]
+        ("words + pairs in one BM25, pairs x 1.0", {"joint": 1.0}),
+        ("documents fused: best passage (dense) + BM25 of chunk/article 0.6", {"doc_level": 0.6}),
+        ("documents fused: best passage (dense) + whole-article BM25", {"doc_level": 1.0})]
     print(f"{collection.name}: {len(collection.documents)} documents, {len(qids)} queries")
     print("| variant | nDCG@10 | R@10 | R@100 |\n|---|---|---|---|")
-    for label, kwargs in variants:
+    for n, (label, kwargs) in enumerate(variants):
+        if n and args.only and not any(text in label for text in args.only):
+            continue
         m = rank(**kwargs)
         print(f"| {label} | {m['nDCG@10']:.4f} | {m['R@10']:.4f} | {m['R@100']:.4f} |", flush=True)
 

@@ -79,12 +79,17 @@ def _require(path: Path, names: tuple[str, ...], layout: str) -> None:
 
 
 def load_time(path: Path) -> Collection:
-    """The TIME collection (SMART layout); judgments point at articles by their 1-based position."""
+    """The TIME collection (SMART layout); judgments point at articles by their 1-based position.
+
+    TIME.ALL double-spaces its hard-wrapped lines: a blank line follows every line and nothing marks a paragraph.
+    Those blank lines are layout, so each article is joined into one paragraph; kept, they would make every
+    70-character line a paragraph, and paragraphs are sentence breaks, so chunks would end mid-clause.
+    """
     _require(path, ("TIME.ALL", "TIME.QUE", "TIME.REL"), "the TIME collection")
     texts = re.split(r"^\*TEXT\s+\d+.*$", (path / "TIME.ALL").read_text(encoding="latin-1"), flags=re.M)[1:]
     docs = []
     for i, raw in enumerate(texts, start=1):
-        body = raw.replace("*STOP", "").strip()
+        body = " ".join(raw.replace("*STOP", "").split())
         if body:
             docs.append(DocumentIn(id=f"time-{i:03d}", title=f"TIME article {i}", text=body.lower()))
     known = {d.id for d in docs}

@@ -54,6 +54,21 @@ def test_smart_layout_numbers_articles_by_position(tmp_path):
     assert "time: 3 documents, 2 queries (document level)" in result.output
 
 
+def test_time_articles_are_one_paragraph_whatever_their_double_spaced_lines(tmp_path):
+    from service.eval_retrieval import load_time
+
+    time = tmp_path / "time"
+    time.mkdir()
+    # As in TIME.ALL: hard-wrapped lines, each followed by a blank line, sentences running across them.
+    (time / "TIME.ALL").write_text("*TEXT 017 01/04/63 PAGE 020\n\nTHE ALLIES AFTER NASSAU IN DECEMBER 1960, THE\n\n"
+                                   "U.S . FIRST PROPOSED A FORCE . BUT EUROPE\n\nMADE NO PLAN .\n\n*STOP\n")
+    (time / "TIME.QUE").write_text("*FIND 1\n\n NUCLEAR NATO .\n\n*STOP\n")
+    (time / "TIME.REL").write_text("1 1\n\n")
+    doc = load_time(time).documents[0]
+    assert doc.text == ("the allies after nassau in december 1960, the u.s . first proposed a force . "
+                        "but europe made no plan .")
+
+
 def test_cranfield_layout_maps_queries_by_position_and_inverts_grades(tmp_path):
     cran = tmp_path / "cran"
     cran.mkdir()
