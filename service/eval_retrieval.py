@@ -52,7 +52,9 @@ def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
 
 
 def _safe_id(raw: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._:-]", "-", raw)[:128] or "x"
+    """A BEIR id as a document id: other characters become '-', and it starts with a letter or digit (DBpedia's
+    ids are ``<dbpedia:Name>``)."""
+    return re.sub(r"[^A-Za-z0-9._:-]", "-", raw).strip("-._:")[:128] or "x"
 
 
 def load_beir(path: Path, split: str = "test") -> Collection:

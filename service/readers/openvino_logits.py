@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import subprocess
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +44,42 @@ class ReaderEngineUnavailable(RuntimeError):
     """OpenVINO cannot run this reader here (not installed, conversion failed, or its logits differ)."""
 
 
+def probe_inputs(tokenizer: Any) -> Any:
+    """The windows every engine is checked on (and the converter traces with): a long one and a short one."""
+    return tokenizer([_PROBE_QUESTION] * len(_PROBE_CONTEXTS), _PROBE_CONTEXTS, padding=True, return_tensors="pt")
+
+
+def convert(model: torch.nn.Module, names: Sequence[str], probe: Any) -> Any:
+    """The OpenVINO model of the fp32 PyTorch QA model, traced on ``probe``.
+
+    :raises ReaderEngineUnavailable: if the converter fails (it raises its own types).
+    """
+    import openvino as ov
+
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on shapes; the result is checked by the caller
+            return ov.convert_model(_StartEnd(model, names), example_input=tuple(probe[n] for n in names))
+    except Exception as exc:
+        raise ReaderEngineUnavailable(f"OpenVINO cannot convert the reader: {exc}") from exc
+
+
+def convert_in_child(model_dir: Path, names: Sequence[str], target: Path) -> str | None:
+    """Convert the model in ``model_dir`` into ``target`` in a child process; None on success, else why not.
+
+    Converting holds the tracer's and converter's memory (~110 MB measured) for the rest of the process, where
+    reading the converted model back costs ~15 MB: the child takes that memory with it when it exits.
+    """
+    command = [sys.executable, "-m", "service.readers.openvino_convert", str(model_dir), str(target), *names]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if done.returncode != 0 or not (target / "model.xml").is_file():
+        return (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    return None
+
+
 class _StartEnd(torch.nn.Module):
     """The QA model with plain tensor inputs and outputs, as the converter wants it."""
 
@@ -58,46 +96,58 @@ class OpenVinoSpanLogits:
     """Start and end logits of reading windows, computed by OpenVINO from the same weights as the PyTorch model.
 
     Converted from the fp32 PyTorch model (about 1.5 s) and kept in the cache directory, where later starts read it
-    (the conversion was most of the ~2 s this engine added to start-up). Whichever it runs, it is first checked
-    against PyTorch's fp32 logits on probe windows, so a model converted wrongly, or a damaged cached one, is never
-    used: a cached model that fails is converted again.
+    (the conversion was most of the ~2 s this engine added to start-up). A local model is converted in a child
+    process and read back from the cache, so the converter's memory leaves with the child. Whichever it runs, it is
+    first checked against PyTorch's fp32 logits on probe windows, so a model converted wrongly, or a damaged cached
+    one, is never used: a cached model that fails is converted again.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, input_names: Sequence[str], bf16: bool,
-                 threads: int, cached: Path | None = None) -> None:
+                 threads: int, cached: Path | None = None, model_dir: Path | None = None) -> None:
         """:param model: the PyTorch model in fp32 (before ``hold_in_bf16``).
-        :param cached: a directory to keep the converted model in (None: convert at every start)."""
+        :param cached: a directory to keep the converted model in (None: convert at every start).
+        :param model_dir: the local directory ``model`` was loaded from, for a child process to convert it (None:
+            converted in this process)."""
         try:
             import openvino as ov
         except ImportError as exc:
             raise ReaderEngineUnavailable("openvino is not installed") from exc
         self.input_names, self.bf16 = list(input_names), bf16
-        self.probe = tokenizer([_PROBE_QUESTION] * len(_PROBE_CONTEXTS), _PROBE_CONTEXTS, padding=True,
-                               return_tensors="pt")
+        self.probe = probe_inputs(tokenizer)
         with torch.inference_mode():
             out = model.eval()(**{n: self.probe[n] for n in self.input_names})
         reference = (out.start_logits.numpy(), out.end_logits.numpy())
         config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "PERFORMANCE_HINT": "THROUGHPUT",
                   "NUM_STREAMS": threads, "INFERENCE_NUM_THREADS": threads}
         core = ov.Core()
-        self.from_cache = False
+        #: where the running model came from: "cache" (an earlier start's), "child" or "this process" (converted now)
+        self.converted_by = "cache"
         if cached is not None and (cached / "model.xml").is_file():
             try:
                 self._compile(core, core.read_model(str(cached / "model.xml")), config, reference)
-                self.from_cache = True
                 return
             except Exception as exc:  # damaged, or from another library version: convert again below
                 logger.info("the cached reader model %s is not used (%s); converting again", cached, exc)
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the tracer's notes on shapes; the result is checked below
-                graph = ov.convert_model(_StartEnd(model, self.input_names),
-                                         example_input=tuple(self.probe[n] for n in self.input_names))
-        except Exception as exc:  # the converter raises its own types: stay on PyTorch
-            raise ReaderEngineUnavailable(f"OpenVINO cannot convert the reader: {exc}") from exc
+        if cached is not None and model_dir is not None:
+            failed = convert_in_child(model_dir, self.input_names, cached)
+            if failed is None:
+                try:
+                    self.converted_by = "child"
+                    self._compile(core, core.read_model(str(cached / "model.xml")), config, reference)
+                    return
+                except Exception as exc:
+                    failed = str(exc)
+            logger.info("converting the reader in a child process failed (%s); converting it here", failed)
+        self.converted_by = "this process"
+        graph = convert(model, self.input_names, self.probe)
         self._compile(core, graph, config, reference)
         if cached is not None:
             save_model(graph, cached)
+
+    @property
+    def from_cache(self) -> bool:
+        """True if an earlier start's converted model was read (no conversion at this start)."""
+        return self.converted_by == "cache"
 
     def _compile(self, core: Any, graph: Any, config: dict[str, Any], reference: tuple[np.ndarray, np.ndarray]) -> None:
         try:

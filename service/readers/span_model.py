@@ -90,7 +90,8 @@ class SpanModel:
             try:
                 cached = cached_model_dir(Path(name_or_path), cache_dir) if cache_dir is not None else None
                 self._openvino = OpenVinoSpanLogits(self.model, self.tokenizer, self._names, self.bf16,
-                                                    threads or torch.get_num_threads(), cached)
+                                                    threads or torch.get_num_threads(), cached,
+                                                    model_dir=Path(name_or_path) if cached is not None else None)
                 self.model = None  # OpenVINO holds the weights it runs: PyTorch's copy would be 45-90 MB unused
             except ReaderEngineUnavailable as exc:
                 self._not_openvino(backend, exc)

@@ -136,3 +136,17 @@ def test_a_damaged_judgment_file_is_refused_with_its_path(tmp_path):
     result = CliRunner().invoke(cli, ["eval", "retrieval", "--cranfield", str(cran)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"cannot read the collection in {cran}: ValueError" in result.output
+
+
+def test_beir_ids_in_angle_brackets_become_document_ids(tmp_path):
+    from service.eval_retrieval import load_beir
+
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text(json.dumps({"_id": "<dbpedia:Oceanic_Airlines>", "title": "Oceanic Airlines",
+                                                   "text": "Oceanic Airlines is a fictional airline."}))
+    (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "fictional airline"}))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\t<dbpedia:Oceanic_Airlines>\t2\n")
+    collection = load_beir(beir)  # DBpedia-entity's ids: '<' is not allowed to start a document id
+    assert [d.id for d in collection.documents] == ["dbpedia:Oceanic_Airlines"]
+    assert collection.qrels == {"q1": {"dbpedia:Oceanic_Airlines": 2}}

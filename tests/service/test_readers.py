@@ -135,7 +135,7 @@ def test_the_reader_stays_on_pytorch_where_openvino_cannot_run_it(tiny_qa_model,
 def test_the_converted_reader_is_kept_in_the_cache_and_a_damaged_one_converted_again(tiny_qa_model, tmp_path):
     question, contexts = "Who doubted the pipeline claim?", [CONTEXT, "Lindqvist doubted it."]
     first = SpanModel(tiny_qa_model, max_length=64, stride=16, backend="openvino", cache_dir=tmp_path)
-    assert first._openvino is not None and not first._openvino.from_cache
+    assert first._openvino is not None and first._openvino.converted_by == "child"  # its memory left with it
     (kept,) = (tmp_path / "openvino").glob("reader-*/model.xml")
     assert not list((tmp_path / "openvino").glob("*.tmp-*"))
     later = SpanModel(tiny_qa_model, max_length=64, stride=16, backend="openvino", cache_dir=tmp_path)
@@ -146,6 +146,27 @@ def test_the_converted_reader_is_kept_in_the_cache_and_a_damaged_one_converted_a
     assert again._openvino is not None and not again._openvino.from_cache
     assert kept.read_text().startswith("<?xml")  # replaced by the new conversion
     assert again.predict(question, contexts) == first.predict(question, contexts)
+
+
+def test_the_reader_is_converted_here_when_the_child_process_cannot(tiny_qa_model, tmp_path, monkeypatch, caplog):
+    import sys
+
+    from service.readers.openvino_convert import main
+
+    assert main([]) == 2  # usage
+    assert main([str(tmp_path / "nowhere"), str(tmp_path / "out"), "input_ids"]) == 1  # no model there
+    assert not (tmp_path / "out").exists()
+    question, contexts = "Who doubted the pipeline claim?", [CONTEXT, "Lindqvist doubted it."]
+    reference = SpanModel(tiny_qa_model, max_length=64, stride=16, backend="torch", precision="fp32")
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # the child exits at once with status 1
+    with caplog.at_level("INFO", logger="service.readers.openvino_logits"):
+        model = SpanModel(tiny_qa_model, max_length=64, stride=16, backend="openvino", precision="fp32",
+                          cache_dir=tmp_path)
+    assert model._openvino is not None and model._openvino.converted_by == "this process"
+    assert "converting the reader in a child process failed (exit status 1)" in caplog.text
+    assert list((tmp_path / "openvino").glob("reader-*/model.xml"))  # kept for the next start all the same
+    spans = [(p.context_index, p.start, p.end) for p in model.predict(question, contexts)]
+    assert spans == [(p.context_index, p.start, p.end) for p in reference.predict(question, contexts)]
 
 
 def test_the_reader_backend_setting_reaches_the_reader(tiny_qa_model, tmp_path):
