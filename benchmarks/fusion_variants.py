@@ -36,9 +36,16 @@ def load(name: str, data: Path) -> tuple[Any, str]:
 
     if name == "scifact-train":
         return load_beir(data / "beir_scifact", "train"), "scifact"
+    if name == "msmarco-dl":
+        return load_beir(data / "msmarco_trecdl_subset", "test"), "msmarco"
+    if name == "dbpedia-entity":
+        return load_beir(data / "dbpedia_entity_subset", "test"), "dbpedia"
     if name == "newsqa-dev-stories":
         return load_squad_retrieval(data / "newsqa" / "newsqa-500.shared.json", "dev", "document"), "newsqa"
     return load_cranfield(data / "cranfield"), "cranfield"
+
+
+GRID_ALPHA, GRID_DOC, GRID_DENSE_DOC = (0.3, 0.4, 0.5, 0.6, 0.7), (0.0, 0.3, 0.6, 1.0), (0.0, 0.3)
 
 
 def minmax(x: np.ndarray) -> np.ndarray:
@@ -113,7 +120,10 @@ def mix_joint(parts: tuple[np.ndarray, ...], pair_weight: float, doc_w: float) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("collection", choices=["scifact-train", "newsqa-dev-stories", "cranfield"])
+    parser.add_argument("collection", choices=["scifact-train", "newsqa-dev-stories", "cranfield", "msmarco-dl",
+                                               "dbpedia-entity"])
+    parser.add_argument("--grid", action="store_true",
+                        help="score the fusion weights' grid (alpha x article BM25 share x centroid share) instead")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR") or "/tmp") / "newsroom-qa-bench",
                         help="the --data-dir parent that benchmarks/retrieval.sh and eval retrieval used")
@@ -144,6 +154,10 @@ def main() -> None:
     centroids = np.zeros((article.max() + 1, vectors.shape[1]), dtype=np.float32)
     np.add.at(centroids, article, vectors)
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    starts = np.array([spans[int(r)][1] for r in rowids])
+    leads = np.zeros_like(centroids)  # each article's first chunk: a news story's lead sums it up
+    for i in np.lexsort((-starts, article)):  # the smallest start of each article is written last
+        leads[article[i]] = vectors[i]
     order = np.lexsort((np.array([spans[int(r)][1] for r in rowids]), article))
     windows = vectors.copy()
     for a, b in itertools.pairwise(order):
@@ -155,8 +169,14 @@ def main() -> None:
     embedder = Embedder(settings.embedding_model, precision=settings.embedding_precision)
     query_vectors = embedder.embed([collection.queries[q] for q in qids])
     qrels = [ir_measures.Qrel(q, d, g) for q, judged in collection.qrels.items() for d, g in judged.items()]
-    alpha, doc_w, dense_doc_w = settings.fusion_alpha, settings.lexical_doc_weight, settings.dense_doc_weight
+    doc_w = settings.lexical_doc_weight
     plain_lex = [lexical.scores(collection.queries[q], doc_weight=doc_w) for q in qids]
+    mixed: dict[float, list[np.ndarray]] = {}
+
+    def mixed_lex(share: float) -> list[np.ndarray]:
+        if share not in mixed:
+            mixed[share] = [lexical.scores(collection.queries[q], doc_weight=share) for q in qids]
+        return mixed[share]
     pair_lex: list[Any] = []  # word-pair signals, built on first use (they index the collection twice more)
 
     def pairs() -> tuple[list[np.ndarray], list[tuple[np.ndarray, ...]]]:
@@ -186,9 +206,12 @@ def main() -> None:
                                                                                            strict=True)]
 
     def rank(norm: Callable[[np.ndarray], np.ndarray] = minmax, second: float = 0.0, prf: float = 0.0,
-             prf_k: int = 10, window: float = 0.0, feedback: tuple[int, float] | None = None,
+             prf_k: int = 10, window: float = 0.0, lead: float = 0.0, feedback: tuple[int, float] | None = None,
              bigram: float = 0.0, joint: float | None = None, depth: int = 300,
-             doc_level: float | None = None) -> dict[str, float]:
+             doc_level: float | None = None, weights: tuple[float, float, float] | None = None) -> dict[str, float]:
+        alpha, doc_w, dense_doc_w = weights or (settings.fusion_alpha, settings.lexical_doc_weight,
+                                                settings.dense_doc_weight)
+        lexes = plain_lex if doc_w == settings.lexical_doc_weight else mixed_lex(doc_w)
         if doc_level is not None and doc_level not in doc_lex:
             doc_lex[doc_level] = [per_article_max(lexical.scores(collection.queries[q], doc_weight=doc_level))
                                   for q in qids]
@@ -198,7 +221,7 @@ def main() -> None:
                                       for q in qids]
         run: list[Any] = []
         for i, qid in enumerate(qids):
-            lex = plain_lex[i] if feedback is None else feedback_lex[feedback][i]
+            lex = lexes[i] if feedback is None else feedback_lex[feedback][i]
             if joint is not None:
                 lex = mix_joint(pairs()[1][i], joint, doc_w)
             if bigram:
@@ -207,7 +230,9 @@ def main() -> None:
             query = query_vectors[i]
             for step in range(2 if prf else 1):
                 dense = ((1 - dense_doc_w - window) * (vectors @ query) + dense_doc_w * (centroids @ query)[article]
-                         + window * (windows @ query))
+                         + window * (windows @ query) + lead * (leads @ query)[article])
+                if lead:
+                    dense = dense / (1 + lead)
                 candidates = np.union1d(np.argsort(-dense)[:depth], lex_top[lex[lex_top] > 0])
                 fused = alpha * norm(dense[candidates]) + (1 - alpha) * norm(lex[candidates])
                 if step == 0 and prf:
@@ -238,9 +263,16 @@ def main() -> None:
         ("words + pairs in one BM25, pairs x 0.3", {"joint": 0.3}),
         ("words + pairs in one BM25, pairs x 0.6", {"joint": 0.6}),
         ("words + pairs in one BM25, pairs x 1.0", {"joint": 1.0}),
+        ("lead chunk's cosine added x 0.15", {"lead": 0.15}), ("lead chunk's cosine added x 0.3", {"lead": 0.3}),
         ("documents fused: best passage (dense) + BM25 of chunk/article 0.6", {"doc_level": 0.6}),
         ("documents fused: best passage (dense) + whole-article BM25", {"doc_level": 1.0})]
     print(f"{collection.name}: {len(collection.documents)} documents, {len(qids)} queries")
+    if args.grid:
+        print("| alpha | article BM25 share | centroid share | nDCG@10 | R@10 |\n|---|---|---|---|---|")
+        for cell in itertools.product(GRID_ALPHA, GRID_DOC, GRID_DENSE_DOC):
+            m = rank(weights=cell)
+            print(f"| {cell[0]} | {cell[1]} | {cell[2]} | {m['nDCG@10']:.4f} | {m['R@10']:.4f} |", flush=True)
+        return
     print("| variant | nDCG@10 | R@10 | R@100 |\n|---|---|---|---|")
     for n, (label, kwargs) in enumerate(variants):
         if n and args.only and not any(text in label for text in args.only):
