@@ -13,7 +13,6 @@ caller falls back to PyTorch.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import warnings
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from index.checksum import model_files_key
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -61,12 +62,6 @@ def default_cache_dir() -> Path:
 CACHE_FORMAT = "external-data-1"
 
 
-def _model_key(location: str) -> str:
-    weights = Path(location) / "model.safetensors"
-    basis = f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}" if weights.is_file() else location
-    return hashlib.sha256(f"{location}|{basis}|{CACHE_FORMAT}".encode()).hexdigest()[:16]
-
-
 class OnnxQueryEncoder:
     """Embeds single queries with ONNX Runtime, pooled and normalised exactly as the sentence-transformers model."""
 
@@ -84,7 +79,7 @@ class OnnxQueryEncoder:
         self.max_length = int(model.max_seq_length or 512)
         self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
                             if n in self.tokenizer.model_input_names]
-        path = cache_dir / "onnx" / f"{_model_key(location)}.onnx"
+        path = cache_dir / "onnx" / f"{model_files_key(location, CACHE_FORMAT)}.onnx"
         self.path = path  # the exported graph, which the OpenVINO batch encoder runs too
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

@@ -11,7 +11,6 @@ within 0.07 of fp32's, PyTorch's bf16 within 0.05).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from index.checksum import model_files_key
 from index.openvino_common import run_in_flight, save_model
 
 __all__ = ["MAX_LOGIT_DIFFERENCE", "OpenVinoSpanLogits", "ReaderEngineUnavailable", "cached_model_dir"]
@@ -200,7 +200,4 @@ def cached_model_dir(model_dir: Path, cache_dir: Path) -> Path | None:
         return None
     if not model_dir.is_dir():
         return None
-    files = sorted(p for p in model_dir.iterdir() if p.suffix in {".safetensors", ".bin", ".json"} and p.is_file())
-    basis = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-    key = hashlib.sha256(f"{model_dir.resolve()}|{basis}|{ov.__version__}".encode()).hexdigest()[:16]
-    return cache_dir / "openvino" / f"reader-{key}"
+    return cache_dir / "openvino" / f"reader-{model_files_key(model_dir, ov.__version__)}"
