@@ -205,13 +205,48 @@ def main() -> None:
         return [ir_measures.ScoredDoc(qid, str(article_ids[c]), float(f)) for c, f in zip(candidates, fused,
                                                                                            strict=True)]
 
+    bm25_variants: dict[tuple[str, float, bool], list[np.ndarray]] = {}
+
+    def rebuilt_lex(method: str, delta: float, chunks_too: bool) -> list[np.ndarray]:
+        """The shipped BM25 signal with the article index (and the chunk index too, if ``chunks_too``) rebuilt
+        with another BM25 variant of bm25s (BM25L and BM25+ lower-bound the term-frequency part for long
+        documents, Lv and Zhai 2011)."""
+        import copy
+
+        import bm25s
+
+        from index.lexical import tokenize
+
+        key = (method, delta, chunks_too)
+        if key not in bm25_variants:
+            first: dict[int, int] = {}
+            for i, a in enumerate(lexical.doc_of_chunk):
+                first.setdefault(int(a), i)
+            ids = [str(doc_of[first[a]]) for a in range(len(first))]
+            variant = copy.copy(lexical)
+
+            def index(texts: list[str]) -> bm25s.BM25:
+                bm25 = bm25s.BM25(k1=settings.bm25_k1, b=settings.bm25_b, method=method, delta=delta)
+                bm25.index([tokenize(t) for t in texts], show_progress=False)
+                return bm25
+
+            variant.doc_bm25 = index([snap.document(d).text for d in ids])
+            if chunks_too:
+                texts = {d: snap.document(d).text for d in set(ids)}
+                variant.bm25 = index([texts[spans[int(r)][0]][spans[int(r)][1]:spans[int(r)][2]] for r in rowids])
+            bm25_variants[key] = [variant.scores(collection.queries[q], doc_weight=doc_w) for q in qids]
+        return bm25_variants[key]
+
     def rank(norm: Callable[[np.ndarray], np.ndarray] = minmax, second: float = 0.0, prf: float = 0.0,
              prf_k: int = 10, window: float = 0.0, lead: float = 0.0, feedback: tuple[int, float] | None = None,
              bigram: float = 0.0, joint: float | None = None, depth: int = 300,
-             doc_level: float | None = None, weights: tuple[float, float, float] | None = None) -> dict[str, float]:
+             doc_level: float | None = None, weights: tuple[float, float, float] | None = None,
+             bm25: tuple[str, float, bool] | None = None) -> dict[str, float]:
         alpha, doc_w, dense_doc_w = weights or (settings.fusion_alpha, settings.lexical_doc_weight,
                                                 settings.dense_doc_weight)
         lexes = plain_lex if doc_w == settings.lexical_doc_weight else mixed_lex(doc_w)
+        if bm25 is not None:
+            lexes = rebuilt_lex(*bm25)
         if doc_level is not None and doc_level not in doc_lex:
             doc_lex[doc_level] = [per_article_max(lexical.scores(collection.queries[q], doc_weight=doc_level))
                                   for q in qids]
@@ -263,6 +298,11 @@ def main() -> None:
         ("words + pairs in one BM25, pairs x 0.3", {"joint": 0.3}),
         ("words + pairs in one BM25, pairs x 0.6", {"joint": 0.6}),
         ("words + pairs in one BM25, pairs x 1.0", {"joint": 1.0}),
+        ("BM25 lucene, article index rebuilt (checks the rebuild)", {"bm25": ("lucene", 0.5, False)}),
+        ("BM25+ (delta 1) for articles", {"bm25": ("bm25+", 1.0, False)}),
+        ("BM25L (delta 0.5) for articles", {"bm25": ("bm25l", 0.5, False)}),
+        ("BM25+ (delta 1) for articles and chunks", {"bm25": ("bm25+", 1.0, True)}),
+        ("BM25L (delta 0.5) for articles and chunks", {"bm25": ("bm25l", 0.5, True)}),
         ("lead chunk's cosine added x 0.15", {"lead": 0.15}), ("lead chunk's cosine added x 0.3", {"lead": 0.3}),
         ("documents fused: best passage (dense) + BM25 of chunk/article 0.6", {"doc_level": 0.6}),
         ("documents fused: best passage (dense) + whole-article BM25", {"doc_level": 1.0})]
