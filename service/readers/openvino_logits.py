@@ -97,7 +97,8 @@ class OpenVinoSpanLogits:
 
     Converted from the fp32 PyTorch model (about 1.5 s) and kept in the cache directory, where later starts read it
     (the conversion was most of the ~2 s this engine added to start-up). A local model is converted in a child
-    process and read back from the cache, so the converter's memory leaves with the child. Whichever it runs, it is
+    process and read back from the cache, so the converter's memory leaves with the child (that start takes ~6 s
+    longer: the child imports PyTorch and loads the model again). Whichever it runs, it is
     first checked against PyTorch's fp32 logits on probe windows, so a model converted wrongly, or a damaged cached
     one, is never used: a cached model that fails is converted again.
     """
