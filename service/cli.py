@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from index.errors import QAError
+from index.models import Filters
+from service.schemas import Recency
 
 if TYPE_CHECKING:
     from service.qa import QAService
@@ -381,16 +383,16 @@ def index_remove(doc_ids: tuple[str, ...], data_dir: Path | None) -> None:
     click.echo(f"removed {len(doc_ids)} documents")
 
 
-def _ask_server(server: str, question: str, top_k: int | None, filters: dict[str, Any] | None) -> dict[str, Any]:
+def _post_server(server: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """POST ``payload`` to a running service; its error, or an unreachable server, as one line."""
     import httpx
 
-    url = server.rstrip("/") + "/v1/ask"
+    url = server.rstrip("/") + path
     headers = {}
     if key := os.environ.get("NEWSROOM_QA_API_KEY"):
         headers["Authorization"] = f"Bearer {key}"
     try:
-        response = httpx.post(url, json={"question": question, "top_k": top_k, "filters": filters}, headers=headers,
-                              timeout=60)
+        response = httpx.post(url, json=payload, headers=headers, timeout=60)
     except httpx.RequestError as exc:
         raise click.ClickException(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
     if response.status_code != 200:
@@ -403,27 +405,62 @@ def _ask_server(server: str, question: str, top_k: int | None, filters: dict[str
     return body
 
 
+def retrieval_options(func: F) -> F:
+    """The options ``ask`` and ``search`` share: what to read (top k, metadata filters, recency) and where."""
+    options = [
+        click.option("--json", "as_json", is_flag=True, help="Print the raw JSON response."),
+        click.option("--server", default=None, help="Use a running service at this URL instead of the local data dir."),
+        click.option("--top-k", type=int, default=None, help="Passages to read or return."),
+        click.option("--source", "sources", multiple=True, help="Only articles from this outlet (repeatable)."),
+        click.option("--doc", "doc_ids", multiple=True, help="Only this document id (repeatable)."),
+        click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None,
+                     help="Published on or after YYYY-MM-DD."),
+        click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None,
+                     help="Published on or before YYYY-MM-DD."),
+        click.option("--recency-half-life", "half_life", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Favour newer articles: the age in days at which one counts half as recent."),
+        click.option("--recency-weight", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+                     help="With --recency-half-life: how much recency matters (0-1)."),
+        data_dir_option,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+class RetrievalArgs(BaseModel):
+    """What ``retrieval_options`` parsed, as the service's request models."""
+
+    filters: Filters
+    recency: Recency | None
+
+    @classmethod
+    def parse(cls, sources: tuple[str, ...], doc_ids: tuple[str, ...], since: datetime | None,
+              until: datetime | None, half_life: float | None, recency_weight: float) -> RetrievalArgs:
+        return cls(filters=Filters(sources=list(sources) or None, doc_ids=list(doc_ids) or None,
+                                   published_from=since.date() if since else None,
+                                   published_to=until.date() if until else None),
+                   recency=Recency(half_life_days=half_life, weight=recency_weight) if half_life else None)
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON fields of a search or ask request."""
+        return {"filters": None if self.filters.is_empty() else self.filters.model_dump(mode="json"),
+                "recency": self.recency.model_dump(mode="json") if self.recency else None}
+
+
 @click.command("ask")
 @click.argument("question")
-@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON response.")
-@click.option("--server", default=None, help="Ask a running service at this URL instead of the local data dir.")
-@click.option("--top-k", type=int, default=None, help="Passages to read.")
-@click.option("--source", "sources", multiple=True, help="Only articles from this outlet (repeatable).")
-@click.option("--doc", "doc_ids", multiple=True, help="Only this document id (repeatable).")
-@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Published on or after YYYY-MM-DD.")
-@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Published on or before YYYY-MM-DD.")
-@data_dir_option
+@retrieval_options
 @_friendly_errors
 def ask(question: str, as_json: bool, server: str | None, top_k: int | None, sources: tuple[str, ...],
-        doc_ids: tuple[str, ...], since: datetime | None, until: datetime | None, data_dir: Path | None) -> None:
+        doc_ids: tuple[str, ...], since: datetime | None, until: datetime | None, half_life: float | None,
+        recency_weight: float, data_dir: Path | None) -> None:
     """Ask a question; prints the answer with numbered citations, or says the archive does not answer."""
-    from index.models import Filters
     from service.prompts import load_prompts
     from service.render import render_answer
     from service.schemas import AnswerResponse
 
-    filters = Filters(sources=list(sources) or None, doc_ids=list(doc_ids) or None,
-                      published_from=since.date() if since else None, published_to=until.date() if until else None)
+    args = RetrievalArgs.parse(sources, doc_ids, since, until, half_life, recency_weight)
     settings = _settings(data_dir)
     archive_empty = False
     if server:
@@ -431,13 +468,13 @@ def ask(question: str, as_json: bool, server: str | None, top_k: int | None, sou
         if not question.strip():
             raise click.ClickException(prompts.templates.errors["empty_question"])
         response = AnswerResponse.model_validate(
-            _ask_server(server, question, top_k, None if filters.is_empty() else filters.model_dump(mode="json")))
+            _post_server(server, "/v1/ask", {"question": question, "top_k": top_k, **args.payload()}))
         templates = prompts.templates.cli
         archive_empty = response.abstained and response.message == prompts.templates.http["empty_archive"]
     else:
         _configure_logging(logging.WARNING)
         service = _service(data_dir)
-        response = service.ask(question, top_k=top_k, filters=filters)
+        response = service.ask(question, top_k=top_k, filters=args.filters, recency=args.recency)
         templates = service.prompts.templates.cli
         archive_empty = service.store.snapshot().manifest.n_documents == 0
     if as_json:
@@ -446,6 +483,37 @@ def ask(question: str, as_json: bool, server: str | None, top_k: int | None, sou
         click.echo(render_answer(response, templates, archive_empty=archive_empty))
 
 
+@click.command("search")
+@click.argument("query")
+@click.option("--explain", is_flag=True, help="Show each passage's dense, lexical and fused scores.")
+@retrieval_options
+@_friendly_errors
+def search(query: str, explain: bool, as_json: bool, server: str | None, top_k: int | None,
+           sources: tuple[str, ...], doc_ids: tuple[str, ...], since: datetime | None, until: datetime | None,
+           half_life: float | None, recency_weight: float, data_dir: Path | None) -> None:
+    """The passages the answerer would read for QUERY, best first (what /v1/search returns)."""
+    from service.prompts import load_prompts
+    from service.render import render_passages
+    from service.schemas import SearchResponse
+
+    args = RetrievalArgs.parse(sources, doc_ids, since, until, half_life, recency_weight)
+    if server:
+        templates = load_prompts(_settings(data_dir).prompts_dir).templates
+        response = SearchResponse.model_validate(
+            _post_server(server, "/v1/search", {"query": query, "top_k": top_k, "explain": explain,
+                                                **args.payload()}))
+    else:
+        _configure_logging(logging.WARNING)
+        service = _service(data_dir)
+        templates = service.prompts.templates
+        response = service.search(query, top_k=top_k, filters=args.filters, recency=args.recency, explain=explain)
+    if as_json:
+        click.echo(json.dumps(response.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_passages(response.results, templates.cli))
+
+
+cli.add_command(search)
 cli.add_command(ask)
 
 

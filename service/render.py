@@ -7,7 +7,7 @@ from datetime import date
 from index.models import Passage
 from service.schemas import AnswerResponse
 
-__all__ = ["flatten", "render_answer", "when"]
+__all__ = ["flatten", "render_answer", "render_passages", "when"]
 
 SNIPPET_CHARS = 220
 
@@ -59,4 +59,27 @@ def render_answer(response: AnswerResponse, t: dict[str, str], archive_empty: bo
             lines.append(t["differ"].format(n=n, answer=alt.answer, source=c.source or t["unknown_source"],
                                             published=when(c.published, t), title=c.title,
                                             quote=" ".join(c.quote.split())))
+    return "\n".join(lines)
+
+
+def render_passages(passages: list[Passage], t: dict[str, str]) -> str:
+    """Search results, best first: each passage's article, its offsets and text, the other outlets carrying it, and
+    its per-signal scores when the search was asked to explain them.
+
+    :param t: the ``[cli]`` templates.
+    """
+    if not passages:
+        return t["no_passages"]
+    lines = [t["passages_heading"]]
+    for n, p in enumerate(passages, start=1):
+        lines.append(t["search_result"].format(n=n, source=p.source or t["unknown_source"],
+                                               published=when(p.published, t), title=p.title, doc_id=p.doc_id,
+                                               start=p.start, end=p.end, snippet=flatten(p.text)))
+        if p.also_in:
+            lines.append(t["also_in"].format(sources="; ".join(
+                f"{ref.source or t['unknown_source']}, {when(ref.published, t)} ({ref.doc_id})" for ref in p.also_in)))
+        if p.scores is not None:
+            recency = t["signal_recency"].format(recency=p.scores.recency) if p.scores.recency is not None else ""
+            lines.append(t["signals"].format(dense=p.scores.dense, lexical=p.scores.lexical, fused=p.scores.fused,
+                                             recency=recency))
     return "\n".join(lines)

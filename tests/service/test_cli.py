@@ -110,3 +110,52 @@ def test_empty_archive_is_named_as_such(tmp_path, settings_for, embedder, nlp, p
         result = CliRunner().invoke(cli, ["ask", "--server", server.url, "Who?"])
     assert result.exit_code == 0
     assert result.output == "The archive is empty: add articles with 'newsroom-qa index add PATH'.\n"
+
+
+def test_search_in_process_explains_each_signal_and_quotes_offsets(env):
+    result = CliRunner().invoke(cli, ["search", "--json", "--explain", "--top-k", "3", "harbour dumping doubts"])
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.output)["results"]
+    assert len(results) == 3
+    assert [r["scores"]["fused"] for r in results] == sorted((r["scores"]["fused"] for r in results), reverse=True)
+    assert all(0 <= r["scores"]["lexical"] <= 1 and r["scores"]["recency"] is None for r in results)
+    text = CliRunner().invoke(cli, ["search", "--explain", "--top-k", "3", "harbour dumping doubts"]).output
+    lines = text.splitlines()
+    assert lines[0] == "Passages:"
+    first = results[0]
+    assert lines[1].endswith(f"({first['doc_id']}, characters {first['start']}-{first['end']})")
+    signals = first["scores"]
+    assert lines[3] == (f"      scores: dense {signals['dense']:.3f}, lexical {signals['lexical']:.3f}, "
+                        f"fused {signals['fused']:.3f}")
+    assert sum(line.startswith("      scores: ") for line in lines) == 3
+
+
+def test_search_filters_and_recency_reach_the_server(live):
+    result = CliRunner().invoke(cli, ["search", "--json", "--explain", "--server", live.url, "--source",
+                                      "The Valley Courier (fictional)", "--recency-half-life", "365",
+                                      "--recency-weight", "0.5", "harbour dumping"])
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.output)["results"]
+    assert results and {r["source"] for r in results} == {"The Valley Courier (fictional)"}
+    assert all(0 <= r["scores"]["recency"] < 1 for r in results)  # the articles are from 2024
+    none = CliRunner().invoke(cli, ["search", "--server", live.url, "--doc", "no-such-doc", "harbour"])
+    assert none.exit_code == 0 and none.output.startswith("No stored passage matches")
+
+
+def test_search_bad_input_is_one_line(live):
+    empty = CliRunner().invoke(cli, ["search", "--server", live.url, "  "])
+    assert empty.exit_code == 1 and "The query is empty." in empty.output and "Traceback" not in empty.output
+    bad = CliRunner().invoke(cli, ["search", "--server", live.url, "--recency-half-life", "0", "harbour"])
+    assert bad.exit_code == 2 and "0.0 is not in the range x>0" in bad.output
+    weight = CliRunner().invoke(cli, ["ask", "--server", live.url, "--recency-half-life", "30", "--recency-weight",
+                                      "1.5", "Who?"])
+    assert weight.exit_code == 2 and "1.5 is not in the range 0<=x<=1" in weight.output
+
+
+def test_ask_recency_reaches_the_server(live):
+    result = CliRunner().invoke(cli, ["ask", "--json", "--server", live.url, "--recency-half-life", "30",
+                                      "--recency-weight", "1", "Who doubted the pipeline claim?"])
+    assert result.exit_code == 0, result.output
+    plain = CliRunner().invoke(cli, ["ask", "--json", "--server", live.url, "Who doubted the pipeline claim?"])
+    scored, unscored = (max(p["score"] for p in json.loads(r.output)["passages"]) for r in (result, plain))
+    assert 0 <= scored < 0.01 * unscored  # 2024 articles, a 30-day half-life, recency counting fully
