@@ -135,6 +135,7 @@ class OpenVinoSpanLogits:
                 try:
                     self.converted_by = "child"
                     self._compile(core, core.read_model(str(cached / "model.xml")), config, reference)
+                    logger.info("the reader was converted to OpenVINO in a child process and kept in %s", cached)
                     return
                 except Exception as exc:
                     failed = str(exc)
