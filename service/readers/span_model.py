@@ -144,7 +144,8 @@ class SpanModel:
 
         Windows run in groups of one padded length (a multiple of ``PAD_TO_MULTIPLE``), not all padded to the
         longest: a question's passages make windows of 160-384 tokens, and one shared length spent ~45% of the
-        tokens on padding (attention grows with the square of the length).
+        tokens on padding (attention grows with the square of the length). OpenVINO runs each window as a request
+        of its own, but at these padded lengths too: few shapes, so it compiles kernels for few.
         """
         inputs = {k: enc[k] for k in self._names}
         n, width = inputs["input_ids"].shape
