@@ -419,8 +419,8 @@ def retrieval_options(func: F) -> F:
                      help="Published on or before YYYY-MM-DD."),
         click.option("--recency-half-life", "half_life", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Favour newer articles: the age in days at which one counts half as recent."),
-        click.option("--recency-weight", type=click.FloatRange(0, 1), default=0.3, show_default=True,
-                     help="With --recency-half-life: how much recency matters (0-1)."),
+        click.option("--recency-weight", type=click.FloatRange(0, 1), default=None,
+                     help="With --recency-half-life: how much recency matters (0-1)  [default: 0.3]."),
         data_dir_option,
     ]
     for option in reversed(options):
@@ -436,11 +436,19 @@ class RetrievalArgs(BaseModel):
 
     @classmethod
     def parse(cls, sources: tuple[str, ...], doc_ids: tuple[str, ...], since: datetime | None,
-              until: datetime | None, half_life: float | None, recency_weight: float) -> RetrievalArgs:
+              until: datetime | None, half_life: float | None, recency_weight: float | None) -> RetrievalArgs:
+        """:raises click.UsageError: for a recency weight without a half-life (it would silently do nothing)."""
+        if recency_weight is not None and half_life is None:
+            raise click.UsageError("--recency-weight needs --recency-half-life (the age at which an article counts "
+                                   "half as recent)")
+        recency = None
+        if half_life is not None:
+            recency = Recency(half_life_days=half_life) if recency_weight is None else Recency(
+                half_life_days=half_life, weight=recency_weight)
         return cls(filters=Filters(sources=list(sources) or None, doc_ids=list(doc_ids) or None,
                                    published_from=since.date() if since else None,
                                    published_to=until.date() if until else None),
-                   recency=Recency(half_life_days=half_life, weight=recency_weight) if half_life else None)
+                   recency=recency)
 
     def payload(self) -> dict[str, Any]:
         """The JSON fields of a search or ask request."""
@@ -454,7 +462,7 @@ class RetrievalArgs(BaseModel):
 @_friendly_errors
 def ask(question: str, as_json: bool, server: str | None, top_k: int | None, sources: tuple[str, ...],
         doc_ids: tuple[str, ...], since: datetime | None, until: datetime | None, half_life: float | None,
-        recency_weight: float, data_dir: Path | None) -> None:
+        recency_weight: float | None, data_dir: Path | None) -> None:
     """Ask a question; prints the answer with numbered citations, or says the archive does not answer."""
     from service.prompts import load_prompts
     from service.render import render_answer
@@ -490,7 +498,7 @@ def ask(question: str, as_json: bool, server: str | None, top_k: int | None, sou
 @_friendly_errors
 def search(query: str, explain: bool, as_json: bool, server: str | None, top_k: int | None,
            sources: tuple[str, ...], doc_ids: tuple[str, ...], since: datetime | None, until: datetime | None,
-           half_life: float | None, recency_weight: float, data_dir: Path | None) -> None:
+           half_life: float | None, recency_weight: float | None, data_dir: Path | None) -> None:
     """The passages the answerer would read for QUERY, best first (what /v1/search returns)."""
     from service.prompts import load_prompts
     from service.render import render_passages

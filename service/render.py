@@ -77,7 +77,8 @@ def render_passages(passages: list[Passage], t: dict[str, str]) -> str:
                                                start=p.start, end=p.end, snippet=flatten(p.text)))
         if p.also_in:
             lines.append(t["also_in"].format(sources="; ".join(
-                f"{ref.source or t['unknown_source']}, {when(ref.published, t)} ({ref.doc_id})" for ref in p.also_in)))
+                t["also_in_source"].format(source=ref.source or t["unknown_source"], published=when(ref.published, t),
+                                           doc_id=ref.doc_id) for ref in p.also_in)))
         if p.scores is not None:
             recency = t["signal_recency"].format(recency=p.scores.recency) if p.scores.recency is not None else ""
             lines.append(t["signals"].format(dense=p.scores.dense, lexical=p.scores.lexical, fused=p.scores.fused,

@@ -150,6 +150,25 @@ def test_search_bad_input_is_one_line(live):
     weight = CliRunner().invoke(cli, ["ask", "--server", live.url, "--recency-half-life", "30", "--recency-weight",
                                       "1.5", "Who?"])
     assert weight.exit_code == 2 and "1.5 is not in the range 0<=x<=1" in weight.output
+    alone = CliRunner().invoke(cli, ["search", "--server", live.url, "--recency-weight", "0.5", "harbour"])
+    assert alone.exit_code == 2 and "--recency-weight needs --recency-half-life" in alone.output
+
+
+def test_search_names_the_other_outlets_of_a_near_duplicate():
+    from index.models import Passage, SignalScores, SourceRef
+    from service.prompts import load_prompts
+    from service.render import render_passages
+    from service.settings import Settings
+
+    wire = Passage(doc_id="courier-1", title="Dam opens", source="Valley Courier", chunk_id="courier-1#0",
+                   text="The Kessel dam opened on Monday.", start=0, end=32, score=0.9,
+                   also_in=[SourceRef(doc_id="daily-7", title="Dam opens", source="Marren Daily")],
+                   scores=SignalScores(dense=0.61, lexical=1.0, fused=0.9, recency=0.5))
+    lines = render_passages([wire], load_prompts(Settings().prompts_dir).templates.cli).splitlines()
+    assert lines[1] == "  [1] Valley Courier, undated: Dam opens (courier-1, characters 0-32)"
+    assert lines[3] == "      also in: Marren Daily, undated (daily-7)"
+    assert lines[4] == ("      scores: dense 0.610, lexical 1.000, fused 0.900, recency 0.500 (1 = today, 0.5 = one "
+                        "half-life old)")
 
 
 def test_ask_recency_reaches_the_server(live):
