@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, PrivateAttr
 
-__all__ = ["DebrisRules", "clean_text", "load_debris_rules"]
+__all__ = ["DebrisRules", "clean_text", "headline", "load_debris_rules"]
 
 # Control characters other than newline and tab carry no meaning in an article and break terminals and JSON.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u200e\u200f\ufeff]")
@@ -79,3 +79,10 @@ def clean_text(raw: str, rules: DebrisRules) -> str:
         elif repeats.get(line, 0) < 2 and not rules.line_is_debris(line):
             paragraphs[-1].append(line)
     return "\n\n".join("\n".join(p) for p in paragraphs if p)
+
+
+def headline(cleaned: str, max_chars: int = 300) -> str | None:
+    """The first line of cleaned text, as a title: a scraped page opens with navigation, then its headline, and the
+    cleaner has taken the navigation away. None if that line is too short or too long to be a headline."""
+    first = cleaned.split("\n", 1)[0].strip()
+    return first if 3 <= len(first) <= max_chars else None

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from index.archive import Archive
 from index.chunking import chunk_document
-from index.cleaning import DebrisRules, clean_text
+from index.cleaning import DebrisRules, clean_text, headline
 from index.embedding import Embedder
 from index.errors import InvalidInput
 from index.models import Chunk, Document, DocumentIn, Sentence
@@ -67,7 +67,9 @@ class DocumentPipeline:
         text = clean_text(doc.text, self.rules)
         if not text:
             raise InvalidInput(f"document {doc_id!r}: no article text left after removing web-page debris")
-        title = clean_text(doc.title, self.rules).replace("\n", " ") or doc_id
+        # A title taken from a page's first line may be debris ("Accessibility links"): then the headline is the
+        # first line left after cleaning.
+        title = clean_text(doc.title, self.rules).replace("\n", " ") or headline(text) or doc_id
         sentences = split_sentences(self.nlp, text)
         chunks = chunk_document(doc_id, text, sentences, self.chunk_max_chars, self.chunk_overlap_sentences)
         document = Document(id=doc_id, title=title, text=text, source=doc.source, published=doc.published,

@@ -1,6 +1,9 @@
 """Sentence boundaries, as character offsets, from spaCy's English pipeline.
 
-Paragraph breaks (blank lines) are always sentence breaks; inside a paragraph spaCy's parser decides.
+Paragraph breaks (blank lines) are always sentence breaks; inside a paragraph spaCy's parser decides. Scraped pages
+often glue sentences together ("...the State Department.Stuart Jones said", "...he said.”The next"): spaCy reads
+each paragraph with a space put back at such joins, and the offsets are mapped back to the stored text, which is
+never changed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ if TYPE_CHECKING:
 __all__ = ["load_nlp", "split_sentences"]
 
 _PARAGRAPH = re.compile(r"\S(?:.*?\S)?(?=\n\s*\n|\s*$)", re.DOTALL)
+# A sentence end glued to the next sentence: a lower-case word, digit or closing bracket, the end mark (maybe a
+# closing quote), then a capital (maybe after an opening quote or bracket), no space between. Not "U.S.Army", "3.5".
+_GLUED = re.compile(r'(?<=[a-z0-9%)\]])[.!?](["\u201d\u2019]?)(?=["\u201c\u2018(\[]?[A-Z])')
 
 
 def load_nlp(name: str) -> Language:
@@ -36,6 +42,25 @@ def _paragraphs(text: str) -> list[tuple[int, int]]:
     return [(m.start(), m.end()) for m in _PARAGRAPH.finditer(text)]
 
 
+def _unglued(paragraph: str) -> tuple[str, list[int]]:
+    """The paragraph with a space at every glued sentence join, and where the spaces went (original offsets)."""
+    joins = []
+    for m in _GLUED.finditer(paragraph):
+        quote = m.group(1)
+        # A straight quote after the mark closes a quotation if an odd number of them came before it.
+        closing = quote != '"' or paragraph.count('"', 0, m.start()) % 2 == 1
+        joins.append(m.end() if quote and closing else m.start() + 1)
+    if not joins:
+        return paragraph, []
+    pieces = [paragraph[a:b] for a, b in zip([0, *joins], [*joins, len(paragraph)], strict=True)]
+    return " ".join(pieces), joins
+
+
+def _original(offset: int, joins: list[int]) -> int:
+    """An offset into the spaced paragraph, mapped back to the paragraph as stored."""
+    return offset - sum(1 for k, join in enumerate(joins) if join + k < offset)
+
+
 def split_sentences(nlp: Language, text: str) -> list[Sentence]:
     """Split ``text`` into sentences with exact offsets (``text[s.start:s.end]`` is the sentence, trimmed).
 
@@ -46,10 +71,11 @@ def split_sentences(nlp: Language, text: str) -> list[Sentence]:
     spans = _paragraphs(text)
     sentences: list[Sentence] = []
     with nlp.select_pipes(enable=[p for p in ("tok2vec", "parser", "senter", "sentencizer") if p in nlp.pipe_names]):
-        for (p_start, _), doc in zip(spans, nlp.pipe(text[a:b] for a, b in spans), strict=True):
+        spaced = [_unglued(text[a:b]) for a, b in spans]
+        for (p_start, _), (_, joins), doc in zip(spans, spaced, nlp.pipe(t for t, _ in spaced), strict=True):
             for sent in doc.sents:
-                start = p_start + sent.start_char
-                end = p_start + sent.end_char
+                start = p_start + _original(sent.start_char, joins)
+                end = p_start + _original(sent.end_char, joins)
                 # Trim whitespace spaCy may include so the offsets quote cleanly.
                 while start < end and text[start].isspace():
                     start += 1

@@ -22,11 +22,27 @@ class QuestionType(BaseModel):
     labels: list[str]
     noun_ok: bool
     clause_ok: bool
+    focus: str | None = None  # a pattern whose group "focus" is the thing asked about ("prison director")
+    span_pattern: str | None = None  # a span matching this fits the type whatever the entity recogniser says
 
     _regex: re.Pattern[str] = PrivateAttr()
+    _focus: re.Pattern[str] | None = PrivateAttr(default=None)
+    _span: re.Pattern[str] | None = PrivateAttr(default=None)
 
     def model_post_init(self, __context: object) -> None:
         self._regex = re.compile(self.pattern, re.IGNORECASE)
+        self._focus = re.compile(self.focus, re.IGNORECASE) if self.focus else None
+        self._span = re.compile(self.span_pattern, re.IGNORECASE) if self.span_pattern else None
+
+    def span_matches(self, span: str) -> bool:
+        """True if the span's own words show the type (``span_pattern``)."""
+        return self._span is not None and self._span.search(span) is not None
+
+    def focus_word(self, question: str) -> str | None:
+        """The last word of what the question asks about ("director" in "the name of the prison director")."""
+        found = self._focus.search(question.lower()) if self._focus is not None else None
+        words = found.group("focus").split() if found else []
+        return words[-1] if words else None
 
     def matches(self, question: str) -> bool:
         return self._regex.search(question.lower()) is not None

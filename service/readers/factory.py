@@ -31,6 +31,8 @@ def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts:
     from service.readers.calibration import Calibration
     from service.readers.span_model import SpanModel
     from service.readers.transformer import BUNDLED_READER, TransformerReader
+    from service.span_types import SpanTypes
+    from service.stances import load_stances
 
     if settings.reader == "trained":
         if not (BUNDLED_READER / "config.json").is_file():
@@ -46,4 +48,6 @@ def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts:
                       cache_dir=settings.cache_dir or default_cache_dir())
     # A local model directory may carry its own calibration.json (ours does); a hub model is uncalibrated.
     calibration = Calibration.load(Path(name)) if Path(name).is_dir() else Calibration()
-    return TransformerReader(model, calibration, abstain_below=settings.abstain_below)
+    return TransformerReader(model, calibration, abstain_below=settings.abstain_below,
+                             span_types=SpanTypes(nlp, prompts),
+                             stances=load_stances(settings.prompts_dir / "stances.toml"))

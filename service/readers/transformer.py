@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from spacy.lang.en.stop_words import STOP_WORDS
 
 from index.archive import ArchiveSnapshot as Snapshot
 from index.models import Document, Passage, Sentence
@@ -18,6 +19,8 @@ from service.readers.base import AnswerCandidate, CandidateSentence, ReadResult
 from service.readers.calibration import Calibration
 from service.readers.span_model import SpanModel
 from service.readers.squad_metrics import normalize_answer
+from service.span_types import SpanTypes
+from service.stances import StanceCues
 
 __all__ = ["BUNDLED_READER", "TransformerReader"]
 
@@ -58,6 +61,27 @@ def _sentence_at(sentences: list[Sentence], start: int, end: int) -> tuple[int, 
     return (first.start if first else start), (last.end if last else end)
 
 
+def _content_words(text: str) -> set[str]:
+    return {w for w in normalize_answer(text).split() if w not in STOP_WORDS}
+
+
+def _other_articles_answers(best: AnswerCandidate, others: list[AnswerCandidate], documents: dict[str, Document],
+                            min_confidence: float) -> list[AnswerCandidate]:
+    """Each other article's answer to set beside the best one (for "sources differ"): of its answers confident
+    enough to stand alone, the one whose sentence shares most words with the best answer's sentence (the same claim,
+    not merely another figure in the article); else its best answer."""
+    claim = _content_words(documents[best.doc_id].text[best.sentence_start:best.sentence_end])
+    chosen: dict[str, tuple[int, AnswerCandidate]] = {}
+    for a in others:
+        if a.doc_id == best.doc_id:
+            continue
+        shared = len(claim & _content_words(documents[a.doc_id].text[a.sentence_start:a.sentence_end])) \
+            if a.confidence >= min_confidence else -1
+        if a.doc_id not in chosen or shared > chosen[a.doc_id][0]:
+            chosen[a.doc_id] = (shared, a)
+    return [a for _, a in chosen.values()]
+
+
 class TransformerReader:
     """Reads passages with a span model; abstains when the calibrated confidence is below the threshold.
 
@@ -68,7 +92,14 @@ class TransformerReader:
     """
 
     def __init__(self, model: SpanModel, calibration: Calibration, abstain_below: float | None = None,
-                 top_n: int = 8) -> None:
+                 top_n: int = 8, span_types: SpanTypes | None = None, stances: StanceCues | None = None,
+                 promoted_min: float = 0.5) -> None:
+        """:param span_types: keeps only spans of the type the question asks for (None: any span).
+        :param promoted_min: the confidence a span needs when spans the reader preferred were of the wrong type.
+        :param stances: for a question about doubt (and the like), reads only the sentences expressing it."""
+        self.span_types = span_types
+        self.promoted_min = promoted_min
+        self.stances = stances
         self.model = model
         self.calibration = calibration
         self.abstain_below = calibration.threshold if abstain_below is None else abstain_below
@@ -83,6 +114,7 @@ class TransformerReader:
         segments = merge_passages(passages)
         documents = {s.doc_id: snapshot.document(s.doc_id) for s in segments}
         sentences = {d: snapshot.sentences(d) for d in documents}
+        segments = self._stance_sentences(question, segments, documents, sentences) or segments
         contexts = [documents[s.doc_id].text[s.start:s.end] for s in segments]
         predictions = self.model.predict(question, contexts, top_n=self.top_n)
 
@@ -100,20 +132,37 @@ class TransformerReader:
             answers.append(AnswerCandidate(doc_id=seg.doc_id, answer=text, answer_start=start, answer_end=end,
                                            sentence_start=s_start, sentence_end=s_end,
                                            confidence=self.calibration.confidence(p.margin)))
+        threshold = self.abstain_below
+        if self.span_types is not None and answers:
+            if not self.span_types.select(question, answers[:1], documents):
+                # The reader's own first choice was of the wrong type: its runner-up must be surer to be taken.
+                threshold = max(threshold, self.promoted_min)
+            answers = [a.model_copy(update=dict(zip(("sentence_start", "sentence_end"),
+                                                    _sentence_at(sentences[a.doc_id], a.answer_start, a.answer_end),
+                                                    strict=True)))
+                       for a in self.span_types.select(question, answers, documents)]
         pool = self._sentence_pool(answers, segments, documents, sentences)
         if not answers:
             return ReadResult(answer=None, confidence=0.0, sentences=pool)
         best = answers[0]
-        others: list[AnswerCandidate] = []
-        for a in answers[1:]:
-            if a.doc_id != best.doc_id and a.doc_id not in {o.doc_id for o in others}:
-                others.append(a)  # each other article's best answer
-        if best.confidence < self.abstain_below:
+        others = _other_articles_answers(best, answers[1:], documents, self.abstain_below)
+        if best.confidence < threshold:
             return ReadResult(answer=None, confidence=best.confidence, sentences=pool, best_guess=best)
         return ReadResult(answer=best.answer, confidence=best.confidence, doc_id=best.doc_id,
                           answer_start=best.answer_start, answer_end=best.answer_end,
                           sentence_start=best.sentence_start, sentence_end=best.sentence_end, sentences=pool,
                           alternatives=others, best_guess=best)
+
+    def _stance_sentences(self, question: str, segments: list[_Segment], documents: dict[str, Document],
+                          sentences: dict[str, list[Sentence]]) -> list[_Segment]:
+        """The passages' sentences expressing the stance the question asks about, in passage order (none if the
+        question asks about no stance)."""
+        stance = self.stances.stance_of(question) if self.stances is not None else None
+        if stance is None:
+            return []
+        return [_Segment(seg.doc_id, s.start, s.end) for seg in segments for s in sentences[seg.doc_id]
+                if seg.start <= s.start and s.end <= seg.end
+                and stance.expressed_in(documents[seg.doc_id].text[s.start:s.end])]
 
     @staticmethod
     def _sentence_pool(answers: list[AnswerCandidate], segments: list[_Segment], documents: dict[str, Document],

@@ -1,0 +1,97 @@
+"""Does an answer span have the type its question asks for? A who-question answers with a name, how-many with a
+number, when with a date.
+
+The reader ranks spans by how well they fit the sentence around them, not by what kind of thing they are: asked
+"How many crematoriums were built?" over a page without that figure, it offers "Bodies of Detainees". Question
+types (``prompts/question_types.toml``) whose ``noun_ok`` is false name the entity labels an answer must carry;
+a span passes if an entity of one of those labels covers most of it. Spans of other question types all pass.
+A type may also name the role asked about (``focus``: "the name of the prison *director*"); an article that never
+mentions it cannot say who holds it, whoever else it names.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rapidfuzz import fuzz
+
+from index.models import Document
+from service.prompts import Prompts, QuestionType
+from service.readers.base import AnswerCandidate
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+    from spacy.tokens import Doc
+
+__all__ = ["SpanTypes"]
+
+
+class SpanTypes:
+    """Keeps the candidate spans whose entity type fits the question (entities from spaCy, per sentence)."""
+
+    def __init__(self, nlp: Language, prompts: Prompts, max_extra_words: int = 2) -> None:
+        """:param max_extra_words: words of a span outside its entity (articles and punctuation aside) it may
+            carry: "between 5,000 and 13,000 people" fits a how-many question, a clause holding a number does not."""
+        self.nlp = nlp
+        self.prompts = prompts
+        self.max_extra_words = max_extra_words
+
+    def required(self, question: str) -> QuestionType | None:
+        """The question's type if it constrains the answer's entity label, else None."""
+        qtype = self.prompts.question_type(question)
+        return qtype if qtype.labels and not qtype.noun_ok else None
+
+    def select(self, question: str, candidates: list[AnswerCandidate],
+               documents: dict[str, Document]) -> list[AnswerCandidate]:
+        """The candidates that fit the question's type, in their order (all of them for unconstrained types).
+
+        A long span holding an entity of the type ("5,000 and 13,000 people were secretly hanged between ...") is
+        narrowed to that entity: the reader found the right place, not the right edges.
+        """
+        qtype = self.required(question)
+        if qtype is None or not candidates:
+            return candidates
+        focus = qtype.focus_word(question)
+        if focus is not None:
+            candidates = [c for c in candidates if mentions(documents[c.doc_id].text, focus)]
+        parsed: dict[tuple[str, int], Doc] = {}
+        kept = []
+        for c in candidates:
+            if qtype.span_matches(c.answer):
+                kept.append(c)
+                continue
+            key = (c.doc_id, c.sentence_start)
+            if key not in parsed:
+                parsed[key] = self.nlp(documents[c.doc_id].text[c.sentence_start:c.sentence_end])
+            edges = self.fit(parsed[key], c.answer_start - c.sentence_start, c.answer_end - c.sentence_start,
+                             set(qtype.labels))
+            if edges is not None:
+                start, end = c.sentence_start + edges[0], c.sentence_start + edges[1]
+                kept.append(c.model_copy(update={"answer": documents[c.doc_id].text[start:end],
+                                                 "answer_start": start, "answer_end": end}))
+        return kept
+
+    def fit(self, sentence: Doc, start: int, end: int, labels: set[str]) -> tuple[int, int] | None:
+        """Where the answer is in ``sentence[start:end]`` (character offsets): the span itself if an entity labelled
+        with one of ``labels`` lies in it and its other words are few, that entity if the span is longer and holds
+        just one; None otherwise."""
+        entities = [e for e in sentence.ents if e.label_ in labels and e.start_char < end and e.end_char > start]
+        if not entities:
+            return None
+        entity_tokens = {t.i for e in entities for t in e}
+        span = [t for t in sentence if t.idx < end and t.idx + len(t.text) > start]
+        extra = [t for t in span if t.i not in entity_tokens and not (t.is_punct or t.pos_ in ("DET", "CCONJ"))]
+        if len(extra) <= self.max_extra_words:
+            return start, end
+        if len(entities) > 1:
+            return None  # "Russia with support from Iran and Turkey": which of them is the answer is not known
+        return max(start, entities[0].start_char), min(end, entities[0].end_char)
+
+
+def mentions(text: str, word: str, min_similarity: float = 85.0) -> bool:
+    """True if ``text`` holds ``word`` or a close form of it ("director", "directors", "Director's")."""
+    lowered = text.lower()
+    if word in lowered:
+        return True
+    stem = word[:-1] if word.endswith("s") and len(word) > 3 else word
+    return any(fuzz.ratio(stem, w) >= min_similarity for w in set(lowered.split()) if w[:1] == stem[:1])

@@ -1,0 +1,68 @@
+"""Answering on a scraped page that is not a seed: glued sentences, a bracket typo, stance and typed questions.
+
+The mechanisms the seeds need (tests/test_seeds.py) shown on a fictional page (tests/fixtures/scraped/): spans of
+the type the question asks for, doubt reported in other words, a role the article never names, citations that stay
+one sentence where sentences are glued.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import build_service, make_settings
+
+SCRAPED = Path(__file__).resolve().parents[1] / "fixtures" / "scraped"
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory, embedder, nlp, prompts):  # type: ignore[no-untyped-def]
+    return build_service(make_settings(tmp_path_factory.mktemp("scraped"), seeds_dir=SCRAPED), embedder, nlp,
+                         prompts)
+
+
+def _quoted_exactly(service, response) -> None:  # type: ignore[no-untyped-def]
+    for c in response.citations:
+        assert service.get_document(c.doc_id).text[c.start:c.end] == c.quote
+
+
+def test_a_glued_sentence_is_cited_alone(scraped):
+    r = scraped.ask("Who is the mayor of Kellmoor?")
+    assert r.answer == "Oskar Brandt"
+    assert r.supporting_sentence == ("\u201cWe will not wait for the spring floods,\u201d said Oskar Brandt, "
+                                     "the mayor of Kellmoor.")
+    _quoted_exactly(scraped, r)
+
+
+def test_a_bracket_typo_does_not_break_the_speaker(scraped):
+    r = scraped.ask("Who said the board must publish every report?")
+    assert r.answer == "Lena Kask"
+    assert r.supporting_sentence is not None and r.supporting_sentence.startswith("\"The [board) must publish")
+    _quoted_exactly(scraped, r)
+
+
+def test_doubt_reported_in_other_words_is_found(scraped):
+    r = scraped.ask("Who doubted the inspection photographs?")
+    assert not r.abstained and "union" in (r.answer or "")
+    assert r.supporting_sentence is not None and "not conclusive" in r.supporting_sentence
+
+
+def test_a_sum_answers_a_cost_question_even_where_the_entity_recogniser_misses_it(scraped):
+    r = scraped.ask("How much will the repairs cost?")
+    assert r.answer is not None and "million euros" in r.answer
+
+
+@pytest.mark.parametrize("question", [
+    "What is the name of the dam's director?",  # a role the page never names: the engineer is not the answer
+    "How many turbines does the dam have?",  # no figure of that kind
+])
+def test_questions_the_page_does_not_answer_abstain_with_passages(scraped, question):
+    r = scraped.ask(question)
+    assert r.abstained and r.answer is None and r.citations == []
+    assert r.passages
+
+
+def test_the_role_that_is_named_is_answered(scraped):
+    assert scraped.ask("What is the name of the chief engineer?").answer == "Ingrid Halvorsen"
