@@ -19,6 +19,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -57,6 +59,22 @@ def start_server(articles: Path | None, data_dir: Path) -> tuple[subprocess.Pope
         time.sleep(0.5)
     proc.kill()
     raise SystemExit("the service did not become ready within 300 s")
+
+
+@contextmanager
+def service_at(url: str | None, articles: Path | None) -> Iterator[str]:
+    """The URL of the running service given, or of one started on ``articles`` (the seeds if None) in a temporary
+    data dir and stopped afterwards."""
+    if url is not None:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="newsroom-qa-bench-") as tmp:
+        proc, started = start_server(articles, Path(tmp) / "data")
+        try:
+            yield started
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def client_loop(url: str, n: int, until: float, samples: list[tuple[str, float, int]], lock: threading.Lock) -> None:
@@ -101,28 +119,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
-    proc = None
-    with tempfile.TemporaryDirectory(prefix="newsroom-qa-load-") as tmp:
-        url = args.url
-        if url is None:
-            proc, url = start_server(args.articles, Path(tmp) / "data")
-        try:
-            httpx.post(url + "/v1/ask", json={"question": QUESTIONS[0]}, timeout=60)  # warm-up
-            samples: list[tuple[str, float, int]] = []
-            lock = threading.Lock()
-            until = time.monotonic() + args.seconds
-            threads = [threading.Thread(target=client_loop, args=(url, n, until, samples, lock))
-                       for n in range(args.clients)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            print(report(samples, args.seconds, args.clients))
-        finally:
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=30)
-
+    with service_at(args.url, args.articles) as url:
+        httpx.post(url + "/v1/ask", json={"question": QUESTIONS[0]}, timeout=60)  # warm-up
+        samples: list[tuple[str, float, int]] = []
+        lock = threading.Lock()
+        until = time.monotonic() + args.seconds
+        threads = [threading.Thread(target=client_loop, args=(url, n, until, samples, lock))
+                   for n in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(report(samples, args.seconds, args.clients))
 
 if __name__ == "__main__":
     main()

@@ -4,9 +4,10 @@ model directory's current files."""
 from __future__ import annotations
 
 import hashlib
+from importlib import metadata
 from pathlib import Path
 
-__all__ = ["model_files_key", "sha256_file"]
+__all__ = ["library_versions", "model_files_key", "sha256_file"]
 
 
 def sha256_file(path: Path) -> str:
@@ -28,3 +29,15 @@ def model_files_key(location: str | Path, *extra: str) -> str:
     basis = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
     return hashlib.sha256("|".join([str(directory.resolve()) if files else str(location), basis, *extra])
                           .encode()).hexdigest()[:16]
+
+
+def library_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of the named distributions ("-" where absent): what computed a recorded check, so that a
+    change in any means checking again."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "-"
+    return versions

@@ -143,7 +143,8 @@ class Embedder:
     def __init__(self, model: str = BUNDLED_MODEL, batch_size: int = 32, device: str = "cpu",
                  expected_sha256: str | None = None, precision: Precision = "auto",
                  query_cache_size: int = 1024, query_backend: QueryBackend = "auto",
-                 cache_dir: Path | None = None, batch_backend: BatchBackend = "auto") -> None:
+                 cache_dir: Path | None = None, batch_backend: BatchBackend = "auto",
+                 defer_torch: bool = False) -> None:
         """
         :param model: ``all-MiniLM-L6-v2`` for the bundled copy, a local directory, or a hub id.
         :param batch_size: texts per forward pass.
@@ -161,6 +162,10 @@ class Embedder:
             about 2x PyTorch's bf16 on a Zen 5, recall@10 within 0.5 points; ``index.engine_choice``), smaller
             ones on PyTorch, so a service that answers and takes small additions never loads this engine (~450 MB).
             ``openvino-int8`` and ``openvino`` run every batch so; ``torch`` never loads OpenVINO.
+        :param defer_torch: for a one-shot command that embeds one question (``ask``, ``search``): ``warm_up``
+            reads the ONNX export an earlier start checked against PyTorch, and checks it against the PyTorch vectors
+            recorded then (``OnnxQueryEncoder.from_cache``), instead of importing sentence-transformers and loading
+            the model (~2 s of a cold ``ask`` on a 2-core AMD EPYC Zen 4); the model is loaded at the first batch.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be greater than 0. Currently, batch_size is {batch_size}")
@@ -185,6 +190,7 @@ class Embedder:
         self.last_batch_engine: str | None = None  # what embedded the latest batch: torch, openvino, openvino-int8
         self.batch_engine_speeds: dict[str, float] = {}  # texts/s of each engine timed by ``auto``'s choice
         self.int8_calibrated = False  # this process quantized an int8 model (rather than loading the cached one)
+        self.defer_torch = defer_torch
 
     @property
     def model_id(self) -> str:
@@ -197,12 +203,15 @@ class Embedder:
         return self.model_name
 
     def warm_up(self) -> None:
-        """Load the model once, verifying its weights' checksum when one is known."""
+        """Load the model once, verifying its weights' checksum when one is known. With ``defer_torch``, only what
+        embeds queries when a checked ONNX export is cached (the PyTorch model follows at the first batch)."""
         if self.model is not None:
             return
-        from sentence_transformers import SentenceTransformer
+        if self.defer_torch and self.query_backend != "torch" and (self._onnx is not None or self._onnx_from_cache()):
+            return
+        self._load_model()
 
-        location = self._resolve()
+    def _verify(self, location: str) -> None:
         if self.expected_sha256 is not None:
             weights = Path(location) / "model.safetensors"
             if not weights.is_file():
@@ -213,6 +222,31 @@ class Embedder:
                     f"{weights} has sha256 {actual}, expected {self.expected_sha256}: the model files are "
                     "corrupt or not the expected model; reinstall the model package"
                 )
+
+    def _onnx_from_cache(self) -> bool:
+        """``defer_torch``: the query encoder from a checked export, without PyTorch's model; False if
+        there is none to use (then the model is loaded as usual)."""
+        location = self._resolve()
+        self._verify(location)
+        import torch
+
+        try:
+            self._onnx = OnnxQueryEncoder.from_cache(location, self.cache_dir or default_cache_dir(),
+                                                     threads=torch.get_num_threads())
+        except QueryEncoderUnavailable as exc:
+            logger.info("loading the embedding model: %s", exc)
+            return False
+        logger.info("queries are embedded with the checked ONNX export %s", self._onnx.path)
+        return True
+
+    def _load_model(self) -> None:
+        """The PyTorch model (and, unless ``query_backend`` is torch, the ONNX query encoder checked against it)."""
+        if self.model is not None:
+            return
+        from sentence_transformers import SentenceTransformer
+
+        location = self._resolve()
+        self._verify(location)
         try:
             self.model = SentenceTransformer(location, device=self.device)
         except (OSError, ValueError) as exc:
@@ -222,7 +256,7 @@ class Embedder:
             ) from exc
         self._pad_batches(self.model)
         logger.info("embedding model %s loaded from %s", self.model_id, location)
-        if self.query_backend != "torch":
+        if self.query_backend != "torch" and self._onnx is None:
             self._load_onnx(location)
 
     @staticmethod
@@ -338,6 +372,8 @@ class Embedder:
     def dimension(self) -> int:
         """Length of the vectors this model produces."""
         self.warm_up()
+        if self.model is None and self._onnx is not None:  # deferred: the checked export's record knows it
+            return self._onnx.dimension
         assert self.model is not None
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = getter()
@@ -352,7 +388,7 @@ class Embedder:
         :param show_progress: show a progress bar (for long ingestions).
         :returns: float32 array of shape (len(texts), dimension).
         """
-        self.warm_up()
+        self._load_model()
         assert self.model is not None
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)

@@ -15,22 +15,42 @@ import re
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import bm25s
 import numpy as np
-from bm25s.stopwords import STOPWORDS_EN
 from rapidfuzz import fuzz, process
 
 from index.mapped import advise_random
 
-# bm25s sets its own logger to DEBUG when imported, so every index build printed "Building index from tokens" past
-# the application's WARNING level for libraries; NOTSET hands the decision back to the root logger's configuration.
-logging.getLogger("bm25s").setLevel(logging.NOTSET)
+if TYPE_CHECKING:
+    import bm25s
+
+
+@lru_cache(maxsize=1)
+def _bm25s() -> ModuleType:
+    """bm25s, imported at first use: it brings SciPy, ~0.2 s of import that `ask` through a running service (which
+    imports this module only for the API's types) does not need."""
+    import bm25s
+
+    # bm25s sets its own logger to DEBUG when imported, so every index build printed "Building index from tokens"
+    # past the application's WARNING level for libraries; NOTSET hands the decision back to the root logger's
+    # configuration.
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
+
+
+@lru_cache(maxsize=1)
+def _stopwords() -> frozenset[str]:
+    _bm25s()  # the package first, so its logger is reset
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
 
 __all__ = ["LexicalIndex", "closest_variants", "may_have_variants", "term_counts", "tokenize"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_STOPWORDS = frozenset(STOPWORDS_EN)
 VARIANT_MIN_CHARS = 5  # shorter words have too many look-alikes to expand safely
 VARIANT_MIN_RATIO = 80.0  # "sednaya" ~ "saydnaya" scores 80; "report" ~ "resort" 83 but is caught by the df rule
 VARIANT_WEIGHT = 0.8  # a variant counts a little less than the word as typed
@@ -52,7 +72,8 @@ def _fold(text: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Folded, stemmed content words of ``text`` (stopwords removed)."""
-    words = [w for w in _WORD.findall(_fold(text)) if w not in _STOPWORDS]
+    stopwords = _stopwords()
+    words = [w for w in _WORD.findall(_fold(text)) if w not in stopwords]
     return list(_stemmer().stemWords(words))
 
 
@@ -165,11 +186,11 @@ class LexicalIndex:
                 doc_freq[tok] = doc_freq.get(tok, 0) + 1
         if not any(tokens):
             return cls(None, rowids, doc_freq)
-        bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
+        bm25 = _bm25s().BM25(k1=k1, b=b, method="lucene")
         bm25.index(tokens, show_progress=False)
         doc_bm25 = None
         if doc_texts:
-            doc_bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
+            doc_bm25 = _bm25s().BM25(k1=k1, b=b, method="lucene")
             doc_bm25.index([tokenize(t) for t in doc_texts], show_progress=False)
         return cls(bm25, rowids.astype(np.int64), doc_freq, doc_bm25, doc_of_chunk)
 
@@ -189,9 +210,9 @@ class LexicalIndex:
         doc_freq = json.loads((path / "doc_freq.json").read_text(encoding="utf-8"))
         bm25 = doc_bm25 = doc_of_chunk = None
         if (path / "bm25").is_dir():
-            bm25 = bm25s.BM25.load(str(path / "bm25"), mmap=True, show_progress=False)
+            bm25 = _bm25s().BM25.load(str(path / "bm25"), mmap=True, show_progress=False)
         if (path / "doc_bm25").is_dir():
-            doc_bm25 = bm25s.BM25.load(str(path / "doc_bm25"), mmap=True, show_progress=False)
+            doc_bm25 = _bm25s().BM25.load(str(path / "doc_bm25"), mmap=True, show_progress=False)
             doc_of_chunk = np.load(path / "doc_of_chunk.npy")
         for index in (bm25, doc_bm25):
             for array in (index.scores.values() if index is not None else ()):

@@ -13,6 +13,7 @@ caller falls back to PyTorch.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from index.checksum import model_files_key
+from index.checksum import library_versions, model_files_key
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -62,12 +63,44 @@ def default_cache_dir() -> Path:
 CACHE_FORMAT = "external-data-1"
 
 
+# Beside each exported graph, ``<name>.onnx.check.json``: the PyTorch model's vectors of the probe texts, recorded when
+# the export passed its check, with what it takes to run the graph without the PyTorch model (``from_cache``).
+CHECK_FORMAT = 1
+_LIBRARIES = ("torch", "transformers", "sentence-transformers", "onnxruntime", "tokenizers")
+
+
+def _library_versions() -> dict[str, str]:
+    return library_versions(_LIBRARIES)
+
+
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def export_path(location: str, cache_dir: Path) -> Path:
+    """Where the graph of the model at ``location`` is kept in ``cache_dir``."""
+    return cache_dir / "onnx" / f"{model_files_key(location, CACHE_FORMAT)}.onnx"
+
+
 class OnnxQueryEncoder:
-    """Embeds single queries with ONNX Runtime, pooled and normalised exactly as the sentence-transformers model."""
+    """Embeds single queries with ONNX Runtime, pooled and normalised exactly as the sentence-transformers model.
+
+    ``OnnxQueryEncoder(model, ...)`` exports (or reads) the graph and checks it against the loaded PyTorch model;
+    ``OnnxQueryEncoder.from_cache(location, ...)`` reads a graph that passed that check at an earlier start and
+    checks it against the PyTorch vectors recorded then, without loading PyTorch's model (a one-shot ``ask``).
+    """
+
+    dimension: int
 
     def __init__(self, model: SentenceTransformer, location: str, cache_dir: Path, threads: int) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401
         except ImportError as exc:
             raise QueryEncoderUnavailable("onnxruntime is not installed") from exc
         modules = list(model)
@@ -79,22 +112,75 @@ class OnnxQueryEncoder:
         self.max_length = int(model.max_seq_length or 512)
         self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
                             if n in self.tokenizer.model_input_names]
-        path = cache_dir / "onnx" / f"{model_files_key(location, CACHE_FORMAT)}.onnx"
+        path = export_path(location, cache_dir)
         self.path = path  # the exported graph, which the OpenVINO batch encoder runs too
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if path.is_file():
             try:
-                self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                self.session = _session(path, threads)
             except Exception:  # a damaged cache file (ONNX Runtime raises its own types): export it again
                 logger.warning("the cached ONNX model %s cannot be read; exporting it again", path)
                 path.unlink()
         if not path.is_file():
             self._export(model, path)
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._check(model)
+            self.session = _session(path, threads)
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.dimension = int(getter() or 0)  # 0: unknown, and then ``from_cache`` does not use the record
+        self._record(self._check(model))
+
+    @classmethod
+    def from_cache(cls, location: str, cache_dir: Path, threads: int) -> OnnxQueryEncoder:
+        """The graph exported and checked at an earlier start, checked again against the PyTorch vectors recorded
+        then (same probe texts, cosine >= ``MIN_COSINE``), without loading the PyTorch model.
+
+        :raises QueryEncoderUnavailable: when there is no such graph, it was recorded with other library versions,
+            or its vectors differ now; the caller loads the PyTorch model and checks it as at a first start.
+        """
+        path = export_path(location, cache_dir)
+        check = path.with_name(path.name + ".check.json")
+        try:
+            record = json.loads(check.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise QueryEncoderUnavailable(f"no checked export in the cache ({type(exc).__name__})") from exc
+        if not isinstance(record, dict) or record.get("format") != CHECK_FORMAT or not record.get("dimension") \
+                or not path.is_file():
+            raise QueryEncoderUnavailable("the cached export's check record is missing or of another format")
+        if record.get("versions") != _library_versions():
+            raise QueryEncoderUnavailable("the cached export was checked with other library versions")
+        try:
+            import onnxruntime  # noqa: F401
+            from transformers import AutoTokenizer
+        except ImportError as exc:
+            raise QueryEncoderUnavailable(f"{exc.name} is not installed") from exc
+        self = cls.__new__(cls)
+        try:
+            self.pooling, self.max_length = str(record["pooling"]), int(record["max_length"])
+            self.input_names, self.dimension = list(record["input_names"]), int(record["dimension"])
+            reference = np.asarray(record["reference"], dtype=np.float32)
+            self.tokenizer = AutoTokenizer.from_pretrained(location)
+            self.path, self.session = path, _session(path, threads)
+            mine = np.stack([self.encode(p) for p in record["probes"]])
+        except Exception as exc:  # a damaged record or graph (ONNX Runtime and tokenizers raise their own types)
+            raise QueryEncoderUnavailable(f"the cached export cannot be used: {type(exc).__name__}: {exc}") from exc
+        worst = float((reference * mine).sum(axis=1).min()) if reference.shape == mine.shape else -1.0
+        if worst < MIN_COSINE:
+            raise QueryEncoderUnavailable(f"the cached export differs from PyTorch's recorded vectors "
+                                          f"(cosine {worst:.5f})")
+        return self
+
+    def _record(self, reference: np.ndarray) -> None:
+        """Write the check record ``from_cache`` reads (atomically; a cache directory that cannot be written only
+        means later starts check against the PyTorch model again)."""
+        record = {"format": CHECK_FORMAT, "versions": _library_versions(), "pooling": self.pooling,
+                  "max_length": self.max_length, "input_names": self.input_names, "dimension": self.dimension,
+                  "probes": _PROBES, "reference": reference.tolist()}
+        target = self.path.with_name(self.path.name + ".check.json")
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(record), encoding="utf-8")
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            logger.info("could not record the ONNX check in %s (%s)", target, exc)
 
     def _export(self, model: SentenceTransformer, path: Path) -> None:
         """Export the transformer (token embeddings out) with dynamic batch and length, its weights in
@@ -134,12 +220,17 @@ class OnnxQueryEncoder:
             raise QueryEncoderUnavailable(f"ONNX export failed: {exc}") from exc
         logger.info("exported the embedding model to %s", path)
 
-    def _check(self, model: SentenceTransformer) -> None:
-        reference = model.encode(_PROBES, normalize_embeddings=True, convert_to_numpy=True)
+    def _check(self, model: SentenceTransformer) -> np.ndarray:
+        """PyTorch's vectors of the probe texts, once ONNX Runtime's match them.
+
+        :raises QueryEncoderUnavailable: if any probe's cosine is below ``MIN_COSINE``."""
+        reference = np.asarray(model.encode(_PROBES, normalize_embeddings=True, convert_to_numpy=True),
+                               dtype=np.float32)
         mine = np.stack([self.encode(p) for p in _PROBES])
         worst = float((reference * mine).sum(axis=1).min())
         if worst < MIN_COSINE:
             raise QueryEncoderUnavailable(f"ONNX output differs from PyTorch (cosine {worst:.5f})")
+        return reference
 
     def encode(self, text: str) -> np.ndarray:
         """One unit-length float32 vector for ``text`` (truncated to the model's window)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pydantic import BaseModel
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from spacy.language import Language
     from spacy.tokens import Doc, Span, Token
 
-__all__ = ["AttributionRules", "Attributor", "load_attribution_rules"]
+__all__ = ["AttributionRules", "Attributor", "Speaker", "load_attribution_rules"]
 
 _SUBJECT_DEPS = {"nsubj", "nsubjpass"}
 _PRONOUNS = {"he", "she", "they", "i", "we"}
@@ -30,9 +30,20 @@ _QUESTION_WORDS = {"who", "whom", "said", "says", "say", "told", "tell", "accord
 _QUOTED = re.compile(r'"[^"]*"|\u201c[^\u201d]*\u201d|\u201c[^\u201d]*$|^[^\u201c]*\u201d')
 
 
+class Speaker(NamedTuple):
+    """Who said it (``text[start:end]``: a name), and how the reporting sentence calls them (``mention``: the
+    name itself, or "he", "The Assistant Secretary")."""
+
+    start: int
+    end: int
+    mention_start: int
+    mention_end: int
+
+
 class AttributionRules(BaseModel):
     question_patterns: list[str]
     reporting_verbs: list[str]
+    statement_patterns: list[str] = []
 
 
 def load_attribution_rules(path: Path) -> AttributionRules:
@@ -47,9 +58,40 @@ class Attributor:
         self.nlp = nlp
         self._questions = [re.compile(p, re.IGNORECASE) for p in rules.question_patterns]
         self._verbs = set(rules.reporting_verbs)
+        self._statements = [re.compile(p, re.IGNORECASE) for p in rules.statement_patterns]
 
     def asks_for_speaker(self, question: str) -> bool:
         return any(p.search(question) for p in self._questions)
+
+    def person_asked_about(self, question: str) -> list[str]:
+        """The name words of the person whose words the question asks for ("What did Geoffrey Mock of Amnesty say
+        ...?" -> ["geoffrey", "mock"]): capitalised words before any "of", "from", "at"; none for other questions."""
+        for pattern in self._statements:
+            found = pattern.search(question)
+            if found:
+                name = re.split(r"\s(?:of|from|at|in|for|with)\s", found.group("person"))[0]
+                return [w.lower() for w in re.findall(r"\b[A-Z][\w'\u2019-]+", name) if len(w) >= 3]
+        return []
+
+    def spoken_by(self, text: str, sentences: list[Sentence], index: int, names: list[str]) -> bool:
+        """True if sentence ``index`` of ``text`` is said by someone with one of ``names`` (pronouns resolved)."""
+        s = sentences[index]
+        found = self.speaker(text, sentences, s.start, s.end)
+        return found is not None and any(n in text[found.start:found.end].lower().split() for n in names)
+
+    @staticmethod
+    def quotation(text: str, start: int, end: int, min_words: int = 3, max_words: int = 60) -> tuple[int, int] | None:
+        """The longest quotation inside ``text[start:end]`` (a sentence), without its marks and closing comma, if
+        it has ``min_words`` to ``max_words`` words: what a person said, for "What did X say?"."""
+        found = [(start + m.start(), start + m.end()) for m in _QUOTED.finditer(text[start:end])]
+        if not found:
+            return None
+        a, b = max(found, key=lambda r: r[1] - r[0])
+        a += 1 if text[a] in "\"\u201c" else 0
+        b -= 1 if text[b - 1] in "\"\u201d" else 0
+        while b > a and text[b - 1] in ",;: ":
+            b -= 1
+        return (a, b) if min_words <= len(text[a:b].split()) <= max_words else None
 
     def quoted_sentence(self, question: str, sentences: list[tuple[str, int, str]],
                         min_overlap: float = 0.5) -> tuple[str, int] | None:
@@ -61,12 +103,12 @@ class Attributor:
         best, best_overlap = None, min_overlap
         for doc_id, start, text in sentences:
             overlap = len(wanted & set(_WORDS.findall(text.lower()))) / len(wanted)
-            if overlap > best_overlap:
+            if overlap > best_overlap or (best is None and overlap == min_overlap):  # "at least"
                 best, best_overlap = (doc_id, start), overlap
         return best
 
     def speaker(self, text: str, sentences: list[Sentence], sentence_start: int, sentence_end: int
-                ) -> tuple[int, int] | None:
+                ) -> Speaker | None:
         """The speaker of ``text[sentence_start:sentence_end]`` (or of the quote it continues), or None.
 
         Looks in the sentence, then the next one ('"...," she said.' often follows the quote), then the one before.
@@ -84,10 +126,32 @@ class Attributor:
             found = self._speaker_in(doc)
             if found is None:
                 continue
-            span_start, span_end = found
-            if text[s.start + span_start:s.start + span_end].lower() in _PRONOUNS:
-                return self._antecedent(text, sentences, i)
-            return s.start + span_start, s.start + span_end
+            mention = (s.start + found[0], s.start + found[1])
+            phrase = text[mention[0]:mention[1]]
+            if phrase.lower() in _PRONOUNS:
+                named = self._antecedent(text, sentences, i)
+            else:
+                named = self._titled_person(text, sentences, i, phrase) or mention
+            return None if named is None else Speaker(start=named[0], end=named[1], mention_start=mention[0],
+                                                      mention_end=mention[1])
+        return None
+
+    def _titled_person(self, text: str, sentences: list[Sentence], index: int, phrase: str) -> tuple[int, int] | None:
+        """The person an article introduced with the title a speaker is later called by ("The Assistant Secretary
+        said" -> "Stuart Jones, the Acting Assistant Secretary of State, said" earlier): the last person named at or
+        before sentence ``index`` with the title's last word after the name. None if the phrase is not a title."""
+        words = phrase.split()
+        if len(words) < 2 or words[0].lower() != "the" or not words[-1][:1].isupper():
+            return None
+        title = words[-1]
+        for i in range(index, -1, -1):
+            s = sentences[i]
+            sentence = text[s.start:s.end]
+            for ent in reversed([e for e in self.nlp(sentence).ents if e.label_ == "PERSON"]):
+                after = sentence[ent.end_char:].lstrip()
+                apposition = after[1:].split(",")[0][:80] if after.startswith(",") else ""
+                if title in apposition.split():
+                    return s.start + ent.start_char, s.start + ent.end_char
         return None
 
     # --- internals -------------------------------------------------------------------------------------

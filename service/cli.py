@@ -126,6 +126,13 @@ def _service(data_dir: Path | None, seed_if_empty: bool = True, **overrides: Any
     return QAService.from_settings(_settings(data_dir, **overrides), seed_if_empty=seed_if_empty)
 
 
+def _one_shot_service(data_dir: Path | None) -> QAService:
+    """The service for one in-process ``ask`` or ``search``: as ``_service``, but the embedding model's PyTorch
+    copy is loaded only if this call embeds a batch (seeding a new data dir); a question is embedded by the ONNX
+    export checked at an earlier start (``Settings.defer_embedding_model``)."""
+    return _service(data_dir, defer_embedding_model=True)
+
+
 def _friendly_errors(func: F) -> F:
     """Turn the project's errors into one line on stderr and exit code 1."""
 
@@ -218,10 +225,14 @@ def index() -> None:
 @data_dir_option
 @_friendly_errors
 def index_init(data_dir: Path | None) -> None:
-    """Create the data directory and, if it is new, index the bundled seed articles into it."""
-    service = _service(data_dir, seed_if_empty=True)
+    """Create the data directory if it is new and index the bundled seed articles into it; seeds already stored
+    unchanged are not embedded again, and other articles are left as they are."""
+    service = _service(data_dir, seed_if_empty=False)
+    added = service.add_seeds().documents
+    fresh = sum(not d.unchanged for d in added)
     manifest = service.store.snapshot().manifest
-    click.echo(f"{manifest.n_documents} documents, {manifest.n_chunks} chunks in {_where(service.settings)}")
+    click.echo(f"seeds: {fresh} indexed, {len(added) - fresh} already stored unchanged; "
+               f"{manifest.n_documents} documents, {manifest.n_chunks} chunks in {_where(service.settings)}")
 
 
 @index.command("add")
@@ -405,11 +416,81 @@ def _post_server(server: str, path: str, payload: dict[str, Any]) -> dict[str, A
     return body
 
 
+# The configured service is probed before each in-process fallback: on loopback a refused connection is immediate
+# and 0.3 s is ample for an accept; across a network allow a little more.
+PROBE_CONNECT_TIMEOUT = {True: 0.3, False: 1.5}
+PROBE_TIMEOUT = 3.0  # /healthz reads the archive's manifest: milliseconds on a service that is up
+
+
+def _probe(url: str) -> str | None:
+    """None if a newsroom-qa service answers ``GET url/healthz``; else why not, for the fallback's note."""
+    import httpx
+
+    host = httpx.URL(url).host if url.startswith(("http://", "https://")) else ""
+    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    try:
+        response = httpx.get(url + "/healthz", timeout=httpx.Timeout(PROBE_TIMEOUT,
+                                                                     connect=PROBE_CONNECT_TIMEOUT[loopback]))
+    except (httpx.ConnectError, httpx.ConnectTimeout):
+        return f"no newsroom-qa service at {url}"
+    except (httpx.RequestError, httpx.InvalidURL) as exc:
+        return f"the newsroom-qa service at {url} did not answer ({type(exc).__name__})"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict) or body.get("status") != "ok" \
+            or "documents" not in body:
+        return f"{url} answered, but not as a newsroom-qa service (HTTP {response.status_code} on /healthz)"
+    return None
+
+
+_NO_SERVER = ("", "none", "off")
+
+
+def _service_url(server: str | None, in_process: bool, data_dir: Path | None) -> str | None:
+    """The running service to send the request to, or None to answer in-process.
+
+    ``--server URL`` is used as given (down: an error, never a fallback). ``--in-process``, ``--server ''`` (or
+    ``none``/``off``) and an archive named on the command line (``--data-dir``, ``--backend``, ``--database-url``)
+    answer in-process: a service's archive is whatever it was started on. Otherwise the configured service
+    (``NEWSROOM_QA_SERVER_URL``, default where ``serve`` listens) when it answers, else in-process with a note.
+    """
+    ctx = click.get_current_context()
+    named_archive = data_dir is not None or bool(ctx.meta.get(_OVERRIDES))
+    explicit = server is not None and server.strip().lower() not in _NO_SERVER
+    if explicit and in_process:
+        raise click.UsageError("--server and --in-process exclude each other")
+    if explicit and named_archive:
+        raise click.UsageError("--server answers from the archive that service was started on; --data-dir, "
+                               "--backend and --database-url name a local one: give one or the other")
+    if explicit:
+        assert server is not None
+        return server.strip().rstrip("/")
+    if in_process or named_archive or server is not None:
+        return None
+    url = _settings(None).client_url()
+    if url is None:
+        return None
+    problem = _probe(url)
+    if problem is None:
+        return url
+    click.echo(f"note: {problem}; answering in-process (slower: loads the models; start one with "
+               "'newsroom-qa serve')", err=True)
+    return None
+
+
 def retrieval_options(func: F) -> F:
     """The options ``ask`` and ``search`` share: what to read (top k, metadata filters, recency) and where."""
     options = [
         click.option("--json", "as_json", is_flag=True, help="Print the raw JSON response."),
-        click.option("--server", default=None, help="Use a running service at this URL instead of the local data dir."),
+        click.option("--server", default=None,
+                     help="Ask the running service at this URL (an error if it is down). Default: the service at "
+                          "NEWSROOM_QA_SERVER_URL (else http://HOST:PORT, where 'serve' listens) when one answers "
+                          "there, else in-process; '' or 'none': in-process."),
+        click.option("--in-process", is_flag=True,
+                     help="Answer in this process from the local archive (loads the models: seconds), even when a "
+                          "service is running."),
         click.option("--top-k", type=int, default=None, help="Passages to read or return."),
         click.option("--source", "sources", multiple=True, help="Only articles from this outlet (repeatable)."),
         click.option("--doc", "doc_ids", multiple=True, help="Only this document id (repeatable)."),
@@ -460,10 +541,13 @@ class RetrievalArgs(BaseModel):
 @click.argument("question")
 @retrieval_options
 @_friendly_errors
-def ask(question: str, as_json: bool, server: str | None, top_k: int | None, sources: tuple[str, ...],
-        doc_ids: tuple[str, ...], since: datetime | None, until: datetime | None, half_life: float | None,
-        recency_weight: float | None, data_dir: Path | None) -> None:
-    """Ask a question; prints the answer with numbered citations, or says the archive does not answer."""
+def ask(question: str, as_json: bool, server: str | None, in_process: bool, top_k: int | None,
+        sources: tuple[str, ...], doc_ids: tuple[str, ...], since: datetime | None, until: datetime | None,
+        half_life: float | None, recency_weight: float | None, data_dir: Path | None) -> None:
+    """Ask a question; prints the answer with numbered citations, or says the archive does not answer.
+
+    Through the running service when one answers (NEWSROOM_QA_SERVER_URL, default http://127.0.0.1:8000), else
+    in-process from the local archive."""
     from service.prompts import load_prompts
     from service.render import render_answer
     from service.schemas import AnswerResponse
@@ -471,6 +555,7 @@ def ask(question: str, as_json: bool, server: str | None, top_k: int | None, sou
     args = RetrievalArgs.parse(sources, doc_ids, since, until, half_life, recency_weight)
     settings = _settings(data_dir)
     archive_empty = False
+    server = _service_url(server, in_process, data_dir)
     if server:
         prompts = load_prompts(settings.prompts_dir)
         if not question.strip():
@@ -481,7 +566,7 @@ def ask(question: str, as_json: bool, server: str | None, top_k: int | None, sou
         archive_empty = response.abstained and response.message == prompts.templates.http["empty_archive"]
     else:
         _configure_logging(logging.WARNING)
-        service = _service(data_dir)
+        service = _one_shot_service(data_dir)
         response = service.ask(question, top_k=top_k, filters=args.filters, recency=args.recency)
         templates = service.prompts.templates.cli
         archive_empty = service.store.snapshot().manifest.n_documents == 0
@@ -496,15 +581,17 @@ def ask(question: str, as_json: bool, server: str | None, top_k: int | None, sou
 @click.option("--explain", is_flag=True, help="Show each passage's dense, lexical and fused scores.")
 @retrieval_options
 @_friendly_errors
-def search(query: str, explain: bool, as_json: bool, server: str | None, top_k: int | None,
+def search(query: str, explain: bool, as_json: bool, server: str | None, in_process: bool, top_k: int | None,
            sources: tuple[str, ...], doc_ids: tuple[str, ...], since: datetime | None, until: datetime | None,
            half_life: float | None, recency_weight: float | None, data_dir: Path | None) -> None:
-    """The passages the answerer would read for QUERY, best first (what /v1/search returns)."""
+    """The passages the answerer would read for QUERY, best first (what /v1/search returns); through the running
+    service when one answers, as ``ask``."""
     from service.prompts import load_prompts
     from service.render import render_passages
     from service.schemas import SearchResponse
 
     args = RetrievalArgs.parse(sources, doc_ids, since, until, half_life, recency_weight)
+    server = _service_url(server, in_process, data_dir)
     if server:
         templates = load_prompts(_settings(data_dir).prompts_dir).templates
         response = SearchResponse.model_validate(
@@ -512,7 +599,7 @@ def search(query: str, explain: bool, as_json: bool, server: str | None, top_k: 
                                                 **args.payload()}))
     else:
         _configure_logging(logging.WARNING)
-        service = _service(data_dir)
+        service = _one_shot_service(data_dir)
         templates = service.prompts.templates
         response = service.search(query, top_k=top_k, filters=args.filters, recency=args.recency, explain=explain)
     if as_json:

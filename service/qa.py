@@ -69,7 +69,7 @@ def build_embedder(settings: Settings) -> Embedder:
     return Embedder(settings.embedding_model, batch_size=settings.embedding_batch_size,
                     precision=settings.embedding_precision, query_cache_size=settings.query_cache_size,
                     query_backend=settings.query_backend, cache_dir=settings.cache_dir,
-                    batch_backend=settings.batch_backend)
+                    batch_backend=settings.batch_backend, defer_torch=settings.defer_embedding_model)
 
 
 def build_store(settings: Settings, embedder: Embedder) -> Archive:
@@ -87,6 +87,21 @@ def build_store(settings: Settings, embedder: Embedder) -> Archive:
                                           target_recall=settings.ann_target_recall, codes=settings.ann_codes,
                                           min_probe_fraction=settings.ann_min_probe_fraction,
                                           refine_min=settings.ann_refine_min))
+
+
+def with_other_articles(ranked: list[Passage], k: int, others: int) -> list[Passage]:
+    """The first ``k`` passages in rank order, then the best-ranked passage of up to ``others`` articles that have
+    none among them (so a figure another article gives differently is read too)."""
+    taken = ranked[:k]
+    seen = {p.doc_id for p in taken}
+    extra: list[Passage] = []
+    for p in ranked[k:]:
+        if len(extra) >= others:
+            break
+        if p.doc_id not in seen:
+            seen.add(p.doc_id)
+            extra.append(p)
+    return taken + extra
 
 
 class QAService:
@@ -125,13 +140,14 @@ class QAService:
 
     # --- writing -------------------------------------------------------------------------------------
     def add_seeds(self) -> AddDocumentsResponse:
-        """Index the bundled seed articles (``seeds/``), if there are any."""
+        """Index the bundled seed articles (``seeds/``), if there are any; those stored unchanged are left alone."""
         seeds = self.settings.seeds_dir
         if not seeds.is_dir() or not any(iter_paths([seeds])):
             logger.warning("no seed articles in %s; starting with an empty archive", seeds)
             return AddDocumentsResponse(documents=[])
         logger.info("indexing the seed articles in %s", seeds)
-        return self.add_paths([seeds])
+        # In batches: an article already stored as it is in seeds/ is skipped, not embedded again.
+        return self.add_paths([seeds], batch_size=256)
 
     def add_documents(self, docs: list[DocumentIn], show_progress: bool = False) -> AddDocumentsResponse:
         """Clean, chunk, embed and store articles in one atomic write; an existing id is replaced."""
@@ -249,8 +265,16 @@ class QAService:
         """The first half of ``ask``: passages for a checked question, on one snapshot (chat streams them)."""
         snap = self.store.snapshot()
         vector = self.embedder.embed_query(question)  # once: for retrieval and for the reader
-        passages = self.retrieve_passages(snap, question, vector, self._check_top_k(top_k), filters, recency)
+        passages = self.passages_to_read(snap, question, vector, self._check_top_k(top_k), filters, recency)
         return Retrieved(snap=snap, vector=vector, passages=passages)
+
+    def passages_to_read(self, snap: Snapshot, question: str, vector: np.ndarray, top_k: int,
+                         filters: Filters | None = None, recency: Recency | None = None) -> list[Passage]:
+        """The passages the reader reads: the ``top_k`` best ranked, and the best of up to ``other_articles`` more
+        articles ranked below them (what ``ask`` reads; evaluation reads the same)."""
+        others = self.settings.other_articles
+        ranked = self.retrieve_passages(snap, question, vector, 2 * top_k if others else top_k, filters, recency)
+        return with_other_articles(ranked, top_k, others)
 
     def answer(self, question: str, retrieved: Retrieved) -> AnswerResponse:
         """The second half of ``ask``: read the retrieved passages and cite the answer."""
@@ -289,11 +313,16 @@ class QAService:
         found = self.attributor.speaker(doc.text, snap.sentences(doc.id), s_start, s_end)
         if found is None:
             return result
-        start, end = found
-        # The quote must show the speaker: widen it to the sentence holding the speaker when that is another one.
-        sentences = [s for s in snap.sentences(doc.id) if s.start < end and s.end > start]
-        s_start = min([s_start] + [s.start for s in sentences])
-        s_end = max([s_end] + [s.end for s in sentences])
+        start, end = found.start, found.end
+        # The quote must show the speaker: widen it to the sentence that names them ("... ," Jones said.) when that
+        # is another one. A pronoun or a title ("The Assistant Secretary said") is resolved to a name further back;
+        # the sentence that gives the name is then cited as well (``cite``), not everything in between.
+        stored = snap.sentences(doc.id)
+        for point in (found.mention_start, found.start):
+            holding = [s for s in stored if s.start < point + 1 and s.end > point]
+            if holding and abs(stored.index(holding[0]) - next(
+                    (i for i, s in enumerate(stored) if s.start < s_end and s.end > s_start), 0)) <= 1:
+                s_start, s_end = min(s_start, holding[0].start), max(s_end, holding[0].end)
         return result.model_copy(update={"answer": doc.text[start:end], "doc_id": doc_id, "answer_start": start,
                                          "answer_end": end, "sentence_start": s_start, "sentence_end": s_end,
                                          "alternatives": []})
@@ -315,7 +344,13 @@ class QAService:
             message = http["empty_archive"] if snap.manifest.n_documents == 0 else http["abstain"]
             return AnswerResponse(answer=None, abstained=True, confidence=result.confidence,
                                   supporting_sentence=None, citations=[], passages=passages, message=message)
-        citations = [self._citation(snap.document(result.doc_id), result.sentence_start, result.sentence_end)]
+        doc = snap.document(result.doc_id)
+        citations = [self._citation(doc, result.sentence_start, result.sentence_end)]
+        if result.answer_start is not None and result.answer_end is not None \
+                and not result.sentence_start <= result.answer_start < result.answer_end <= result.sentence_end:
+            # The speaker named further back than the quote: cite the sentence that names them too.
+            naming = next(s for s in snap.sentences(doc.id) if s.start <= result.answer_start < s.end)
+            citations.append(self._citation(doc, naming.start, max(naming.end, result.answer_end)))
         needle = result.answer.casefold()
         for cand in result.sentences:
             if len(citations) > MAX_CORROBORATING:

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     feedback_weight: float = Field(default=0.3, ge=0.0, le=1.0)
     retrieval_candidates: int = Field(default=100, ge=1, le=2000)
     top_k: int = Field(default=5, ge=1, le=50)
+    # Beyond the top_k passages, the reader reads the best passage of up to this many articles that have none among
+    # them: a figure another article gives differently is read too ("sources differ"). 0: none.
+    other_articles: int = Field(default=1, ge=0, le=10)
     max_top_k: int = Field(default=50, ge=1, le=1000)
     max_question_chars: int = Field(default=1000, ge=10)
     reader: Literal["trained", "transformers", "heuristic"] = Field(
@@ -113,6 +116,12 @@ class Settings(BaseSettings):
     slack_api_url: str = Field(default="https://slack.com/api/",
                                description="Slack Web API base URL (tests point it at a local stub).")
 
+    defer_embedding_model: bool = Field(default=False, description="Load the PyTorch embedding model only when a "
+                                        "batch is embedded; questions use the ONNX export checked at an earlier start "
+                                        "(set by the one-shot `ask` and `search`).")
+    server_url: str | None = Field(default=None, description="`ask` and `search`: the running service they use "
+                                  "when it answers there (else they answer in-process, with a one-line note); unset: "
+                                  "http://HOST:PORT, where `serve` listens; 'off': always in-process.")
     log_format: Literal["json", "text"] = Field(default="json", description="The server's log lines: one JSON "
                                                 "object each (with a request id), or plain text.")
     host: str = "127.0.0.1"
@@ -128,6 +137,15 @@ class Settings(BaseSettings):
                 raise ValueError("NEWSROOM_QA_FEEDBACK_TERMS (pseudo-relevance feedback) is available with the "
                                  "faiss backend only; unset it for postgres")
         return self
+
+    def client_url(self) -> str | None:
+        """The service ``ask`` and ``search`` try first: ``server_url``, else where ``serve`` listens (a wildcard
+        host is reached on loopback); None when ``server_url`` is 'off'."""
+        if self.server_url is not None:
+            url = self.server_url.strip().rstrip("/")
+            return None if url.lower() in ("", "off", "none", "no", "false", "0") else url
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @field_validator("rate_limit", "rate_limit_anonymous")
     @classmethod

@@ -39,7 +39,8 @@ class SpanTypes:
     def required(self, question: str) -> QuestionType | None:
         """The question's type if it constrains the answer's entity label, else None."""
         qtype = self.prompts.question_type(question)
-        return qtype if qtype.labels and not qtype.noun_ok else None
+        strict = qtype.strict if qtype.strict is not None else not qtype.noun_ok
+        return qtype if qtype.labels and strict else None
 
     def select(self, question: str, candidates: list[AnswerCandidate],
                documents: dict[str, Document]) -> list[AnswerCandidate]:
@@ -48,12 +49,13 @@ class SpanTypes:
         A long span holding an entity of the type ("5,000 and 13,000 people were secretly hanged between ...") is
         narrowed to that entity: the reader found the right place, not the right edges.
         """
+        asked = self.prompts.question_type(question)
+        focus = asked.focus_word(question)
+        if focus is not None:
+            candidates = [c for c in candidates if mentions(documents[c.doc_id].text, focus)]
         qtype = self.required(question)
         if qtype is None or not candidates:
             return candidates
-        focus = qtype.focus_word(question)
-        if focus is not None:
-            candidates = [c for c in candidates if mentions(documents[c.doc_id].text, focus)]
         parsed: dict[tuple[str, int], Doc] = {}
         kept = []
         for c in candidates:

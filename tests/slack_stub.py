@@ -92,3 +92,13 @@ class SlackStub:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def replies_in(stub: SlackStub, thread_ts: str, count: int) -> list[dict[str, Any]]:
+    """The bot's messages in a thread, once ``count`` have arrived (or what there is after 60 s)."""
+    deadline = time.monotonic() + 60
+    while True:
+        found = [m for m in stub.named("chat.postMessage") if m.get("thread_ts") == thread_ts]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)

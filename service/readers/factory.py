@@ -28,6 +28,7 @@ def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts:
         threshold = HEURISTIC_ABSTAIN_BELOW if settings.abstain_below is None else settings.abstain_below
         return HeuristicReader(embedder, nlp, prompts, abstain_below=threshold)
 
+    from service.attribution import Attributor, load_attribution_rules
     from service.readers.calibration import Calibration
     from service.readers.span_model import SpanModel
     from service.readers.transformer import BUNDLED_READER, TransformerReader
@@ -48,6 +49,8 @@ def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts:
                       cache_dir=settings.cache_dir or default_cache_dir())
     # A local model directory may carry its own calibration.json (ours does); a hub model is uncalibrated.
     calibration = Calibration.load(Path(name)) if Path(name).is_dir() else Calibration()
+    prompts_dir = settings.prompts_dir
     return TransformerReader(model, calibration, abstain_below=settings.abstain_below,
                              span_types=SpanTypes(nlp, prompts),
-                             stances=load_stances(settings.prompts_dir / "stances.toml"))
+                             stances=load_stances(prompts_dir / "stances.toml"),
+                             attributor=Attributor(nlp, load_attribution_rules(prompts_dir / "attribution.toml")))

@@ -7,6 +7,7 @@ exact offsets of the stored article. The same span found through several passage
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from spacy.lang.en.stop_words import STOP_WORDS
 
 from index.archive import ArchiveSnapshot as Snapshot
 from index.models import Document, Passage, Sentence
+from service.attribution import Attributor
 from service.readers.base import AnswerCandidate, CandidateSentence, ReadResult
 from service.readers.calibration import Calibration
 from service.readers.span_model import SpanModel
@@ -61,6 +63,34 @@ def _sentence_at(sentences: list[Sentence], start: int, end: int) -> tuple[int, 
     return (first.start if first else start), (last.end if last else end)
 
 
+ATTRIBUTION_MAX_WORDS = 12  # '," said Geoffrey Mock, a Middle East specialist at Amnesty.' is 10
+_QUESTION_WORDS = {"say", "said", "tell", "told", "think", "believe", "view", "position", "about"}
+
+
+_WORD = re.compile(r"[\w\u2019'-]+")
+TRIM_MIN_WORDS = 4  # shorter spans are names and figures: left as the reader gave them
+
+
+def _lead_repeating_the_question(answer: str, question: str) -> int:
+    """How many characters open ``answer`` by repeating the question ("some of the satellite photographs have
+    existed for years" for "What did they say about the satellite photographs?"): the answer is what follows.
+    0 when the span is short, when the lead repeats no word of the question, or when nothing would be left."""
+    words = list(_WORD.finditer(answer))
+    if len(words) < TRIM_MIN_WORDS:
+        return 0
+    asked = {w.lower().rstrip("s") for w in _WORD.findall(question)}
+    cut, repeated = 0, False
+    for i, w in enumerate(words):
+        lowered = w.group().lower()
+        if lowered.rstrip("s") in asked and lowered not in STOP_WORDS:
+            repeated, cut = True, i + 1
+        elif lowered not in STOP_WORDS:
+            break
+    if not repeated or cut >= len(words) - 1:
+        return 0
+    return words[cut].start()
+
+
 def _content_words(text: str) -> set[str]:
     return {w for w in normalize_answer(text).split() if w not in STOP_WORDS}
 
@@ -93,12 +123,14 @@ class TransformerReader:
 
     def __init__(self, model: SpanModel, calibration: Calibration, abstain_below: float | None = None,
                  top_n: int = 8, span_types: SpanTypes | None = None, stances: StanceCues | None = None,
-                 promoted_min: float = 0.5) -> None:
+                 promoted_min: float = 0.5, attributor: Attributor | None = None) -> None:
         """:param span_types: keeps only spans of the type the question asks for (None: any span).
         :param promoted_min: the confidence a span needs when spans the reader preferred were of the wrong type.
+        :param attributor: for "What did <person> say ...?", reads only what that person is reported to have said.
         :param stances: for a question about doubt (and the like), reads only the sentences expressing it."""
         self.span_types = span_types
         self.promoted_min = promoted_min
+        self.attributor = attributor
         self.stances = stances
         self.model = model
         self.calibration = calibration
@@ -114,7 +146,8 @@ class TransformerReader:
         segments = merge_passages(passages)
         documents = {s.doc_id: snapshot.document(s.doc_id) for s in segments}
         sentences = {d: snapshot.sentences(d) for d in documents}
-        segments = self._stance_sentences(question, segments, documents, sentences) or segments
+        spoken = self._speakers_sentences(question, segments, documents, sentences)
+        segments = self._stance_sentences(question, segments, documents, sentences) or spoken or segments
         contexts = [documents[s.doc_id].text[s.start:s.end] for s in segments]
         predictions = self.model.predict(question, contexts, top_n=self.top_n)
 
@@ -141,6 +174,9 @@ class TransformerReader:
                                                     _sentence_at(sentences[a.doc_id], a.answer_start, a.answer_end),
                                                     strict=True)))
                        for a in self.span_types.select(question, answers, documents)]
+        answers = [self._without_repeated_lead(question, a) for a in answers]
+        if spoken and self.attributor is not None:
+            answers = [self._as_quotation(a, documents[a.doc_id].text) for a in answers]
         pool = self._sentence_pool(answers, segments, documents, sentences)
         if not answers:
             return ReadResult(answer=None, confidence=0.0, sentences=pool)
@@ -163,6 +199,44 @@ class TransformerReader:
         return [_Segment(seg.doc_id, s.start, s.end) for seg in segments for s in sentences[seg.doc_id]
                 if seg.start <= s.start and s.end <= seg.end
                 and stance.expressed_in(documents[seg.doc_id].text[s.start:s.end])]
+
+    @staticmethod
+    def _without_repeated_lead(question: str, answer: AnswerCandidate) -> AnswerCandidate:
+        cut = _lead_repeating_the_question(answer.answer, question)
+        if not cut:
+            return answer
+        return answer.model_copy(update={"answer": answer.answer[cut:], "answer_start": answer.answer_start + cut})
+
+    def _as_quotation(self, answer: AnswerCandidate, text: str) -> AnswerCandidate:
+        """What the person said: the quotation of the answer's sentence when the reader's span lies outside it
+        ("a councillor" in '"The board must publish every report," said Lena Kask, a councillor.')."""
+        assert self.attributor is not None
+        quote = self.attributor.quotation(text, answer.sentence_start, answer.sentence_end)
+        if quote is None:
+            return answer
+        outside = answer.answer_end <= quote[0] or answer.answer_start >= quote[1]
+        # A span in or across the quotation is taken for all of it; one outside it only if it lies in the
+        # attribution ('," said Lena Kask, a councillor.'), not in a clause of its own.
+        part = text[quote[1]:answer.sentence_end] if answer.answer_start >= quote[1] \
+            else text[answer.sentence_start:quote[0]]
+        if outside and len(part.split()) > ATTRIBUTION_MAX_WORDS:
+            return answer
+        return answer.model_copy(update={"answer": text[quote[0]:quote[1]], "answer_start": quote[0],
+                                         "answer_end": quote[1]})
+
+    def _speakers_sentences(self, question: str, segments: list[_Segment], documents: dict[str, Document],
+                            sentences: dict[str, list[Sentence]]) -> list[_Segment]:
+        """The passages' sentences said by the person the question asks about (none if it asks about no one)."""
+        names = self.attributor.person_asked_about(question) if self.attributor is not None else []
+        if not names or self.attributor is None:
+            return []
+        spoken = [_Segment(seg.doc_id, s.start, s.end) for seg in segments
+                  for i, s in enumerate(sentences[seg.doc_id]) if seg.start <= s.start and s.end <= seg.end
+                  and self.attributor.spoken_by(documents[seg.doc_id].text, sentences[seg.doc_id], i, names)]
+        # "What did X say about the zones?": of X's sentences, those about what the question names.
+        topic = _content_words(question) - set(names) - _QUESTION_WORDS
+        shared = [len(topic & _content_words(documents[s.doc_id].text[s.start:s.end])) for s in spoken]
+        return [s for s, n in zip(spoken, shared, strict=True) if n == max(shared, default=0)]
 
     @staticmethod
     def _sentence_pool(answers: list[AnswerCandidate], segments: list[_Segment], documents: dict[str, Document],

@@ -381,3 +381,23 @@ def test_two_processes_calibrating_at_once_quantize_once(embedder, tmp_path):
         vectors = list(pool.map(lambda w: w.embed(texts), workers))
     assert sorted(w.int8_calibrated for w in workers) == [False, True]
     assert np.allclose(vectors[0], vectors[1], atol=1e-5)  # one quantization: the same vectors
+
+
+def test_deferred_embedder_embeds_queries_from_the_checked_export_without_the_torch_model(embedder):
+    """``ask``'s one-shot service: the ONNX export the session's embedder checked (and recorded) is read back and
+    checked against PyTorch's recorded vectors; the PyTorch model is loaded only for a batch."""
+    assert embedder.query_engine == "onnx"
+    deferred = Embedder(cache_dir=embedder.cache_dir, defer_torch=True)
+    deferred.warm_up()
+    assert deferred.model is None and deferred.query_engine == "onnx" and deferred.dimension == embedder.dimension
+    question = "Who doubted the crematorium claim?"
+    assert float(deferred.embed_query(question) @ embedder.embed_query(question)) > 0.9999
+    vectors = deferred.embed(["The river rose two metres overnight."])
+    assert deferred.model is not None and vectors.shape == (1, embedder.dimension)
+
+
+def test_deferred_embedder_without_a_checked_export_loads_the_model(embedder, tmp_path):
+    deferred = Embedder(cache_dir=tmp_path, defer_torch=True)  # an empty cache: nothing checked yet
+    deferred.warm_up()
+    assert deferred.model is not None and deferred.query_engine == "onnx"
+    assert next((tmp_path / "onnx").glob("*.onnx.check.json")).is_file()  # recorded for the next start

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -16,24 +15,11 @@ from service.conversations import ConversationNotFound
 from service.newsroom import Newsroom
 from service.schemas import ChatResponse
 from tests.conftest import API_KEY, LiveServer
+from tests.streams import sse
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 pytestmark = pytest.mark.integration
-
-
-def sse(response: httpx.Response) -> Iterator[tuple[str, dict]]:
-    """(event, data) pairs of a text/event-stream body, parsed by the SSE rules (blank line ends an event)."""
-    event, data = "message", []
-    for line in response.iter_lines():
-        if line == "":
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
 
 
 def assert_quotes_verbatim(newsroom: Newsroom, answer: ChatResponse) -> None:

@@ -17,6 +17,8 @@ pytestmark = pytest.mark.integration
 def env(monkeypatch, tmp_path):
     monkeypatch.setenv("NEWSROOM_QA_SEEDS_DIR", str(FIXTURE_ARTICLES))
     monkeypatch.setenv("NEWSROOM_QA_DATA_DIR", str(tmp_path / "data"))
+    # In-process unless a test names a service: a `newsroom-qa serve` on this machine's 127.0.0.1:8000 must not answer.
+    monkeypatch.setenv("NEWSROOM_QA_SERVER_URL", "off")
     return tmp_path
 
 
@@ -63,6 +65,81 @@ def test_unreachable_server_is_one_line(env):
     result = CliRunner().invoke(cli, ["ask", "--server", url, "Who?"])
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: cannot reach {url}/v1/ask: ConnectError")
+
+
+def test_ask_uses_the_service_at_the_configured_url_by_default(env, live, monkeypatch):
+    monkeypatch.setenv("NEWSROOM_QA_SERVER_URL", live.url)
+    result = CliRunner().invoke(cli, ["ask", "Who doubted the pipeline claim?"])
+    assert result.exit_code == 0, result.output
+    assert any(name in result.stdout.splitlines()[0] for name in ("Marren Water Trust", "Lindqvist"))
+    assert result.stderr == ""  # no note: the service answered
+    assert not (env / "data").exists()  # nothing was loaded or seeded in this process
+
+
+def test_search_uses_the_service_at_the_configured_url_too(env, live, monkeypatch):
+    monkeypatch.setenv("NEWSROOM_QA_SERVER_URL", live.url + "/")
+    result = CliRunner().invoke(cli, ["search", "--json", "harbour dumping"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["results"] and not (env / "data").exists()
+
+
+def test_ask_with_no_service_listening_answers_in_process_after_one_note(env, monkeypatch):
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("NEWSROOM_QA_SERVER_URL", url)
+    result = CliRunner().invoke(cli, ["ask", "Who is the mayor of Vellmont?"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "Peter Amsel"
+    assert result.stderr.splitlines() == [f"note: no newsroom-qa service at {url}; answering in-process (slower: "
+                                          "loads the models; start one with 'newsroom-qa serve')"]
+
+
+def test_something_else_at_the_configured_url_is_not_taken_for_the_service(env, monkeypatch):
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    monkeypatch.setenv("NEWSROOM_QA_SERVER_URL", url)
+    monkeypatch.chdir(env)  # the handler serves this directory: no /healthz in it
+    try:
+        result = CliRunner().invoke(cli, ["ask", "Who is the mayor of Vellmont?"])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "Peter Amsel"
+    assert result.stderr.startswith(f"note: {url} answered, but not as a newsroom-qa service (HTTP 404 on /healthz)")
+
+
+def test_explicit_server_that_is_down_is_an_error_not_a_fallback(env):
+    url = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(cli, ["ask", "--server", url, "Who is the mayor of Vellmont?"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: cannot reach {url}/v1/ask: ConnectError")
+    assert "note:" not in result.output and "Traceback" not in result.output and result.stdout == ""
+    assert not (env / "data").exists()
+
+
+@pytest.mark.parametrize("how", [["--in-process"], ["--server", ""], ["--server", "none"], ["--data-dir", "DATA"]])
+def test_in_process_on_request_or_for_a_named_data_dir_even_with_a_service_up(env, live, monkeypatch, how):
+    monkeypatch.setenv("NEWSROOM_QA_SERVER_URL", live.url)
+    how = [str(env / "data") if arg == "DATA" else arg for arg in how]
+    result = CliRunner().invoke(cli, ["ask", *how, "Who is the mayor of Vellmont?"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "Peter Amsel" and result.stderr == ""
+    assert (env / "data").is_dir()  # answered from the local data dir (seeded now), not by the service
+
+
+def test_server_with_a_data_dir_or_in_process_is_a_usage_error(env, live):
+    both = CliRunner().invoke(cli, ["ask", "--server", live.url, "--data-dir", str(env / "x"), "Who?"])
+    assert both.exit_code == 2 and "--server answers from the archive that service was started on" in both.output
+    flags = CliRunner().invoke(cli, ["ask", "--server", live.url, "--in-process", "Who?"])
+    assert flags.exit_code == 2 and "--server and --in-process exclude each other" in flags.output
 
 
 def test_index_add_list_remove(env, tmp_path):

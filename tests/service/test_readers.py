@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from index.embedding import bundled_model_path
 from index.errors import InvalidInput, ModelUnavailable
 from index.models import DocumentIn, Passage
 from service.disagreement import answer_kind, differ
@@ -21,6 +20,7 @@ from service.readers.squad_metrics import f1_score, normalize_answer, score_pred
 from service.readers.training import TrainConfig, export_model, train_reader
 from service.readers.transformer import merge_passages
 from tests.conftest import build_service, make_settings
+from tests.tiny_models import save_tiny_qa_model
 
 CONTEXT = ("The Marren Water Trust, whose analyst Tomas Lindqvist has studied the estuary for a decade, doubted the "
            "pipeline claim. The harbour authority said the pipeline carried rainwater.")
@@ -29,16 +29,7 @@ CONTEXT = ("The Marren Water Trust, whose analyst Tomas Lindqvist has studied th
 @pytest.fixture(scope="module")
 def tiny_qa_model(tmp_path_factory) -> Path:
     """A randomly initialised one-layer BERT QA model with MiniLM's vocabulary: plumbing only, no quality."""
-    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
-
-    tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_path()))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
-    path = tmp_path_factory.mktemp("tiny") / "tiny-qa"
-    BertForQuestionAnswering(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_qa_model(tmp_path_factory.mktemp("tiny") / "tiny-qa")
 
 
 def squad_file(path: Path) -> Path:

@@ -66,3 +66,15 @@ def test_questions_the_page_does_not_answer_abstain_with_passages(scraped, quest
 
 def test_the_role_that_is_named_is_answered(scraped):
     assert scraped.ask("What is the name of the chief engineer?").answer == "Ingrid Halvorsen"
+
+
+@pytest.mark.parametrize("question, said", [
+    ("What did Lena Kask say?", "The [board) must publish every report"),
+    ("What did Oskar Brandt say about the floods?", "We will not wait for the spring floods"),
+    ("What did Ingrid Halvorsen say about the cracks?", "The cracks do not threaten the dam today"),
+])
+def test_what_a_named_person_said_is_their_quotation(scraped, question, said):
+    r = scraped.ask(question)
+    assert r.answer == said
+    doc = scraped.get_document(r.citations[0].doc_id)
+    assert doc.text[r.answer_start:r.answer_end] == said

@@ -20,7 +20,7 @@ from service.newsroom import Newsroom
 from service.settings import Settings
 from service.slack_app import SlackNotConfigured, require_slack_settings
 from tests.conftest import LiveServer, build_service, make_settings
-from tests.slack_stub import BOT_USER_ID, SlackStub
+from tests.slack_stub import BOT_USER_ID, SlackStub, replies_in
 
 pytestmark = pytest.mark.integration
 
@@ -80,15 +80,6 @@ def mention(text: str, ts: str, thread_ts: str | None = None) -> dict[str, Any]:
     if thread_ts:
         event["thread_ts"] = thread_ts
     return event
-
-
-def replies_in(stub: SlackStub, thread_ts: str, count: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 60
-    while True:
-        found = [m for m in stub.named("chat.postMessage") if m.get("thread_ts") == thread_ts]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
 
 
 def texts(blocks: list[dict[str, Any]]) -> list[str]:

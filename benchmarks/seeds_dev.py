@@ -1,0 +1,83 @@
+"""The seed development questions through the HTTP API, as a user asks them: a table of what `/v1/ask` answered.
+
+    python benchmarks/seeds_dev.py                          # starts `newsroom-qa serve` on the seeds (temp data dir)
+    python benchmarks/seeds_dev.py --url http://127.0.0.1:8000
+    python benchmarks/seeds_dev.py --out benchmarks/results/seeds-dev.md
+
+A question with accepted answers is right when the answer holds one of them and at most ``--extra-words`` words
+that are in none of them; a question without (the seeds do not answer it) is right when the service abstains. Needs
+``../shared/seeds_dev_questions.jsonl`` (never copied into the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import httpx
+from load import service_at
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV = ROOT.parent / "shared" / "seeds_dev_questions.jsonl"
+
+
+def verdict(row: dict[str, object], body: dict[str, object], extra_words: int) -> bool:
+    accepted = [str(a) for a in row["any"]]  # type: ignore[attr-defined]
+    answer = body.get("answer")
+    if not accepted:
+        return bool(body["abstained"])
+    if not isinstance(answer, str):
+        return False
+    if not any(a.lower() in answer.lower() for a in accepted):
+        return False
+    allowed = {w for a in accepted for w in a.lower().split()}
+    return sum(w not in allowed for w in answer.lower().split()) <= extra_words
+
+
+def table(rows: list[dict[str, object]], bodies: list[dict[str, object]], extra_words: int) -> str:
+    lines = ["| id | question | accepted | answer | cited | confidence | right |", "|---|---|---|---|---|---|---|"]
+    right = 0
+    for row, body in zip(rows, bodies, strict=True):
+        ok = verdict(row, body, extra_words)
+        right += ok
+        citations = body.get("citations") or []
+        cited = citations[0]["doc_id"][:3] if citations else "-"  # type: ignore[index]
+        answer = "*(abstained)*" if body["abstained"] else str(body["answer"])
+        accepted = " / ".join(str(a) for a in row["any"]) or "*(unanswerable)*"  # type: ignore[attr-defined]
+        lines.append(f"| {row['id']} | {row['q']} | {accepted} | {answer} | {cited} | {body['confidence']:.2f} | "
+                     f"{'yes' if ok else 'no'} |")
+    marks = [(bool(r["any"]), verdict(r, b, extra_words)) for r, b in zip(rows, bodies, strict=True)]
+    answerable = [ok for has_answer, ok in marks if has_answer]
+    unanswerable = [ok for has_answer, ok in marks if not has_answer]
+    lines.append("")
+    lines.append(f"{right} of {len(rows)} right: {sum(answerable)} of {len(answerable)} answerable answered, "
+                 f"{sum(unanswerable)} of {len(unanswerable)} unanswerable abstained")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="An already running service on the seeds (default: start one).")
+    parser.add_argument("--questions", type=Path, default=DEV)
+    parser.add_argument("--extra-words", type=int, default=4, help="Words an answer may have beyond the accepted one.")
+    parser.add_argument("--out", type=Path, help="Also write the table to this file.")
+    args = parser.parse_args()
+    if not args.questions.is_file():
+        sys.exit(f"{args.questions} not found: the seed dev questions come with ../shared beside the checkout")
+    rows = [json.loads(line) for line in args.questions.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with service_at(args.url, None) as url, httpx.Client(base_url=url, timeout=120) as client:
+        bodies = []
+        for row in rows:
+            response = client.post("/v1/ask", json={"question": row["q"]})
+            response.raise_for_status()
+            bodies.append(response.json())
+    text = table(rows, bodies, args.extra_words)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
