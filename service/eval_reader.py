@@ -76,7 +76,7 @@ def evaluate_reader(service: QAService, path: Path, mode: Literal["gold", "open"
             passages = [Passage(doc_id=pid, title=doc.title, chunk_id=f"{pid}:all", text=doc.text, start=0,
                                 end=len(doc.text), score=1.0)]
         else:
-            passages = service.passages_to_read(snap, ex.question, vector, service.settings.top_k)
+            passages = service.retrieve_passages(snap, ex.question, vector, service.settings.top_k)
         started = time.perf_counter()
         read = service.read(ex.question, passages, snap, vector)
         reader_ms = (time.perf_counter() - started) * 1000

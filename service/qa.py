@@ -57,6 +57,9 @@ class Retrieved:
     snap: Snapshot
     vector: np.ndarray
     passages: list[Passage]
+    # The best passage of articles ranked below the passages with none among them: read only for what another
+    # article says ("sources differ"), never for the answer itself.
+    others: tuple[Passage, ...] = ()
 
 
 def _summary(doc: Document) -> DocumentSummary:
@@ -89,19 +92,17 @@ def build_store(settings: Settings, embedder: Embedder) -> Archive:
                                           refine_min=settings.ann_refine_min))
 
 
-def with_other_articles(ranked: list[Passage], k: int, others: int) -> list[Passage]:
-    """The first ``k`` passages in rank order, then the best-ranked passage of up to ``others`` articles that have
-    none among them (so a figure another article gives differently is read too)."""
-    taken = ranked[:k]
-    seen = {p.doc_id for p in taken}
-    extra: list[Passage] = []
+def other_articles(ranked: list[Passage], k: int, n: int) -> list[Passage]:
+    """The best-ranked passage of up to ``n`` articles that have none among the first ``k`` passages."""
+    seen = {p.doc_id for p in ranked[:k]}
+    found: list[Passage] = []
     for p in ranked[k:]:
-        if len(extra) >= others:
+        if len(found) >= n:
             break
         if p.doc_id not in seen:
             seen.add(p.doc_id)
-            extra.append(p)
-    return taken + extra
+            found.append(p)
+    return found
 
 
 class QAService:
@@ -265,21 +266,21 @@ class QAService:
         """The first half of ``ask``: passages for a checked question, on one snapshot (chat streams them)."""
         snap = self.store.snapshot()
         vector = self.embedder.embed_query(question)  # once: for retrieval and for the reader
-        passages = self.passages_to_read(snap, question, vector, self._check_top_k(top_k), filters, recency)
-        return Retrieved(snap=snap, vector=vector, passages=passages)
-
-    def passages_to_read(self, snap: Snapshot, question: str, vector: np.ndarray, top_k: int,
-                         filters: Filters | None = None, recency: Recency | None = None) -> list[Passage]:
-        """The passages the reader reads: the ``top_k`` best ranked, and the best of up to ``other_articles`` more
-        articles ranked below them (what ``ask`` reads; evaluation reads the same)."""
-        others = self.settings.other_articles
-        ranked = self.retrieve_passages(snap, question, vector, 2 * top_k if others else top_k, filters, recency)
-        return with_other_articles(ranked, top_k, others)
+        k, n_others = self._check_top_k(top_k), self.settings.other_articles
+        ranked = self.retrieve_passages(snap, question, vector, 2 * k if n_others else k, filters, recency)
+        return Retrieved(snap=snap, vector=vector, passages=ranked[:k],
+                         others=tuple(other_articles(ranked, k, n_others)))
 
     def answer(self, question: str, retrieved: Retrieved) -> AnswerResponse:
         """The second half of ``ask``: read the retrieved passages and cite the answer."""
         snap, passages = retrieved.snap, retrieved.passages
-        return self.cite(snap, self.read(question, passages, snap, retrieved.vector), passages)
+        result = self.read(question, passages, snap, retrieved.vector)
+        if result.answer is not None and retrieved.others:
+            # What the next article says, read apart: beside the answer if it differs, never in its place.
+            theirs = self.reader.run(question, list(retrieved.others), snap, question_vector=retrieved.vector)
+            if theirs.best_guess is not None and theirs.best_guess.doc_id != result.doc_id:
+                result = result.model_copy(update={"alternatives": [*result.alternatives, theirs.best_guess]})
+        return self.cite(snap, result, passages)
 
     def read(self, question: str, passages: list[Passage], snap: Snapshot,
              vector: np.ndarray | None = None) -> ReadResult:

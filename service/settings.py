@@ -64,8 +64,8 @@ class Settings(BaseSettings):
     feedback_weight: float = Field(default=0.3, ge=0.0, le=1.0)
     retrieval_candidates: int = Field(default=100, ge=1, le=2000)
     top_k: int = Field(default=5, ge=1, le=50)
-    # Beyond the top_k passages, the reader reads the best passage of up to this many articles that have none among
-    # them: a figure another article gives differently is read too ("sources differ"). 0: none.
+    # Beyond the top_k passages, the best passage of up to this many articles that have none among them is read for
+    # what another article says ("sources differ"), never for the answer itself. 0: none.
     other_articles: int = Field(default=1, ge=0, le=10)
     max_top_k: int = Field(default=50, ge=1, le=1000)
     max_question_chars: int = Field(default=1000, ge=10)

@@ -66,17 +66,17 @@ class SpanTypes:
             if key not in parsed:
                 parsed[key] = self.nlp(documents[c.doc_id].text[c.sentence_start:c.sentence_end])
             edges = self.fit(parsed[key], c.answer_start - c.sentence_start, c.answer_end - c.sentence_start,
-                             set(qtype.labels))
+                             qtype.labels)
             if edges is not None:
                 start, end = c.sentence_start + edges[0], c.sentence_start + edges[1]
                 kept.append(c.model_copy(update={"answer": documents[c.doc_id].text[start:end],
                                                  "answer_start": start, "answer_end": end}))
         return kept
 
-    def fit(self, sentence: Doc, start: int, end: int, labels: set[str]) -> tuple[int, int] | None:
+    def fit(self, sentence: Doc, start: int, end: int, labels: list[str]) -> tuple[int, int] | None:
         """Where the answer is in ``sentence[start:end]`` (character offsets): the span itself if an entity labelled
-        with one of ``labels`` lies in it and its other words are few, that entity if the span is longer and holds
-        just one; None otherwise."""
+        with one of ``labels`` (in order of preference) lies in it and its other words are few; in a longer span, its
+        one entity of the first label found; None otherwise."""
         entities = [e for e in sentence.ents if e.label_ in labels and e.start_char < end and e.end_char > start]
         if not entities:
             return None
@@ -85,9 +85,13 @@ class SpanTypes:
         extra = [t for t in span if t.i not in entity_tokens and not (t.is_punct or t.pos_ in ("DET", "CCONJ"))]
         if len(extra) <= self.max_extra_words:
             return start, end
-        if len(entities) > 1:
-            return None  # "Russia with support from Iran and Turkey": which of them is the answer is not known
-        return max(start, entities[0].start_char), min(end, entities[0].end_char)
+        # Narrowed to the one entity of the first label found ("between 5,000 and 13,000" before "between 2011 and
+        # 2015" for how many); "Russia with support from Iran and Turkey": which of them is meant is not known.
+        first = next(label for label in labels if any(e.label_ == label for e in entities))
+        of_first = [e for e in entities if e.label_ == first]
+        if len(of_first) > 1:
+            return None
+        return max(start, of_first[0].start_char), min(end, of_first[0].end_char)
 
 
 def mentions(text: str, word: str, min_similarity: float = 85.0) -> bool:
