@@ -25,7 +25,7 @@ from index.retrieval import RetrievalOptions, retrieve
 from index.sentences import load_nlp
 from index.store import Store
 from service.attribution import Attributor, load_attribution_rules
-from service.disagreement import differing_answers
+from service.disagreement import differing_answers, same_claim
 from service.grounding import Grounding
 from service.malloc import trim_heap
 from service.prompts import Prompts, load_prompts
@@ -366,10 +366,13 @@ class QAService:
                               sources_differ=bool(alternatives), alternatives=alternatives)
 
     def _differing(self, snap: Snapshot, result: ReadResult) -> list[AlternativeAnswer]:
-        """Other articles' answers that contradict this one, each quoted from its own article."""
+        """Other articles' answers that contradict this one about the same claim, each quoted from its own article."""
         if result.best_guess is None or not result.alternatives:
             return []
         threshold = float(getattr(self.reader, "abstain_below", 0.5))
-        return [AlternativeAnswer(answer=a.answer, confidence=a.confidence,
-                                  citation=self._citation(snap.document(a.doc_id), a.sentence_start, a.sentence_end))
-                for a in differing_answers(result.best_guess, result.alternatives, threshold)]
+        best = result.best_guess
+        claim = snap.document(best.doc_id).text[best.sentence_start:best.sentence_end]
+        return [AlternativeAnswer(answer=a.answer, confidence=a.confidence, citation=citation)
+                for a in differing_answers(best, result.alternatives, threshold)
+                if same_claim(claim, (citation := self._citation(snap.document(a.doc_id), a.sentence_start,
+                                                                 a.sentence_end)).quote)]

@@ -46,6 +46,7 @@ def test_example_question_answers_from_the_second_seed(seeded):
     # research, the UN's Paulo Pinheiro has no information concerning the crematorium: each voiced doubt.
     assert any(k in r.answer for k in ("human rights groups", "Amnesty", "Mock", "Pinheiro"))
     assert r.citations[0].doc_id.startswith("004")
+    assert not r.sources_differ  # the other article names other people about other things: no disagreement
     doc = seeded.get_document(r.citations[0].doc_id)
     assert doc.text[r.citations[0].start:r.citations[0].end] == r.citations[0].quote == r.supporting_sentence
 

@@ -434,3 +434,12 @@ def test_eval_reader_refuses_a_file_that_is_not_squad(tmp_path):
     bad.write_text("[1, 2]", encoding="utf-8")
     result = CliRunner().invoke(cli, ["eval", "reader", str(bad)])
     assert result.exit_code == 1 and "not a SQuAD-format JSON file" in result.output
+
+
+def test_same_claim_needs_the_same_report_not_two_names():
+    from service.disagreement import same_claim
+
+    assert same_claim("In March, the Fishermen's Guild said catches fell by 40 percent between 2019 and 2021.",
+                      "The Fishermen's Guild reported in March that catches fell 55 percent from 2019 to 2021.")
+    assert not same_claim("Lindqvist said he had no information about the pipe.",
+                          "Voss, the head of the office, said the pipe carried waste and that she had information.")
