@@ -22,8 +22,8 @@ from pydantic import BaseModel
 from index.archive import Archive
 from index.cleaning import DebrisRules
 from index.errors import InvalidInput
-from index.indexer import AddedDocument, DocumentPipeline, derive_doc_id, fingerprint
-from index.models import DocumentIn
+from index.indexer import DocumentPipeline, derive_doc_id, fingerprint
+from index.models import AddedDocument, DocumentIn
 from index.store import DocumentWrite
 
 __all__ = ["PipelineSpec", "cluster_client", "ingest", "prepare_workers"]

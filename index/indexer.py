@@ -6,14 +6,12 @@ import hashlib
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
 from index.archive import Archive
 from index.chunking import chunk_document
 from index.cleaning import DebrisRules, clean_text, headline
 from index.embedding import Embedder
 from index.errors import InvalidInput
-from index.models import Chunk, Document, DocumentIn, Sentence
+from index.models import AddedDocument, Chunk, Document, DocumentIn, Sentence
 from index.sentences import split_sentences
 from index.store import DocumentWrite
 
@@ -21,16 +19,6 @@ if TYPE_CHECKING:
     from spacy.language import Language
 
 __all__ = ["AddedDocument", "DocumentPipeline", "Indexer", "derive_doc_id", "fingerprint"]
-
-
-class AddedDocument(BaseModel):
-    """What indexing did with one article."""
-
-    id: str
-    title: str
-    chunks: int
-    replaced: bool
-    unchanged: bool = False  # already stored exactly so: not embedded or written again
 
 
 def fingerprint(doc: Document) -> str:

@@ -7,8 +7,8 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["Chunk", "Document", "DocumentIn", "Filters", "Manifest", "Passage", "Sentence", "SignalScores",
-           "SourceRef"]
+__all__ = ["AddedDocument", "Chunk", "Document", "DocumentIn", "Filters", "Manifest", "Passage", "Sentence",
+           "SignalScores", "SourceRef"]
 
 # Ids end up in URLs, file names and log lines, so they are kept to a safe, readable alphabet.
 DOC_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -140,3 +140,13 @@ class Manifest(BaseModel):
     # sha256 of every file of the generation but the manifest, by relative path (written from format 1.1 on;
     # `newsroom-qa index verify` checks them).
     checksums: dict[str, str] = Field(default_factory=dict)
+
+
+class AddedDocument(BaseModel):
+    """What indexing did with one article."""
+
+    id: str
+    title: str
+    chunks: int
+    replaced: bool
+    unchanged: bool = False  # already stored exactly so: not embedded or written again

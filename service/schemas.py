@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from index.indexer import AddedDocument
-from index.models import DocumentIn, Filters, Passage, SourceRef
+from index.models import AddedDocument, DocumentIn, Filters, Passage, SourceRef
 
 __all__ = [
     "AddDocumentsRequest",
