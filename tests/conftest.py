@@ -106,7 +106,7 @@ def build_service(settings: Settings, embedder: Embedder, nlp, prompts: Prompts)
     """A QAService wired like ``QAService.from_settings`` but reusing the session's loaded models."""
     from index.indexer import Indexer
     from service.attribution import Attributor, load_attribution_rules
-    from service.grounding import Grounding
+    from service.grounding import Grounding, load_grounding_rules
     from service.qa import QAService, build_store
 
     store = build_store(settings, embedder)
@@ -114,7 +114,7 @@ def build_service(settings: Settings, embedder: Embedder, nlp, prompts: Prompts)
                       settings.chunk_overlap_sentences)
     attributor = Attributor(nlp, load_attribution_rules(settings.prompts_dir / "attribution.toml"))
     service = QAService(settings, prompts, store, indexer, embedder, reader_for(settings, embedder, nlp, prompts),
-                        attributor, Grounding(nlp))
+                        attributor, Grounding(nlp, load_grounding_rules(settings.prompts_dir / "grounding.toml")))
     if not store.exists():
         store.snapshot()
         service.add_seeds()

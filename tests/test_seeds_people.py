@@ -162,10 +162,7 @@ def test_amnesty_death_toll_differs_between_the_seeds_in_other_words(seeded: New
 UNANSWERABLE = [
     ("What is the name of the director of Saydnaya prison?", ("Saydnaya", "Sednaya")),
     ("How much did the crematorium cost to build?", ("crematorium",)),
-    pytest.param("Who designed the crematorium at the prison?", ("crematorium",),
-                 marks=pytest.mark.xfail(strict=True, reason="known gap: answered 'Stuart Jones' (0.7): nothing checks "
-                                         "that the answer's sentence is about designing; a who-question is open to "
-                                         "any name the reader finds in a sentence about the crematorium")),
+    ("Who designed the crematorium at the prison?", ("crematorium",)),
 ]
 
 

@@ -57,6 +57,7 @@ def test_a_sum_answers_a_cost_question_even_where_the_entity_recogniser_misses_i
 @pytest.mark.parametrize("question", [
     "What is the name of the dam's director?",  # a role the page never names: the engineer is not the answer
     "How many turbines does the dam have?",  # no figure of that kind
+    "Who designed the spillway?",  # names are there, but no sentence says who designed anything
 ])
 def test_questions_the_page_does_not_answer_abstain_with_passages(scraped, question):
     r = scraped.ask(question)
@@ -78,3 +79,21 @@ def test_what_a_named_person_said_is_their_quotation(scraped, question, said):
     assert r.answer == said
     doc = scraped.get_document(r.citations[0].doc_id)
     assert doc.text[r.answer_start:r.answer_end] == said
+
+
+def test_a_who_question_is_answered_where_its_action_is_reported(scraped):
+    r = scraped.ask("Who ordered the emergency repairs?")
+    assert r.answer is not None and "water board" in r.answer
+    assert r.supporting_sentence is not None and "ordered" in r.supporting_sentence
+
+
+def test_missing_action_checks_the_verb_of_who_questions_only(nlp):
+    from service.grounding import Grounding, GroundingRules
+
+    grounding = Grounding(nlp, GroundingRules(exempt_verbs=["say", "have"]))
+    sentence = "The water board has ordered repairs, said Ingrid Halvorsen, the board's chief engineer."
+    assert grounding.missing_action("Who designed the spillway?", sentence) == "design"
+    assert grounding.missing_action("Who ordered the repairs?", sentence) is None
+    assert grounding.missing_action("Who said the cracks were small?", sentence) is None  # exempt
+    assert grounding.missing_action("What did the board order?", sentence) is None  # not a who-question
+    assert grounding.missing_action("Who designed it?", "The designer, Ana Ruiz, said so.") is None  # same stem
