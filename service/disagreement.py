@@ -14,7 +14,7 @@ from spacy.lang.en.stop_words import STOP_WORDS
 from service.readers.base import AnswerCandidate
 from service.readers.squad_metrics import normalize_answer
 
-__all__ = ["answer_kind", "differing_answers", "same_claim"]
+__all__ = ["answer_kind", "content_words", "differing_answers", "same_claim"]
 
 _NUMBER = re.compile(r"\d")
 _WORD = re.compile(r"[^\W\d_]+")
@@ -50,7 +50,8 @@ def differ(a: str, b: str) -> bool:
 _REPORTING = {"said", "says", "say", "told", "tells", "reported", "reports", "according", "added", "stated"}
 
 
-def _content_words(sentence: str) -> set[str]:
+def content_words(sentence: str) -> set[str]:
+    """The words of a sentence that say what it reports: not stop words, not reporting verbs."""
     return {w for w in normalize_answer(sentence).split() if w not in STOP_WORDS and w not in _REPORTING}
 
 
@@ -58,7 +59,7 @@ def same_claim(a: str, b: str, min_shared: int = 3, min_share: float = 0.3) -> b
     """True when two sentences report the same thing: they share ``min_shared`` content words and ``min_share`` of
     the shorter one's ("Amnesty International ... between 5,000 and 11,000 ... 2011 and 2015" and "Amnesty
     International ... between 5,000 and 13,000 ... 2011 and 2015"), not two claims that each name someone."""
-    words_a, words_b = _content_words(a), _content_words(b)
+    words_a, words_b = content_words(a), content_words(b)
     shared = len(words_a & words_b)
     return shared >= min_shared and shared >= min_share * min(len(words_a), len(words_b))
 

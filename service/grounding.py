@@ -9,20 +9,37 @@ spelling variants (Sednaya) and small typos; otherwise the service abstains.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 from rapidfuzz import fuzz, process
 
+from service.prompts import load_toml
+
 if TYPE_CHECKING:
     from spacy.language import Language
 
-__all__ = ["Grounding", "GroundingRules", "load_grounding_rules"]
+__all__ = ["Grounding", "GroundingRules", "load_grounding_rules", "mentions", "word_set"]
 
 _WORD = re.compile(r"\w+")
 _NAME_ENTS = {"PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "EVENT", "PRODUCT", "WORK_OF_ART", "LAW"}
+
+
+def word_set(text: str) -> set[str]:
+    """The lower-cased words of ``text``, for ``mentions``."""
+    return {w.lower() for w in _WORD.findall(text)}
+
+
+def mentions(vocabulary: set[str], word: str, min_similarity: float = 75.0) -> bool:
+    """True if ``vocabulary`` (``word_set``) holds ``word`` or a close spelling variant with the same first letter
+    ("Sednaya" for "Saydnaya", "directors" for "director")."""
+    if word in vocabulary:
+        return True
+    choices = [w for w in vocabulary if w[:1] == word[:1]]
+    # short words need a closer match: "peru" is not a variant of "pier"
+    cutoff = max(min_similarity, 85.0) if len(word) <= 5 else min_similarity
+    return process.extractOne(word, choices, scorer=fuzz.ratio, score_cutoff=cutoff) is not None
 
 
 class GroundingRules(BaseModel):
@@ -33,8 +50,7 @@ class GroundingRules(BaseModel):
 
 
 def load_grounding_rules(path: Path) -> GroundingRules:
-    with path.open("rb") as fh:
-        return GroundingRules.model_validate(tomllib.load(fh))
+    return GroundingRules.model_validate(load_toml(path))
 
 
 class Grounding:
@@ -79,14 +95,5 @@ class Grounding:
         names = self.names(question)
         if not names:
             return []
-        vocabulary = {w.lower() for w in _WORD.findall(text)}
-        absent = []
-        for name in names:
-            if name in vocabulary:
-                continue
-            choices = [w for w in vocabulary if w[:1] == name[:1]]
-            # short names need a closer match: "peru" is not a variant of "pier"
-            cutoff = max(self.min_similarity, 85.0) if len(name) <= 5 else self.min_similarity
-            if process.extractOne(name, choices, scorer=fuzz.ratio, score_cutoff=cutoff) is None:
-                absent.append(name)
-        return absent
+        vocabulary = word_set(text)
+        return [name for name in names if not mentions(vocabulary, name, self.min_similarity)]

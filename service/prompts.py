@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 from index.cleaning import DebrisRules, load_debris_rules
 from index.errors import QAError
 
-__all__ = ["Prompts", "QuestionType", "load_prompts"]
+__all__ = ["Prompts", "QuestionType", "load_prompts", "load_toml"]
 
 
 class QuestionType(BaseModel):
@@ -70,7 +70,7 @@ class Prompts(BaseModel):
         return next((t for t in self.question_types if t.matches(question)), self.question_types[-1])
 
 
-def _load_toml(path: Path) -> dict[str, object]:
+def load_toml(path: Path) -> dict[str, object]:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
@@ -82,7 +82,7 @@ def _load_toml(path: Path) -> dict[str, object]:
 
 def load_prompts(prompts_dir: Path) -> Prompts:
     """Read ``templates.toml``, ``question_types.toml`` and ``debris.toml`` from ``prompts_dir``."""
-    templates = Templates.model_validate(_load_toml(prompts_dir / "templates.toml"))
-    types = _load_toml(prompts_dir / "question_types.toml")["types"]
+    templates = Templates.model_validate(load_toml(prompts_dir / "templates.toml"))
+    types = load_toml(prompts_dir / "question_types.toml")["types"]
     return Prompts(templates=templates, question_types=types,
                    debris=load_debris_rules(prompts_dir / "debris.toml"))

@@ -130,8 +130,8 @@ class QAService:
         store = build_store(settings, embedder)
         indexer = Indexer(store, embedder, nlp, prompts.debris, settings.chunk_max_chars,
                           settings.chunk_overlap_sentences)
-        reader = build_reader(settings, embedder, nlp, prompts)
         attributor = Attributor(nlp, load_attribution_rules(settings.prompts_dir / "attribution.toml"))
+        reader = build_reader(settings, embedder, nlp, prompts, attributor)
         grounding = Grounding(nlp, load_grounding_rules(settings.prompts_dir / "grounding.toml"))
         service = cls(settings, prompts, store, indexer, embedder, reader, attributor, grounding)
         was_new = not store.exists()
@@ -333,11 +333,11 @@ class QAService:
         # is another one. A pronoun or a title ("The Assistant Secretary said") is resolved to a name further back;
         # the sentence that gives the name is then cited as well (``cite``), not everything in between.
         stored = snap.sentences(doc.id)
+        quote_at = next((i for i, s in enumerate(stored) if s.start < s_end and s.end > s_start), 0)
         for point in (found.mention_start, found.start):
-            holding = [s for s in stored if s.start < point + 1 and s.end > point]
-            if holding and abs(stored.index(holding[0]) - next(
-                    (i for i, s in enumerate(stored) if s.start < s_end and s.end > s_start), 0)) <= 1:
-                s_start, s_end = min(s_start, holding[0].start), max(s_end, holding[0].end)
+            at = next((i for i, s in enumerate(stored) if s.start <= point < s.end), None)
+            if at is not None and abs(at - quote_at) <= 1:
+                s_start, s_end = min(s_start, stored[at].start), max(s_end, stored[at].end)
         return result.model_copy(update={"answer": doc.text[start:end], "doc_id": doc_id, "answer_start": start,
                                          "answer_end": end, "sentence_start": s_start, "sentence_end": s_end,
                                          "alternatives": []})

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rapidfuzz import fuzz
-
 from index.models import Document
+from service.grounding import mentions, word_set
 from service.prompts import Prompts, QuestionType
 from service.readers.base import AnswerCandidate
 
@@ -43,8 +42,9 @@ class SpanTypes:
         return qtype if qtype.labels and strict else None
 
     def select(self, question: str, candidates: list[AnswerCandidate],
-               documents: dict[str, Document]) -> list[AnswerCandidate]:
-        """The candidates that fit the question's type, in their order (all of them for unconstrained types).
+               documents: dict[str, Document]) -> list[tuple[int, AnswerCandidate]]:
+        """The candidates that fit the question's type, with their place in ``candidates``, in order (all of them
+        for unconstrained types).
 
         A long span holding an entity of the type ("5,000 and 13,000 people were secretly hanged between ...") is
         narrowed to that entity: the reader found the right place, not the right edges.
@@ -52,15 +52,18 @@ class SpanTypes:
         asked = self.prompts.question_type(question)
         focus = asked.focus_word(question)
         if focus is not None:
-            candidates = [c for c in candidates if mentions(documents[c.doc_id].text, focus)]
+            named = {d: mentions(word_set(documents[d].text), focus) for d in {c.doc_id for c in candidates}}
+        else:
+            named = {}
+        indexed = [(i, c) for i, c in enumerate(candidates) if named.get(c.doc_id, True)]
         qtype = self.required(question)
-        if qtype is None or not candidates:
-            return candidates
+        if qtype is None:
+            return indexed
         parsed: dict[tuple[str, int], Doc] = {}
         kept = []
-        for c in candidates:
+        for i, c in indexed:
             if qtype.span_matches(c.answer):
-                kept.append(c)
+                kept.append((i, c))
                 continue
             key = (c.doc_id, c.sentence_start)
             if key not in parsed:
@@ -69,8 +72,8 @@ class SpanTypes:
                              qtype.labels)
             if edges is not None:
                 start, end = c.sentence_start + edges[0], c.sentence_start + edges[1]
-                kept.append(c.model_copy(update={"answer": documents[c.doc_id].text[start:end],
-                                                 "answer_start": start, "answer_end": end}))
+                kept.append((i, c.model_copy(update={"answer": documents[c.doc_id].text[start:end],
+                                                     "answer_start": start, "answer_end": end})))
         return kept
 
     def fit(self, sentence: Doc, start: int, end: int, labels: list[str]) -> tuple[int, int] | None:
@@ -93,11 +96,3 @@ class SpanTypes:
             return None
         return max(start, of_first[0].start_char), min(end, of_first[0].end_char)
 
-
-def mentions(text: str, word: str, min_similarity: float = 85.0) -> bool:
-    """True if ``text`` holds ``word`` or a close form of it ("director", "directors", "Director's")."""
-    lowered = text.lower()
-    if word in lowered:
-        return True
-    stem = word[:-1] if word.endswith("s") and len(word) > 3 else word
-    return any(fuzz.ratio(stem, w) >= min_similarity for w in set(lowered.split()) if w[:1] == stem[:1])

@@ -8,10 +8,11 @@ that carry a cue of the stance; the cues are data (``prompts/stances.toml``).
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, PrivateAttr
+
+from service.prompts import load_toml
 
 __all__ = ["Stance", "StanceCues", "load_stances"]
 
@@ -49,5 +50,4 @@ class StanceCues(BaseModel):
 
 def load_stances(path: Path) -> StanceCues:
     """Read ``stances.toml``."""
-    with path.open("rb") as fh:
-        return StanceCues.model_validate(tomllib.load(fh))
+    return StanceCues.model_validate(load_toml(path))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from index.embedding import Embedder
 from index.errors import ModelUnavailable
 from index.query_encoder import default_cache_dir
+from service.attribution import Attributor
 from service.prompts import Prompts
 from service.readers.base import Reader
 from service.settings import Settings
@@ -20,15 +21,19 @@ __all__ = ["HEURISTIC_ABSTAIN_BELOW", "build_reader"]
 HEURISTIC_ABSTAIN_BELOW = 0.45
 
 
-def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts: Prompts) -> Reader:
-    """The reader the settings ask for; a missing trained model is a clear start-up error, not a silent fallback."""
+def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts: Prompts,
+                 attributor: Attributor | None = None) -> Reader:
+    """The reader the settings ask for; a missing trained model is a clear start-up error, not a silent fallback.
+
+    :param attributor: the service's, shared with the reader ("what did X say"); None: one made from the prompts.
+    """
     if settings.reader == "heuristic":
         from service.readers.heuristic import HeuristicReader
 
         threshold = HEURISTIC_ABSTAIN_BELOW if settings.abstain_below is None else settings.abstain_below
         return HeuristicReader(embedder, nlp, prompts, abstain_below=threshold)
 
-    from service.attribution import Attributor, load_attribution_rules
+    from service.attribution import load_attribution_rules
     from service.readers.calibration import Calibration
     from service.readers.span_model import SpanModel
     from service.readers.transformer import BUNDLED_READER, TransformerReader
@@ -53,4 +58,5 @@ def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts:
     return TransformerReader(model, calibration, abstain_below=settings.abstain_below,
                              span_types=SpanTypes(nlp, prompts),
                              stances=load_stances(prompts_dir / "stances.toml"),
-                             attributor=Attributor(nlp, load_attribution_rules(prompts_dir / "attribution.toml")))
+                             attributor=attributor or Attributor(nlp, load_attribution_rules(
+                                 prompts_dir / "attribution.toml")))

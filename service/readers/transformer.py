@@ -8,6 +8,7 @@ exact offsets of the stored article. The same span found through several passage
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from spacy.lang.en.stop_words import STOP_WORDS
 from index.archive import ArchiveSnapshot as Snapshot
 from index.models import Document, Passage, Sentence
 from service.attribution import Attributor
+from service.disagreement import content_words
 from service.readers.base import AnswerCandidate, CandidateSentence, ReadResult
 from service.readers.calibration import Calibration
 from service.readers.span_model import SpanModel
@@ -63,6 +65,15 @@ def _sentence_at(sentences: list[Sentence], start: int, end: int) -> tuple[int, 
     return (first.start if first else start), (last.end if last else end)
 
 
+def _sentences_in(segments: list[_Segment], sentences: dict[str, list[Sentence]]
+                  ) -> Iterator[tuple[str, int, Sentence]]:
+    """(doc id, index, sentence) of every stored sentence lying inside one of the segments, in segment order."""
+    for seg in segments:
+        for i, s in enumerate(sentences[seg.doc_id]):
+            if seg.start <= s.start and s.end <= seg.end:
+                yield seg.doc_id, i, s
+
+
 ATTRIBUTION_MAX_WORDS = 12  # '," said Geoffrey Mock, a Middle East specialist at Amnesty.' is 10
 _QUESTION_WORDS = {"say", "said", "tell", "told", "think", "believe", "view", "position", "about"}
 
@@ -91,21 +102,17 @@ def _lead_repeating_the_question(answer: str, question: str) -> int:
     return words[cut].start()
 
 
-def _content_words(text: str) -> set[str]:
-    return {w for w in normalize_answer(text).split() if w not in STOP_WORDS}
-
-
 def _other_articles_answers(best: AnswerCandidate, others: list[AnswerCandidate], documents: dict[str, Document],
                             min_confidence: float) -> list[AnswerCandidate]:
     """Each other article's answer to set beside the best one (for "sources differ"): of its answers confident
     enough to stand alone, the one whose sentence shares most words with the best answer's sentence (the same claim,
     not merely another figure in the article); else its best answer."""
-    claim = _content_words(documents[best.doc_id].text[best.sentence_start:best.sentence_end])
+    claim = content_words(documents[best.doc_id].text[best.sentence_start:best.sentence_end])
     chosen: dict[str, tuple[int, AnswerCandidate]] = {}
     for a in others:
         if a.doc_id == best.doc_id:
             continue
-        shared = len(claim & _content_words(documents[a.doc_id].text[a.sentence_start:a.sentence_end])) \
+        shared = len(claim & content_words(documents[a.doc_id].text[a.sentence_start:a.sentence_end])) \
             if a.confidence >= min_confidence else -1
         if a.doc_id not in chosen or shared > chosen[a.doc_id][0]:
             chosen[a.doc_id] = (shared, a)
@@ -146,8 +153,9 @@ class TransformerReader:
         segments = merge_passages(passages)
         documents = {s.doc_id: snapshot.document(s.doc_id) for s in segments}
         sentences = {d: snapshot.sentences(d) for d in documents}
-        spoken = self._speakers_sentences(question, segments, documents, sentences)
-        segments = self._stance_sentences(question, segments, documents, sentences) or spoken or segments
+        stance = self._stance_sentences(question, segments, documents, sentences)
+        spoken = [] if stance else self._speakers_sentences(question, segments, documents, sentences)
+        segments = stance or spoken or segments
         contexts = [documents[s.doc_id].text[s.start:s.end] for s in segments]
         predictions = self.model.predict(question, contexts, top_n=self.top_n)
 
@@ -167,13 +175,14 @@ class TransformerReader:
                                            confidence=self.calibration.confidence(p.margin)))
         threshold = self.abstain_below
         if self.span_types is not None and answers:
-            if not self.span_types.select(question, answers[:1], documents):
+            typed = self.span_types.select(question, answers, documents)
+            if typed and typed[0][0] != 0:
                 # The reader's own first choice was of the wrong type: its runner-up must be surer to be taken.
                 threshold = max(threshold, self.promoted_min)
             answers = [a.model_copy(update=dict(zip(("sentence_start", "sentence_end"),
                                                     _sentence_at(sentences[a.doc_id], a.answer_start, a.answer_end),
                                                     strict=True)))
-                       for a in self.span_types.select(question, answers, documents)]
+                       for _, a in typed]
         answers = [self._without_repeated_lead(question, a) for a in answers]
         if spoken and self.attributor is not None:
             answers = [self._as_quotation(a, documents[a.doc_id].text) for a in answers]
@@ -196,9 +205,8 @@ class TransformerReader:
         stance = self.stances.stance_of(question) if self.stances is not None else None
         if stance is None:
             return []
-        return [_Segment(seg.doc_id, s.start, s.end) for seg in segments for s in sentences[seg.doc_id]
-                if seg.start <= s.start and s.end <= seg.end
-                and stance.expressed_in(documents[seg.doc_id].text[s.start:s.end])]
+        return [_Segment(doc_id, s.start, s.end) for doc_id, _, s in _sentences_in(segments, sentences)
+                if stance.expressed_in(documents[doc_id].text[s.start:s.end])]
 
     @staticmethod
     def _without_repeated_lead(question: str, answer: AnswerCandidate) -> AnswerCandidate:
@@ -230,12 +238,11 @@ class TransformerReader:
         names = self.attributor.person_asked_about(question) if self.attributor is not None else []
         if not names or self.attributor is None:
             return []
-        spoken = [_Segment(seg.doc_id, s.start, s.end) for seg in segments
-                  for i, s in enumerate(sentences[seg.doc_id]) if seg.start <= s.start and s.end <= seg.end
-                  and self.attributor.spoken_by(documents[seg.doc_id].text, sentences[seg.doc_id], i, names)]
+        spoken = [_Segment(doc_id, s.start, s.end) for doc_id, i, s in _sentences_in(segments, sentences)
+                  if self.attributor.spoken_by(documents[doc_id].text, sentences[doc_id], i, names)]
         # "What did X say about the zones?": of X's sentences, those about what the question names.
-        topic = _content_words(question) - set(names) - _QUESTION_WORDS
-        shared = [len(topic & _content_words(documents[s.doc_id].text[s.start:s.end])) for s in spoken]
+        topic = content_words(question) - set(names) - _QUESTION_WORDS
+        shared = [len(topic & content_words(documents[s.doc_id].text[s.start:s.end])) for s in spoken]
         return [s for s, n in zip(spoken, shared, strict=True) if n == max(shared, default=0)]
 
     @staticmethod
