@@ -25,6 +25,7 @@ class QuestionType(BaseModel):
     focus: str | None = None  # a pattern whose group "focus" is the thing asked about ("prison director")
     span_pattern: str | None = None  # a span matching this fits the type whatever the entity recogniser says
     strict: bool | None = None  # the transformer reader keeps only spans of ``labels`` (unset: when not noun_ok)
+    verb_core: bool = False  # the answer is an action: the verb with what it governs, not the clause after it
 
     _regex: re.Pattern[str] = PrivateAttr()
     _focus: re.Pattern[str] | None = PrivateAttr(default=None)

@@ -33,6 +33,7 @@ def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts:
         threshold = HEURISTIC_ABSTAIN_BELOW if settings.abstain_below is None else settings.abstain_below
         return HeuristicReader(embedder, nlp, prompts, abstain_below=threshold)
 
+    from service.answer_core import AnswerCore
     from service.attribution import load_attribution_rules
     from service.readers.calibration import Calibration
     from service.readers.span_model import SpanModel
@@ -56,7 +57,7 @@ def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts:
     calibration = Calibration.load(Path(name)) if Path(name).is_dir() else Calibration()
     prompts_dir = settings.prompts_dir
     return TransformerReader(model, calibration, abstain_below=settings.abstain_below,
-                             span_types=SpanTypes(nlp, prompts),
+                             span_types=SpanTypes(nlp, prompts), core=AnswerCore(nlp, prompts),
                              stances=load_stances(prompts_dir / "stances.toml"),
                              attributor=attributor or Attributor(nlp, load_attribution_rules(
                                  prompts_dir / "attribution.toml")))

@@ -17,6 +17,7 @@ from spacy.lang.en.stop_words import STOP_WORDS
 
 from index.archive import ArchiveSnapshot as Snapshot
 from index.models import Document, Passage, Sentence
+from service.answer_core import AnswerCore
 from service.attribution import Attributor
 from service.disagreement import content_words
 from service.readers.base import AnswerCandidate, CandidateSentence, ReadResult
@@ -130,12 +131,15 @@ class TransformerReader:
 
     def __init__(self, model: SpanModel, calibration: Calibration, abstain_below: float | None = None,
                  top_n: int = 8, span_types: SpanTypes | None = None, stances: StanceCues | None = None,
-                 promoted_min: float = 0.5, attributor: Attributor | None = None) -> None:
+                 promoted_min: float = 0.5, attributor: Attributor | None = None,
+                 core: AnswerCore | None = None) -> None:
         """:param span_types: keeps only spans of the type the question asks for (None: any span).
         :param promoted_min: the confidence a span needs when spans the reader preferred were of the wrong type.
         :param attributor: for "What did <person> say ...?", reads only what that person is reported to have said.
+        :param core: cuts an answer to "What did X urge Y to do?" to the action, without the clause after it.
         :param stances: for a question about doubt (and the like), reads only the sentences expressing it."""
         self.span_types = span_types
+        self.core = core
         self.promoted_min = promoted_min
         self.attributor = attributor
         self.stances = stances
@@ -184,6 +188,8 @@ class TransformerReader:
                                                     strict=True)))
                        for _, a in typed]
         answers = [self._without_repeated_lead(question, a) for a in answers]
+        if self.core is not None and answers:
+            answers[0] = self._core_of(question, answers[0], documents[answers[0].doc_id].text)
         if spoken and self.attributor is not None:
             answers = [self._as_quotation(a, documents[a.doc_id].text) for a in answers]
         pool = self._sentence_pool(answers, segments, documents, sentences)
@@ -207,6 +213,16 @@ class TransformerReader:
             return []
         return [_Segment(doc_id, s.start, s.end) for doc_id, _, s in _sentences_in(segments, sentences)
                 if stance.expressed_in(documents[doc_id].text[s.start:s.end])]
+
+    def _core_of(self, question: str, answer: AnswerCandidate, text: str) -> AnswerCandidate:
+        """The answer without the clause that follows its verb (``AnswerCore``)."""
+        assert self.core is not None
+        s0 = answer.sentence_start
+        end = s0 + self.core.end(question, text[s0:answer.sentence_end], answer.answer_start - s0,
+                                 answer.answer_end - s0)
+        if end >= answer.answer_end:
+            return answer
+        return answer.model_copy(update={"answer": text[answer.answer_start:end], "answer_end": end})
 
     @staticmethod
     def _without_repeated_lead(question: str, answer: AnswerCandidate) -> AnswerCandidate:

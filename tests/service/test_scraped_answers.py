@@ -97,3 +97,11 @@ def test_missing_action_checks_the_verb_of_who_questions_only(nlp):
     assert grounding.missing_action("Who said the cracks were small?", sentence) is None  # exempt
     assert grounding.missing_action("What did the board order?", sentence) is None  # not a who-question
     assert grounding.missing_action("Who designed it?", "The designer, Ana Ruiz, said so.") is None  # same stem
+
+
+def test_an_action_is_answered_without_its_purpose_clause(scraped):
+    response = scraped.ask("What did Brandt call on the regional government to do?")
+    assert not response.abstained and response.answer is not None
+    assert response.answer.startswith("pay for the repairs")
+    assert "spare" not in response.answer and "spare farmers" in response.supporting_sentence
+    _quoted_exactly(scraped, response)
