@@ -10,9 +10,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from functools import wraps
+from functools import partial, wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +25,7 @@ from service.schemas import Recency
 
 if TYPE_CHECKING:
     from service.qa import QAService
+    from service.readers.calibration import Calibration
     from service.settings import Settings
 
 __all__ = ["ask_main", "cli", "main"]
@@ -765,8 +766,9 @@ def eval_reader(squad_file: Path, mode: str, splits: tuple[str, ...], limit: int
 
     load_squad(squad_file)  # a malformed file fails here, before the models load
     with tempfile.TemporaryDirectory(prefix="newsroom-qa-eval-") as tmp:
+        # Each setting is scored with the calibration fitted for it.
         service = _service(Path(tmp), seed_if_empty=False, reader=reader, reader_model=reader_model,
-                           abstain_below=abstain_below)
+                           abstain_below=abstain_below, reader_calibration="open" if mode == "open" else "gold")
         result = evaluate_reader(service, squad_file, mode="open" if mode == "open" else "gold",
                                  splits=tuple(splits) or ("heldout",), limit=limit,  # type: ignore[arg-type]
                                  progress=lambda it: tqdm(list(it), desc="questions", unit="q"))
@@ -856,10 +858,14 @@ def train_reader_command(squad_files: tuple[Path, ...], run_dir: Path, export_di
 @click.argument("squad_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Model directory to calibrate (default: the reader shipped with the package).")
+@click.option("--open", "open_setting", is_flag=True,
+              help="Refit over an archive, as the service reads (every paragraph of each file stored, questions "
+                   "answered through retrieval): writes calibration-open.json, which the service uses.")
 @_friendly_errors
-def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | None) -> None:
+def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | None, open_setting: bool) -> None:
     """Refit a reader's calibration and abstention threshold on the tune split (after changing how spans are
-    ranked, or for a model trained elsewhere); rewrites calibration.json and the model card."""
+    ranked, or for a model trained elsewhere); rewrites calibration.json (or with --open calibration-open.json)
+    and the model card."""
     from tqdm import tqdm
 
     from service.readers.calibrate import calibrate_model
@@ -872,6 +878,11 @@ def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | No
         load_squad(path)  # a malformed file fails before the model loads
     target = model_dir or BUNDLED_READER
     _quiet_libraries()
+    if open_setting:
+        calibration = _calibrate_open(target, squad_files, bundled=model_dir is None)
+        click.echo(f"open-setting calibration: slope {calibration.slope:.3f}, intercept {calibration.intercept:.3f}, "
+                   f"abstain below {calibration.threshold}")
+        return
     calibration = calibrate_model(SpanModel(target), list(squad_files),
                                   progress=lambda it: tqdm(list(it), desc="calibrating", unit="q"))
     calibration.save(target)
@@ -879,6 +890,46 @@ def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | No
         write_model_card(target, squad_files, calibration)
     click.echo(f"calibration: slope {calibration.slope:.3f}, intercept {calibration.intercept:.3f}, "
                f"abstain below {calibration.threshold}")
+
+
+def _bar(items: Iterable[Any], desc: str) -> Iterable[Any]:
+    from tqdm import tqdm
+
+    return tqdm(list(items), desc=desc, unit="q")
+
+
+def _calibrate_open(target: Path, squad_files: tuple[Path, ...], bundled: bool) -> Calibration:
+    """Answer each file's tune questions over an archive of all its paragraphs with no threshold, refit the gold
+    calibration on what came back (``refit_open``) and save it beside the model as calibration-open.json."""
+    import tempfile
+
+    from service.eval_reader import evaluate_reader
+    from service.readers.calibration import Calibration, refit_open
+
+    base = Calibration.load(target, "gold")
+    confidences: list[float | None] = []
+    f1s: list[float] = []
+    answerable: list[bool] = []
+    for path in squad_files:
+        with tempfile.TemporaryDirectory(prefix="newsroom-qa-calibrate-") as tmp:
+            service = _service(Path(tmp), seed_if_empty=False, reader="trained" if bundled else "transformers",
+                               reader_model=None if bundled else str(target), reader_calibration="gold",
+                               abstain_below=0.0)
+            service.reader.promoted_min = 0.0  # type: ignore[attr-defined]  # every answer the rules allow
+            report = evaluate_reader(service, path, mode="open", splits=("tune",),
+                                     progress=partial(_bar, desc=f"calibrating on {path.name}"))
+        for q in report["questions"]:
+            confidences.append(q["confidence"] if q["prediction"] else None)
+            f1s.append(q["f1"])
+            answerable.append(q["answerable"])
+    names = ", ".join(p.name for p in squad_files)
+    try:
+        calibration = refit_open(base, confidences, f1s, answerable,
+                                 fitted_on=f"open setting, tune split of {names} ({len(answerable)} q)")
+    except ValueError as exc:  # too few questions, or none answered right
+        raise click.ClickException(str(exc)) from exc
+    calibration.save(target, "open")
+    return calibration
 
 
 def main() -> None:

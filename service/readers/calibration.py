@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
-__all__ = ["Calibration", "fit_calibration"]
+__all__ = ["Calibration", "best_threshold", "fit_calibration", "refit_open"]
 
-CALIBRATION_FILE = "calibration.json"
+CALIBRATION_FILE = "calibration.json"  # fitted with the gold paragraph given (``calibrate_model``)
+OPEN_CALIBRATION_FILE = "calibration-open.json"  # refitted over an archive, as the service reads (``refit_open``)
 
 
 class Calibration(BaseModel):
@@ -31,14 +33,23 @@ class Calibration(BaseModel):
         return 1.0 / (1.0 + math.exp(-z)) if z > -60 else 0.0
 
     @classmethod
-    def load(cls, model_dir: Path) -> Calibration:
-        path = Path(model_dir) / CALIBRATION_FILE
-        if path.is_file():
-            return cls.model_validate_json(path.read_text(encoding="utf-8"))
+    def load(cls, model_dir: Path, setting: Literal["open", "gold"] = "gold") -> Calibration:
+        """The model's calibration for ``setting``: "open" falls back to the gold one where none was refitted."""
+        names = [OPEN_CALIBRATION_FILE, CALIBRATION_FILE] if setting == "open" else [CALIBRATION_FILE]
+        for name in names:
+            path = Path(model_dir) / name
+            if path.is_file():
+                return cls.model_validate_json(path.read_text(encoding="utf-8"))
         return cls()
 
-    def save(self, model_dir: Path) -> None:
-        (Path(model_dir) / CALIBRATION_FILE).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    def save(self, model_dir: Path, setting: Literal["open", "gold"] = "gold") -> None:
+        name = OPEN_CALIBRATION_FILE if setting == "open" else CALIBRATION_FILE
+        (Path(model_dir) / name).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+    def logit(self, confidence: float) -> float:
+        """``slope * margin + intercept`` back from a confidence (the inverse of ``confidence``)."""
+        p = min(max(confidence, 1e-12), 1 - 1e-12)
+        return math.log(p / (1 - p))
 
 
 def fit_calibration(margins: Sequence[float], right: Sequence[bool], f1_if_answered: Sequence[float],
@@ -60,7 +71,15 @@ def fit_calibration(margins: Sequence[float], right: Sequence[bool], f1_if_answe
     model = LogisticRegression(C=1e4).fit(x, y)
     calibration = Calibration(slope=float(model.coef_[0][0]), intercept=float(model.intercept_[0]),
                               fitted_on=fitted_on)
-    conf = np.array([calibration.confidence(m) for m in margins])
+    calibration.threshold = best_threshold([calibration.confidence(m) for m in margins], f1_if_answered, answerable)
+    return calibration
+
+
+def best_threshold(confidences: Sequence[float], f1_if_answered: Sequence[float], answerable: Sequence[bool]) -> float:
+    """The confidence below which abstaining maximises mean F1 (abstaining scores 1 on an unanswerable question)."""
+    import numpy as np
+
+    conf = np.asarray(confidences, dtype=float)
     f1 = np.asarray(f1_if_answered, dtype=float)
     abstain_score = np.array([0.0 if a else 1.0 for a in answerable])
     best_t, best_f1 = 0.0, -1.0
@@ -68,6 +87,23 @@ def fit_calibration(margins: Sequence[float], right: Sequence[bool], f1_if_answe
         mean_f1 = float(np.where(conf >= t, f1, abstain_score).mean())
         if mean_f1 > best_f1 + 1e-9:
             best_t, best_f1 = float(t), mean_f1
-    calibration.threshold = round(best_t, 3)
-    return calibration
+    return round(best_t, 3)
 
+
+def refit_open(base: Calibration, confidences: Sequence[float | None], f1_if_answered: Sequence[float],
+               answerable: Sequence[bool], fitted_on: str) -> Calibration:
+    """Refit ``base`` on what the service answers over an archive: per question, the confidence ``base`` gave the
+    answer the service would give with no threshold (None where it abstained for another reason: nothing
+    retrieved, a name the article lacks), and that answer's F1. The refit maps ``base``'s logit linearly, so it
+    stays a function of the margin; the threshold is the one that maximises mean F1 with abstention here."""
+    answered = [i for i, c in enumerate(confidences) if c is not None]
+    logits = [base.logit(confidences[i]) for i in answered]  # type: ignore[arg-type]
+    fit = fit_calibration(logits, [f1_if_answered[i] >= 0.5 for i in answered], [f1_if_answered[i] for i in answered],
+                          [answerable[i] for i in answered], fitted_on=fitted_on)
+    calibration = Calibration(slope=fit.slope * base.slope, intercept=fit.slope * base.intercept + fit.intercept,
+                              fitted_on=fitted_on)
+    # never answered (-1): abstained for another reason, whatever the threshold
+    calibration.threshold = best_threshold(
+        [calibration.confidence((base.logit(c) - base.intercept) / base.slope) if c is not None else -1.0
+         for c in confidences], f1_if_answered, answerable)
+    return calibration

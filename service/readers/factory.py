@@ -54,7 +54,7 @@ def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts:
     model = SpanModel(name, max_length=settings.reader_max_length, backend=settings.reader_backend,
                       cache_dir=settings.cache_dir or default_cache_dir())
     # A local model directory may carry its own calibration.json (ours does); a hub model is uncalibrated.
-    calibration = Calibration.load(Path(name)) if Path(name).is_dir() else Calibration()
+    calibration = Calibration.load(Path(name), settings.reader_calibration) if Path(name).is_dir() else Calibration()
     prompts_dir = settings.prompts_dir
     return TransformerReader(model, calibration, abstain_below=settings.abstain_below,
                              span_types=SpanTypes(nlp, prompts), core=AnswerCore(nlp, prompts),

