@@ -360,6 +360,43 @@ def test_off_topic_questions_abstain(service):
         assert r.abstained and r.answer is None and r.citations == []
 
 
+
+@pytest.fixture(scope="module")
+def lock_archive(tmp_path_factory, embedder, nlp, prompts):  # type: ignore[no-untyped-def]
+    """Articles about other things, and one where a date stands nearer the question's words than the person."""
+
+    tmp = tmp_path_factory.mktemp("lock")
+    service = build_service(make_settings(tmp / "data", seeds_dir=tmp / "none"), embedder, nlp, prompts)
+    service.add_documents([
+        DocumentIn(id="lock", title="New lock opens on the Marren canal", source="Valley Post",
+                   text="The new lock on the Marren canal was opened by engineer Marta Lindqvist on 4 March 2021, "
+                        "after three years of building. Barges can now pass the weir at any tide."),
+        DocumentIn(id="bakery", title="Bakery wins regional prize", source="Valley Post",
+                   text="A family bakery in Ostrava Point won the regional bread prize on Saturday. The judges "
+                        "praised its rye loaf, baked to a recipe from 1921."),
+        DocumentIn(id="choir", title="Choir tours the coast", source="Marren Daily",
+                   text="The Marren youth choir will sing in six harbour towns this summer. Tickets go on sale in "
+                        "May, and the last concert is in the old fish market."),
+    ])
+    return service
+
+
+@pytest.mark.integration
+def test_a_who_question_is_answered_with_the_person_not_the_nearer_date(lock_archive):
+    r = lock_archive.ask("Who opened the new lock on the Marren canal?")
+    assert not r.abstained and r.answer is not None and "Lindqvist" in r.answer
+    assert "2021" not in r.answer and r.citations[0].doc_id == "lock"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("question", ["Who designed the harbour crane in Ostrava Point?",
+                                      "How many tickets did the choir sell in March?",
+                                      "What did the mayor say about the new bridge?"])
+def test_an_archive_that_does_not_answer_abstains(lock_archive, question):
+    r = lock_archive.ask(question)
+    assert r.abstained and r.answer is None and r.passages  # with the nearest passages
+
+
 # --- the shipped reader and the eval command ---------------------------------------------------------------
 def test_trained_reader_ships_with_the_package_and_loads_offline(tmp_path):
     import os
