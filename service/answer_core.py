@@ -1,4 +1,4 @@
-"""The core of a long verb-phrase answer: the verb with what it governs, without the clause that follows it.
+"""The core of a long answer: the action without the clause that follows it; the statement without the topic.
 
 Asked "What did the minister urge the council to do?", the reader quotes the whole complement: "publish every report
 within a week to restore trust in the board". The journalist's answer is its first part ("publish every report within
@@ -8,11 +8,17 @@ sentence that is quoted beside the answer. Only answers to questions of a type a
 first clausal dependent of their head (spaCy's parse), and only if enough words are left. Cutting every long verb
 phrase whatever the question was measured on held-out SQuAD 1.1 and NewsQA: F1 -0.1 and -0.05 (their "what"
 answers are often whole clauses), hence the question type.
+
+Asked "What did the mayor say about the floods?", the quotation "After the floods of the past winters, we have no
+time to lose" opens by restating the question's topic; the answer is what follows the comma (``start``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
+
+from spacy.lang.en.stop_words import STOP_WORDS
 
 from service.prompts import Prompts
 
@@ -24,6 +30,9 @@ __all__ = ["AnswerCore"]
 
 # Dependents of a verb that start a clause of their own (purpose, result, a second predicate).
 CLAUSAL = frozenset({"advcl", "xcomp", "conj", "ccomp", "parataxis"})
+# Dependents that can open a statement before its subject ("In light of ..., we ...", "Given ..., they ...").
+FRONTED = frozenset({"prep", "advcl", "advmod", "npadvmod", "pobj"})
+_WORD = re.compile(r"\w+")
 
 
 class AnswerCore:
@@ -63,3 +72,25 @@ class AnswerCore:
             return None
         last = span.doc[cut - 1]
         return last.idx + len(last.text)
+
+    def start(self, question: str, sentence: str, start: int, end: int) -> int:
+        """Where a statement ``sentence[start:end]`` should start: after an opening phrase set off by a comma that
+        restates what the question asks about (a content word of the question in it), before the subject."""
+        asked = {w for w in _WORD.findall(question.lower()) if w not in STOP_WORDS}
+        doc = self.nlp(sentence)
+        span = doc.char_span(start, end, alignment_mode="expand")
+        if span is None or not asked:
+            return start
+        root = span.root
+        subject = next((c for c in root.children if c.dep_ in ("nsubj", "nsubjpass", "expl")), None)
+        if subject is None:
+            return start
+        opening = [c for c in root.children if c.dep_ in FRONTED and c.i < subject.i and c.left_edge.i == span.start]
+        if not opening:
+            return start
+        comma = doc[subject.left_edge.i - 1] if subject.left_edge.i > span.start else None
+        restated = {t.lower_ for c in opening for t in c.subtree}
+        kept = [t for t in doc[subject.left_edge.i:span.end] if not t.is_punct]
+        if comma is None or comma.text != "," or not (restated & asked) or len(kept) < self.min_left:
+            return start
+        return subject.left_edge.idx

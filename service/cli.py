@@ -748,13 +748,15 @@ reader_model_option = click.option("--reader-model", default=None,
 @reader_model_option
 @click.option("--abstain-below", type=click.FloatRange(0, 1), default=None,
               help="Override the reader's abstention threshold.")
+@click.option("--calibration", type=click.Choice(["gold", "open"]), default=None,
+              help="Which of the reader's calibrations to score with (default: the service's, READER_CALIBRATION).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the JSON report here (a reliability plot goes beside it as .png).")
 @click.option("--per-question/--figures-only", default=True, show_default=True,
               help="Include every question's prediction in the report, or only the aggregate figures.")
 @_friendly_errors
 def eval_reader(squad_file: Path, mode: str, splits: tuple[str, ...], limit: int | None, reader: str | None,
-                reader_model: str | None, abstain_below: float | None, report: Path | None,
+                reader_model: str | None, abstain_below: float | None, calibration: str | None, report: Path | None,
                 per_question: bool) -> None:
     """EM/F1 (official SQuAD normalisation), HasAns/NoAns, sentence accuracy, calibration and latency."""
     import tempfile
@@ -766,9 +768,9 @@ def eval_reader(squad_file: Path, mode: str, splits: tuple[str, ...], limit: int
 
     load_squad(squad_file)  # a malformed file fails here, before the models load
     with tempfile.TemporaryDirectory(prefix="newsroom-qa-eval-") as tmp:
-        # Each setting is scored with the calibration fitted for it.
+        extra = {"reader_calibration": calibration} if calibration else {}
         service = _service(Path(tmp), seed_if_empty=False, reader=reader, reader_model=reader_model,
-                           abstain_below=abstain_below, reader_calibration="open" if mode == "open" else "gold")
+                           abstain_below=abstain_below, **extra)
         result = evaluate_reader(service, squad_file, mode="open" if mode == "open" else "gold",
                                  splits=tuple(splits) or ("heldout",), limit=limit,  # type: ignore[arg-type]
                                  progress=lambda it: tqdm(list(it), desc="questions", unit="q"))

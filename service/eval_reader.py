@@ -98,6 +98,7 @@ def evaluate_reader(service: QAService, path: Path, mode: Literal["gold", "open"
             reader_ms=reader_ms))
     return {"file": str(path), "mode": mode, "splits": list(splits), "reader": service.reader.name,
             "abstain_below": getattr(service.reader, "abstain_below", None),
+            "calibration": service.settings.reader_calibration,
             "figures": summarize(results), "questions": [r.model_dump() for r in results]}
 
 
@@ -182,7 +183,8 @@ def format_reader_table(reports: list[dict[str, Any]]) -> str:
             "| reader ms p50 |", "|" + "---|" * 12]
     for r in reports:
         f = r["figures"]
-        rows.append(f"| {Path(r['file']).name} | {r['mode']} | {r['reader'].rsplit('/', 1)[-1]} | {f['questions']} "
+        mode = r["mode"] + (" (open calibration)" if r.get("calibration") == "open" else "")
+        rows.append(f"| {Path(r['file']).name} | {mode} | {r['reader'].rsplit('/', 1)[-1]} | {f['questions']} "
                     f"| {f['exact']} | {f['f1']} | {f['HasAns_f1']} | {f['NoAns_accuracy'] or '-'} "
                     f"| {f['sentence_accuracy']} | {f['document_accuracy'] or '-'} "
                     f"| {f['expected_calibration_error']} | {f['reader_ms_p50']} |")

@@ -84,13 +84,18 @@ def _open(model_dir: Path) -> str:
     if not (model_dir / OPEN_CALIBRATION_FILE).is_file():
         return ""
     c = Calibration.load(model_dir, "open")
-    return (f"\n- Calibration over an archive (what the service uses; `newsroom-qa calibrate-reader --open`):\n"
+    return ("\n- Calibration over an archive (`newsroom-qa calibrate-reader --open`; the service uses it with "
+            "`READER_CALIBRATION=open`):\n"
             f"  sigmoid({c.slope:.4f} * margin + {c.intercept:.4f}); abstain below {c.threshold} ({c.fitted_on}).")
 
 
 def write_model_card(model_dir: Path, files: Sequence[Path], calibration: Calibration) -> Path:
-    """Write ``README.md``; a results section already in the card (below the marker) is kept."""
+    """Write ``README.md``; a results section already in the card (below the marker) is kept.
+
+    :param files: the data files of the last training stage where its record does not name them."""
     stages = _stages(json.loads((model_dir / "training.json").read_text(encoding="utf-8")))
+    if str(stages[-1].get("data") or "").startswith("train split of "):
+        files = [Path(f) for f in _files(stages[-1]["data"]).split()]
     max_length = stages[-1]["config"]["max_length"]
     card_path = model_dir / "README.md"
     kept = ""

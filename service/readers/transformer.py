@@ -191,7 +191,7 @@ class TransformerReader:
         if self.core is not None and answers:
             answers[0] = self._core_of(question, answers[0], documents[answers[0].doc_id].text)
         if spoken and self.attributor is not None:
-            answers = [self._as_quotation(a, documents[a.doc_id].text) for a in answers]
+            answers = [self._as_quotation(a, documents[a.doc_id].text, question) for a in answers]
         pool = self._sentence_pool(answers, segments, documents, sentences)
         if not answers:
             return ReadResult(answer=None, confidence=0.0, sentences=pool)
@@ -231,7 +231,7 @@ class TransformerReader:
             return answer
         return answer.model_copy(update={"answer": answer.answer[cut:], "answer_start": answer.answer_start + cut})
 
-    def _as_quotation(self, answer: AnswerCandidate, text: str) -> AnswerCandidate:
+    def _as_quotation(self, answer: AnswerCandidate, text: str, question: str | None = None) -> AnswerCandidate:
         """What the person said: the quotation of the answer's sentence when the reader's span lies outside it
         ("a councillor" in '"The board must publish every report," said Lena Kask, a councillor.')."""
         assert self.attributor is not None
@@ -245,7 +245,11 @@ class TransformerReader:
             else text[answer.sentence_start:quote[0]]
         if outside and len(part.split()) > ATTRIBUTION_MAX_WORDS:
             return answer
-        return answer.model_copy(update={"answer": text[quote[0]:quote[1]], "answer_start": quote[0],
+        start = quote[0]
+        if self.core is not None and question is not None:
+            s0 = answer.sentence_start
+            start = s0 + self.core.start(question, text[s0:answer.sentence_end], quote[0] - s0, quote[1] - s0)
+        return answer.model_copy(update={"answer": text[start:quote[1]], "answer_start": start,
                                          "answer_end": quote[1]})
 
     def _speakers_sentences(self, question: str, segments: list[_Segment], documents: dict[str, Document],

@@ -35,3 +35,24 @@ def test_an_action_ends_before_the_clause_that_follows_it(nlp, prompts, question
 ])
 def test_other_answers_are_left_as_they_are(nlp, prompts, question, answer):  # type: ignore[no-untyped-def]
     assert _cut(AnswerCore(nlp, prompts), question, URGED, answer) == answer
+
+
+SKEPTICAL = '"In light of the failures of the past cease-fire agreements, we have reason to be skeptical," Mo said.'
+FLOODS = '"After the floods of the past winters, we have no time to lose," Brandt said.'
+
+
+@pytest.mark.parametrize(("question", "sentence", "quote", "statement"), [
+    ("What did Mo say about the past cease-fire agreements?", SKEPTICAL,
+     "In light of the failures of the past cease-fire agreements, we have reason to be skeptical",
+     "we have reason to be skeptical"),
+    ("What did Brandt say about the floods?", FLOODS, "After the floods of the past winters, we have no time to lose",
+     "we have no time to lose"),
+    # the opening phrase is not what the question asks about: it is part of the answer
+    ("What did Brandt say about the repairs?", FLOODS, "After the floods of the past winters, we have no time to lose",
+     "After the floods of the past winters, we have no time to lose"),
+])
+def test_a_statement_starts_after_an_opening_that_restates_the_question(  # type: ignore[no-untyped-def]
+        nlp, prompts, question, sentence, quote, statement):
+    start = sentence.index(quote)
+    assert sentence[AnswerCore(nlp, prompts).start(question, sentence, start, start + len(quote)):
+                    start + len(quote)] == statement

@@ -73,6 +73,8 @@ def test_the_role_that_is_named_is_answered(scraped):
     ("What did Lena Kask say?", "The [board) must publish every report"),
     ("What did Oskar Brandt say about the floods?", "We will not wait for the spring floods"),
     ("What did Ingrid Halvorsen say about the cracks?", "The cracks do not threaten the dam today"),
+    # the quotation opens by restating what the question asks about: the answer is what follows
+    ("What did Mats Ek say about the state of the spillway?", "we cannot promise water for the summer"),
 ])
 def test_what_a_named_person_said_is_their_quotation(scraped, question, said):
     r = scraped.ask(question)
