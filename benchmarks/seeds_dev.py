@@ -38,21 +38,18 @@ def verdict(row: dict[str, object], body: dict[str, object], extra_words: int) -
 
 def table(rows: list[dict[str, object]], bodies: list[dict[str, object]], extra_words: int) -> str:
     lines = ["| id | question | accepted | answer | cited | confidence | right |", "|---|---|---|---|---|---|---|"]
-    right = 0
-    for row, body in zip(rows, bodies, strict=True):
-        ok = verdict(row, body, extra_words)
-        right += ok
+    oks = [verdict(row, body, extra_words) for row, body in zip(rows, bodies, strict=True)]
+    for row, body, ok in zip(rows, bodies, oks, strict=True):
         citations = body.get("citations") or []
         cited = citations[0]["doc_id"][:3] if citations else "-"  # type: ignore[index]
         answer = "*(abstained)*" if body["abstained"] else str(body["answer"])
         accepted = " / ".join(str(a) for a in row["any"]) or "*(unanswerable)*"  # type: ignore[attr-defined]
         lines.append(f"| {row['id']} | {row['q']} | {accepted} | {answer} | {cited} | {body['confidence']:.2f} | "
                      f"{'yes' if ok else 'no'} |")
-    marks = [(bool(r["any"]), verdict(r, b, extra_words)) for r, b in zip(rows, bodies, strict=True)]
-    answerable = [ok for has_answer, ok in marks if has_answer]
-    unanswerable = [ok for has_answer, ok in marks if not has_answer]
+    answerable = [ok for row, ok in zip(rows, oks, strict=True) if row["any"]]
+    unanswerable = [ok for row, ok in zip(rows, oks, strict=True) if not row["any"]]
     lines.append("")
-    lines.append(f"{right} of {len(rows)} right: {sum(answerable)} of {len(answerable)} answerable answered, "
+    lines.append(f"{sum(oks)} of {len(rows)} right: {sum(answerable)} of {len(answerable)} answerable answered, "
                  f"{sum(unanswerable)} of {len(unanswerable)} unanswerable abstained")
     return "\n".join(lines)
 

@@ -15,11 +15,9 @@ time to lose" opens by restating the question's topic; the answer is what follow
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
-from spacy.lang.en.stop_words import STOP_WORDS
-
+from service.disagreement import content_words
 from service.prompts import Prompts
 
 if TYPE_CHECKING:
@@ -32,11 +30,12 @@ __all__ = ["AnswerCore"]
 CLAUSAL = frozenset({"advcl", "xcomp", "conj", "ccomp", "parataxis"})
 # Dependents that can open a statement before its subject ("In light of ..., we ...", "Given ..., they ...").
 FRONTED = frozenset({"prep", "advcl", "advmod", "npadvmod", "pobj"})
-_WORD = re.compile(r"\w+")
 
 
 class AnswerCore:
-    """Cuts a long verb-phrase answer before the clause that follows its verb."""
+    """Cuts an action answer before the clause that follows its verb (``end``), and a statement after an opening
+    that restates the question's topic (``start``). Parses a sentence only when the cheap checks leave a cut to
+    make."""
 
     def __init__(self, nlp: Language, prompts: Prompts, min_words: int = 8, min_left: int = 3) -> None:
         """:param min_words: spans of at most this many words are left alone.
@@ -50,11 +49,12 @@ class AnswerCore:
         """Where the answer ``sentence[start:end]`` should end (character offset into ``sentence``)."""
         if not self.prompts.question_type(question).verb_core or len(sentence[start:end].split()) <= self.min_words:
             return end
-        doc = self.nlp(sentence)
-        span = doc.char_span(start, end, alignment_mode="expand")
-        if span is None:
-            return end
-        return self._core_end(span) or end
+        span = self._parse(sentence, start, end)
+        return (self._core_end(span) if span is not None else None) or end
+
+    def _parse(self, sentence: str, start: int, end: int) -> Span | None:
+        """``sentence[start:end]`` as a span of the parsed sentence (None if it does not align with tokens)."""
+        return self.nlp(sentence).char_span(start, end, alignment_mode="expand")
 
     def _core_end(self, span: Span) -> int | None:
         root = span.root
@@ -76,21 +76,22 @@ class AnswerCore:
     def start(self, question: str, sentence: str, start: int, end: int) -> int:
         """Where a statement ``sentence[start:end]`` should start: after an opening phrase set off by a comma that
         restates what the question asks about (a content word of the question in it), before the subject."""
-        asked = {w for w in _WORD.findall(question.lower()) if w not in STOP_WORDS}
-        doc = self.nlp(sentence)
-        span = doc.char_span(start, end, alignment_mode="expand")
-        if span is None or not asked:
+        asked = content_words(question)
+        text = sentence[start:end]
+        if "," not in text or not content_words(text[:text.rindex(",")]) & asked:
+            return start  # no opening phrase that restates the question: nothing to parse for
+        span = self._parse(sentence, start, end)
+        if span is None:
             return start
         root = span.root
         subject = next((c for c in root.children if c.dep_ in ("nsubj", "nsubjpass", "expl")), None)
-        if subject is None:
+        if subject is None or subject.left_edge.i <= span.start:
             return start
+        doc = span.doc
         opening = [c for c in root.children if c.dep_ in FRONTED and c.i < subject.i and c.left_edge.i == span.start]
-        if not opening:
-            return start
-        comma = doc[subject.left_edge.i - 1] if subject.left_edge.i > span.start else None
-        restated = {t.lower_ for c in opening for t in c.subtree}
+        restated = content_words(doc[span.start:subject.left_edge.i].text)
         kept = [t for t in doc[subject.left_edge.i:span.end] if not t.is_punct]
-        if comma is None or comma.text != "," or not (restated & asked) or len(kept) < self.min_left:
+        if not opening or doc[subject.left_edge.i - 1].text != "," or not (restated & asked) \
+                or len(kept) < self.min_left:
             return start
         return subject.left_edge.idx

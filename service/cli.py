@@ -862,7 +862,7 @@ def train_reader_command(squad_files: tuple[Path, ...], run_dir: Path, export_di
               help="Model directory to calibrate (default: the reader shipped with the package).")
 @click.option("--open", "open_setting", is_flag=True,
               help="Refit over an archive, as the service reads (every paragraph of each file stored, questions "
-                   "answered through retrieval): writes calibration-open.json, which the service uses.")
+                   "answered through retrieval): writes calibration-open.json, used with READER_CALIBRATION=open.")
 @_friendly_errors
 def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | None, open_setting: bool) -> None:
     """Refit a reader's calibration and abstention threshold on the tune split (after changing how spans are

@@ -46,10 +46,10 @@ class Calibration(BaseModel):
         name = OPEN_CALIBRATION_FILE if setting == "open" else CALIBRATION_FILE
         (Path(model_dir) / name).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
-    def logit(self, confidence: float) -> float:
-        """``slope * margin + intercept`` back from a confidence (the inverse of ``confidence``)."""
+    def margin(self, confidence: float) -> float:
+        """The margin this calibration maps to ``confidence`` (the inverse of ``confidence``)."""
         p = min(max(confidence, 1e-12), 1 - 1e-12)
-        return math.log(p / (1 - p))
+        return (math.log(p / (1 - p)) - self.intercept) / self.slope
 
 
 def fit_calibration(margins: Sequence[float], right: Sequence[bool], f1_if_answered: Sequence[float],
@@ -94,16 +94,14 @@ def refit_open(base: Calibration, confidences: Sequence[float | None], f1_if_ans
                answerable: Sequence[bool], fitted_on: str) -> Calibration:
     """Refit ``base`` on what the service answers over an archive: per question, the confidence ``base`` gave the
     answer the service would give with no threshold (None where it abstained for another reason: nothing
-    retrieved, a name the article lacks), and that answer's F1. The refit maps ``base``'s logit linearly, so it
-    stays a function of the margin; the threshold is the one that maximises mean F1 with abstention here."""
+    retrieved, a name the article lacks), and that answer's F1. The margins are recovered from ``base`` and fitted
+    again; the threshold is the one that maximises mean F1 with abstention over all the questions."""
+    margins = [base.margin(c) if c is not None else None for c in confidences]
     answered = [i for i, c in enumerate(confidences) if c is not None]
-    logits = [base.logit(confidences[i]) for i in answered]  # type: ignore[arg-type]
-    fit = fit_calibration(logits, [f1_if_answered[i] >= 0.5 for i in answered], [f1_if_answered[i] for i in answered],
-                          [answerable[i] for i in answered], fitted_on=fitted_on)
-    calibration = Calibration(slope=fit.slope * base.slope, intercept=fit.slope * base.intercept + fit.intercept,
-                              fitted_on=fitted_on)
+    calibration = fit_calibration([m for m in margins if m is not None],
+                                  [f1_if_answered[i] >= 0.5 for i in answered], [f1_if_answered[i] for i in answered],
+                                  [answerable[i] for i in answered], fitted_on=fitted_on)
     # never answered (-1): abstained for another reason, whatever the threshold
-    calibration.threshold = best_threshold(
-        [calibration.confidence((base.logit(c) - base.intercept) / base.slope) if c is not None else -1.0
-         for c in confidences], f1_if_answered, answerable)
+    calibration.threshold = best_threshold([calibration.confidence(m) if m is not None else -1.0 for m in margins],
+                                           f1_if_answered, answerable)
     return calibration

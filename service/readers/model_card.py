@@ -14,18 +14,18 @@ from service.readers.squad_data import SPLIT_FRACTIONS, dataset_name, load_squad
 __all__ = ["write_model_card"]
 
 RESULTS_MARKER = "<!-- results -->"
-_FILES = ("../shared/data/squad11_dev/squad11-dev.shared.json ../shared/data/squad2_dev_half/dev-v2.0.shared.json "
-          "../shared/data/newsqa/newsqa-500.shared.json")  # the first stage's record does not name its files
+_FILES = ["../shared/data/squad11_dev/squad11-dev.shared.json", "../shared/data/squad2_dev_half/dev-v2.0.shared.json",
+          "../shared/data/newsqa/newsqa-500.shared.json"]  # the first stage's record does not name its files
 _FOLDERS = {"squad11-dev.shared.json": "squad11_dev", "dev-v2.0.shared.json": "squad2_dev_half",
             "newsqa-500.shared.json": "newsqa"}  # any other file is one of qa_extra/
 
 
-def _files(data: str) -> str:
+def _files(data: str) -> list[str]:
     """The data files of a stage, as paths under ../shared/data, from its record ("train split of a.json, b.json")."""
     if not data.startswith("train split of "):
         return _FILES
     names = [n.split(" (x")[0].strip() for n in data.removeprefix("train split of ").split(",")]
-    return " ".join(f"../shared/data/{_FOLDERS.get(n, 'qa_extra')}/{n}" for n in names if n)
+    return [f"../shared/data/{_FOLDERS.get(n, 'qa_extra')}/{n}" for n in names if n]
 
 
 def _stages(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -53,7 +53,7 @@ def _command(n: int, stage: dict[str, Any], last: bool) -> str:
     oversample = " --oversample newsqa=3" if "(x3)" in data else ""
     base = f" --base-model runs/reader-{n - 1}-model" if n > 1 else ""
     export = "" if last else f" --export runs/reader-{n}-model"
-    return (f"newsroom-qa train-reader {_files(data)} \\\n    --run-dir runs/reader-{n}{export}{base} "
+    return (f"newsroom-qa train-reader {' '.join(_files(data))} \\\n    --run-dir runs/reader-{n}{export}{base} "
             f"--epochs {c['epochs']:g} --learning-rate {c['learning_rate']:g} --warmup {c['warmup']:g} \\\n"
             f"    --batch-size {c['batch_size']} --max-length {c['max_length']} --threads {c['threads']}{oversample}")
 
@@ -95,7 +95,7 @@ def write_model_card(model_dir: Path, files: Sequence[Path], calibration: Calibr
     :param files: the data files of the last training stage where its record does not name them."""
     stages = _stages(json.loads((model_dir / "training.json").read_text(encoding="utf-8")))
     if str(stages[-1].get("data") or "").startswith("train split of "):
-        files = [Path(f) for f in _files(stages[-1]["data"]).split()]
+        files = [Path(f) for f in _files(stages[-1]["data"])]
     max_length = stages[-1]["config"]["max_length"]
     card_path = model_dir / "README.md"
     kept = ""

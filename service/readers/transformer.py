@@ -231,9 +231,10 @@ class TransformerReader:
             return answer
         return answer.model_copy(update={"answer": answer.answer[cut:], "answer_start": answer.answer_start + cut})
 
-    def _as_quotation(self, answer: AnswerCandidate, text: str, question: str | None = None) -> AnswerCandidate:
+    def _as_quotation(self, answer: AnswerCandidate, text: str, question: str) -> AnswerCandidate:
         """What the person said: the quotation of the answer's sentence when the reader's span lies outside it
-        ("a councillor" in '"The board must publish every report," said Lena Kask, a councillor.')."""
+        ("a councillor" in '"The board must publish every report," said Lena Kask, a councillor.'), from after an
+        opening that restates the question's topic (``AnswerCore.start``)."""
         assert self.attributor is not None
         quote = self.attributor.quotation(text, answer.sentence_start, answer.sentence_end)
         if quote is None:
@@ -246,7 +247,7 @@ class TransformerReader:
         if outside and len(part.split()) > ATTRIBUTION_MAX_WORDS:
             return answer
         start = quote[0]
-        if self.core is not None and question is not None:
+        if self.core is not None:
             s0 = answer.sentence_start
             start = s0 + self.core.start(question, text[s0:answer.sentence_end], quote[0] - s0, quote[1] - s0)
         return answer.model_copy(update={"answer": text[start:quote[1]], "answer_start": start,
