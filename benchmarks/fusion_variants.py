@@ -211,7 +211,6 @@ def main() -> None:
         """The shipped BM25 signal with the article index (and the chunk index too, if ``chunks_too``) rebuilt
         with another BM25 variant of bm25s (BM25L and BM25+ lower-bound the term-frequency part for long
         documents, Lv and Zhai 2011)."""
-        import copy
 
         import bm25s
 
@@ -223,18 +222,27 @@ def main() -> None:
             for i, a in enumerate(lexical.doc_of_chunk):
                 first.setdefault(int(a), i)
             ids = [str(doc_of[first[a]]) for a in range(len(first))]
-            variant = copy.copy(lexical)
 
             def index(texts: list[str]) -> bm25s.BM25:
                 bm25 = bm25s.BM25(k1=settings.bm25_k1, b=settings.bm25_b, method=method, delta=delta)
                 bm25.index([tokenize(t) for t in texts], show_progress=False)
                 return bm25
 
-            variant.doc_bm25 = index([snap.document(d).text for d in ids])
+            def scores_of(bm25: bm25s.BM25, query: str) -> np.ndarray:
+                words = [t for t in tokenize(query) if t in bm25.vocab_dict]
+                return bm25.get_scores(words) if words else np.zeros(bm25.scores["num_docs"], np.float32)
+
+            # The variant's own article (and chunk) scores, mixed as the shipped BM25 mixes them.
+            doc_index = index([snap.document(d).text for d in ids])
+            chunk_index = None
             if chunks_too:
                 texts = {d: snap.document(d).text for d in set(ids)}
-                variant.bm25 = index([texts[spans[int(r)][0]][spans[int(r)][1]:spans[int(r)][2]] for r in rowids])
-            bm25_variants[key] = [variant.scores(collection.queries[q], doc_weight=doc_w) for q in qids]
+                chunk_index = index([texts[spans[int(r)][0]][spans[int(r)][1]:spans[int(r)][2]] for r in rowids])
+            bm25_variants[key] = [
+                mix_with_article(scores_of(chunk_index, collection.queries[q]) if chunk_index is not None
+                                 else lexical.scores(collection.queries[q]),
+                                 scores_of(doc_index, collection.queries[q])[lexical.doc_of_chunk], doc_w)
+                for q in qids]
         return bm25_variants[key]
 
     def rank(norm: Callable[[np.ndarray], np.ndarray] = minmax, second: float = 0.0, prf: float = 0.0,

@@ -291,10 +291,11 @@ def throughput(service: QAService, articles: list[DocumentIn], sample: int, hays
 def ann_recall(data_dir: Path, vectors: np.ndarray, query_vectors: np.ndarray, model_id: str) -> dict[str, Any]:
     """recall@10 of the stored index against exact search, on real question vectors; and FAISS time alone."""
     snap = Store(data_dir, model_id, vectors.shape[1]).snapshot()
-    assert snap.index.ntotal == len(vectors)  # rowids are 1..n in insertion order
+    index = snap.views[0].segment.index  # built in one write: one segment
+    assert len(snap.views) == 1 and index.ntotal == len(vectors)  # rowids are 1..n in insertion order
     recall, p50 = dense_recall(snap, vectors, query_vectors)
-    kind = ann.index_kind(snap.index)
-    nprobe = int(getattr(faiss_downcast(snap.index), "nprobe", 0))
+    kind = ann.index_kind(index)
+    nprobe = int(getattr(faiss_downcast(index), "nprobe", 0))
     return {"index": kind, "nprobe": nprobe, "recall_at_10": recall, "faiss_p50_ms": p50}
 
 

@@ -258,23 +258,36 @@ def load_for_queries(path: Path) -> faiss.Index:
     return faiss.read_index(str(path))
 
 
-def _filtered(index: faiss.Index, allowed: np.ndarray) -> faiss.SearchParameters:
-    """Search parameters keeping to ``allowed`` ids: an IVF index takes only IVF parameters, and those carry its
-    ``nprobe`` (theirs would default to one list)."""
-    selector = faiss.IDSelectorBatch(allowed)
+def _filtered(index: faiss.Index, allowed: np.ndarray | None, excluded: np.ndarray | None = None
+              ) -> tuple[faiss.SearchParameters, list[object]]:
+    """Search parameters keeping to ``allowed`` ids, or leaving out ``excluded`` ones (a segment's deleted chunks),
+    and the selectors they point to (kept alive by the caller: FAISS holds raw pointers). An IVF index takes only
+    IVF parameters, and those carry its ``nprobe`` (theirs would default to one list)."""
+    if allowed is not None:
+        inner = faiss.IDSelectorBatch(allowed)
+        selector: faiss.IDSelector = inner
+    else:
+        assert excluded is not None
+        inner = faiss.IDSelectorBatch(excluded)
+        selector = faiss.IDSelectorNot(inner)
     concrete = faiss.downcast_index(index)
     if isinstance(concrete, faiss.IndexIVF):
-        return faiss.SearchParametersIVF(sel=selector, nprobe=concrete.nprobe)  # type: ignore[call-arg]
-    return faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+        params: faiss.SearchParameters = faiss.SearchParametersIVF(  # type: ignore[call-arg]
+            sel=selector, nprobe=concrete.nprobe)
+    else:
+        params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+    return params, [inner, selector]
 
 
 def search(index: faiss.Index, vector: np.ndarray, k: int, allowed: np.ndarray | None = None,
-           exact_filter_max: int = 50_000, candidates: faiss.Index | None = None) -> tuple[np.ndarray, np.ndarray]:
+           exact_filter_max: int = 50_000, candidates: faiss.Index | None = None,
+           excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(scores, ids) of the ``k`` best chunks, optionally only among ``allowed`` ids.
 
     A filter on an approximate index is answered exactly over the allowed vectors when there are few of them
     (probing a few lists could miss a small allowed set entirely). With ``candidates`` (``fit_candidates``) the
-    IVF search runs there and the hits are re-ranked by the main index's codes.
+    IVF search runs there and the hits are re-ranked by the main index's codes. ``excluded`` ids (deleted chunks of
+    a segment) are never returned.
     """
     query = vector.reshape(1, -1).astype(np.float32)
     if allowed is not None and index_kind(index) == "ivf" and allowed.size <= exact_filter_max:
@@ -282,9 +295,9 @@ def search(index: faiss.Index, vector: np.ndarray, k: int, allowed: np.ndarray |
         scores = vectors @ query[0]
         order = np.argsort(-scores)[:k]
         return scores[order], allowed[order]
-    params = None
-    if allowed is not None:
-        params = _filtered(candidates if candidates is not None else index, allowed)
+    params, _keep = None, None
+    if allowed is not None or (excluded is not None and excluded.size):
+        params, _keep = _filtered(candidates if candidates is not None else index, allowed, excluded)
     if candidates is not None and candidates.ntotal:
         wanted = min(candidates.ntotal, max(REFINE_MIN_CANDIDATES, REFINE_FACTOR * k))
         _, found = candidates.search(query, wanted, params=params)

@@ -1,8 +1,12 @@
-"""The lexical side of retrieval: BM25 over chunks (bm25s, Lucene scoring) with English stopwords and stemming,
-plus spelling-variant expansion of query words against the corpus vocabulary.
+"""The lexical side of retrieval: BM25 over chunks (Lucene's formula, as bm25s scores it) with English stopwords and
+stemming, plus spelling-variant expansion of query words against the corpus vocabulary.
 
-The BM25 index is rebuilt inside every new generation of the data directory, from the same chunks as the FAISS
-index, so the two can never disagree (see ``store.py``). Variant expansion lets a query spelled "Sednaya" also
+Each segment of the data directory stores its own term counts (``TermCounts``: how often each word occurs in each
+chunk and each article). A search scores every live segment with statistics taken over all of them at query time
+(document frequencies, document count and average length, deleted articles left out), so an archive written in
+fifty batches scores exactly as one written at once, and adding a batch never rebuilds the others. bm25s stores
+scores with idf and average length already applied, which cannot be corrected per segment; the scoring is a few
+array operations over the postings instead. Variant expansion lets a query spelled "Sednaya" also
 match an article that writes "Saydnaya", and a small typo in a name still find it: a query word is matched to
 corpus words that look alike (rapidfuzz ratio), which then count at a reduced weight.
 """
@@ -11,26 +15,24 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import unicodedata
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cached_property, lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
 
 import numpy as np
 from rapidfuzz import fuzz, process
 
 from index.mapped import advise_random
 
-if TYPE_CHECKING:
-    import bm25s
-
 
 @lru_cache(maxsize=1)
 def _bm25s() -> ModuleType:
-    """bm25s, imported at first use: it brings SciPy, ~0.2 s of import that `ask` through a running service (which
-    imports this module only for the API's types) does not need."""
+    """bm25s (for its English stopword list), imported at first use: it brings SciPy, ~0.2 s of import that `ask`
+    through a running service (which imports this module only for the API's types) does not need."""
     import bm25s
 
     # bm25s sets its own logger to DEBUG when imported, so every index build printed "Building index from tokens"
@@ -48,7 +50,8 @@ def _stopwords() -> frozenset[str]:
     return frozenset(STOPWORDS_EN)
 
 
-__all__ = ["LexicalIndex", "closest_variants", "may_have_variants", "term_counts", "tokenize"]
+__all__ = ["LexicalIndex", "LexicalPart", "TermCounts", "closest_variants", "may_have_variants", "term_counts",
+           "tokenize"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 VARIANT_MIN_CHARS = 5  # shorter words have too many look-alikes to expand safely
@@ -98,135 +101,359 @@ def closest_variants(token: str, choices: list[str]) -> list[str]:
     return [w for w, _, _ in found if w != token]
 
 
-def _weighted_scores(bm25: bm25s.BM25, weights: dict[str, float]) -> np.ndarray:
-    """Sum of each word's BM25 scores times its weight (words unknown to this index are skipped)."""
-    result = np.zeros(bm25.scores["num_docs"], dtype=np.float32)
-    vocab = bm25.vocab_dict
-    by_weight: dict[float, list[str]] = {}
-    for word, weight in weights.items():
-        if word in vocab:
-            by_weight.setdefault(weight, []).append(word)
-    for weight, words in by_weight.items():
-        result += weight * bm25.get_scores(words)
-    return result
+
+class _Postings:
+    """A sparse matrix stored column-major (CSC): the rows (chunks or articles) holding each word, and how often."""
+
+    def __init__(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_rows: int) -> None:
+        self.data, self.indices, self.indptr, self.n_rows = data, indices, indptr, n_rows
+
+    @classmethod
+    def from_coo(cls, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int, n_cols: int
+                 ) -> _Postings:
+        from scipy import sparse
+
+        matrix = sparse.csc_array((counts.astype(np.float32), (rows, cols)), shape=(n_rows, n_cols))
+        matrix.sum_duplicates()
+        return cls(matrix.data.astype(np.float32), matrix.indices.astype(np.int32),
+                   matrix.indptr.astype(np.int64), n_rows)
+
+    def column(self, col: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = int(self.indptr[col]), int(self.indptr[col + 1])
+        return self.indices[a:b], self.data[a:b]
+
+    def df(self) -> np.ndarray:
+        """Rows holding each word (deleted rows included)."""
+        return np.diff(self.indptr)
+
+    def coo(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cols = np.repeat(np.arange(len(self.indptr) - 1, dtype=np.int64), np.diff(self.indptr))
+        return np.asarray(self.indices, dtype=np.int64), cols, np.asarray(self.data)
+
+    @cached_property
+    def rows(self) -> _Postings:
+        """The same counts row-major (the words of each row), for feedback: built once, on first use."""
+        from scipy import sparse
+
+        n_cols = len(self.indptr) - 1
+        csr = sparse.csc_array((self.data, self.indices, self.indptr), shape=(self.n_rows, n_cols)).tocsr()
+        return _Postings(csr.data.astype(np.float32), csr.indices.astype(np.int32), csr.indptr.astype(np.int64),
+                         n_cols)
+
+    def save(self, path: Path, name: str) -> None:
+        for part in ("data", "indices", "indptr"):
+            np.save(path / f"{name}_{part}.npy", getattr(self, part))
+
+    @classmethod
+    def load(cls, path: Path, name: str, n_rows: int) -> _Postings:
+        arrays = [np.load(path / f"{name}_{part}.npy", mmap_mode="r") for part in ("data", "indices", "indptr")]
+        for array in arrays:
+            advise_random(array)
+        return cls(arrays[0], arrays[1], np.asarray(arrays[2]), n_rows)
 
 
-def _feedback(bm25: bm25s.BM25, words_by_id: list[str], scores: np.ndarray, n_terms: int,
-              exclude: dict[str, float], n_docs: int = 5) -> dict[str, float]:
-    """The ``n_terms`` words with the largest summed BM25 weight in the ``n_docs`` best documents, scaled to 1.
+class TermCounts:
+    """One segment's BM25 input: how often each word occurs in each chunk and in each whole article, with their
+    lengths. Immutable once written; merged segments combine theirs without tokenizing again."""
 
-    BM25 weights already carry idf, so common words rank low without a stop list. The index is stored
-    token-major (CSC: indptr over words, indices = documents), so one pass over it sums every word at once.
-    """
-    top_docs = np.argsort(-scores)[:n_docs]
-    top_docs = top_docs[scores[top_docs] > 0]
-    if top_docs.size == 0:
-        return {}
-    data, indices, indptr = bm25.scores["data"], bm25.scores["indices"], bm25.scores["indptr"]
-    contribution = np.concatenate([[0.0], np.cumsum(np.where(np.isin(indices, top_docs), data, 0.0))])
-    word_weight = contribution[indptr[1:]] - contribution[indptr[:-1]]
-    for word in exclude:
-        if word in bm25.vocab_dict:
-            word_weight[bm25.vocab_dict[word]] = 0.0
-    best = np.argsort(-word_weight)[:n_terms]
-    best = best[word_weight[best] > 0]
-    if best.size == 0:
-        return {}
-    top = float(word_weight[best[0]])
-    return {words_by_id[int(i)]: float(word_weight[i]) / top for i in best}
+    def __init__(self, words: list[str], chunks: _Postings, chunk_len: np.ndarray, rowids: np.ndarray,
+                 docs: _Postings | None, doc_len: np.ndarray | None, doc_of_chunk: np.ndarray) -> None:
+        self.words = words
+        self.vocab = {w: i for i, w in enumerate(words)}
+        self.chunks, self.chunk_len = chunks, np.asarray(chunk_len, dtype=np.float32)
+        self.docs = docs
+        self.doc_len = np.asarray(doc_len if doc_len is not None else np.zeros(0), dtype=np.float32)
+        self.rowids = np.asarray(rowids, dtype=np.int64)
+        self.doc_of_chunk = np.asarray(doc_of_chunk, dtype=np.int64)
+        # Row id -> position by binary search over a sorted copy: a dict of 1M Python ints took ~100 MB.
+        self._order = np.argsort(self.rowids, kind="stable")
+        self._sorted = self.rowids[self._order]
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.rowids)
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.doc_len)
+
+    @classmethod
+    def from_tokens(cls, chunk_tokens: Sequence[list[str]], rowids: np.ndarray,
+                    doc_tokens: Sequence[list[str]] | None = None,
+                    doc_of_chunk: np.ndarray | None = None) -> TermCounts:
+        vocab: dict[str, int] = {}
+
+        def matrix(token_lists: Sequence[list[str]]) -> tuple[_Postings, np.ndarray]:
+            lengths = np.array([len(t) for t in token_lists], dtype=np.float32)
+            cols = np.fromiter((vocab.setdefault(t, len(vocab)) for toks in token_lists for t in toks),
+                               dtype=np.int64, count=int(lengths.sum()))
+            rows = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths.astype(np.int64))
+            return _Postings.from_coo(rows, cols, np.ones(len(cols), np.float32), len(token_lists),
+                                      max(len(vocab), 1)), lengths
+
+        chunks, chunk_len = matrix(chunk_tokens)
+        docs = doc_len = None
+        if doc_tokens is not None:
+            docs, doc_len = matrix(doc_tokens)
+        words = [""] * len(vocab)
+        for word, i in vocab.items():
+            words[i] = word
+        # Both matrices share one vocabulary: widen the first to the columns the second added.
+        chunks = _Postings(chunks.data, chunks.indices, _widen(chunks.indptr, len(words)), chunks.n_rows)
+        if docs is not None:
+            docs = _Postings(docs.data, docs.indices, _widen(docs.indptr, len(words)), docs.n_rows)
+        return cls(words, chunks, chunk_len, rowids, docs, doc_len,
+                   doc_of_chunk if doc_of_chunk is not None else np.zeros(len(chunk_tokens), dtype=np.int64))
+
+    @classmethod
+    def merge(cls, parts: Sequence[tuple[TermCounts, np.ndarray, np.ndarray]], order: np.ndarray) -> TermCounts:
+        """The live chunks and articles of several segments as one.
+
+        :param parts: (counts, live chunk mask, live article mask) of each segment.
+        :param order: permutation putting the concatenated live chunks in their new order (ascending row id).
+        """
+        vocab: dict[str, int] = {}
+        chunk_rows, chunk_cols, chunk_vals, doc_rows, doc_cols, doc_vals = [], [], [], [], [], []
+        lengths, rowids, doc_lengths, doc_of_chunk = [], [], [], []
+        n_chunks = n_docs = 0
+        for counts, live_chunks, live_docs in parts:
+            col_map = np.array([vocab.setdefault(w, len(vocab)) for w in counts.words], dtype=np.int64)
+            chunk_pos = np.cumsum(live_chunks) - 1 + n_chunks
+            doc_pos = np.cumsum(live_docs) - 1 + n_docs
+            rows, cols, vals = counts.chunks.coo()
+            keep = live_chunks[rows]
+            chunk_rows.append(chunk_pos[rows[keep]])
+            chunk_cols.append(col_map[cols[keep]])
+            chunk_vals.append(vals[keep])
+            if counts.docs is not None:
+                rows, cols, vals = counts.docs.coo()
+                keep = live_docs[rows]
+                doc_rows.append(doc_pos[rows[keep]])
+                doc_cols.append(col_map[cols[keep]])
+                doc_vals.append(vals[keep])
+            lengths.append(counts.chunk_len[live_chunks])
+            rowids.append(counts.rowids[live_chunks])
+            doc_lengths.append(counts.doc_len[live_docs])
+            doc_of_chunk.append(doc_pos[counts.doc_of_chunk[live_chunks]])
+            n_chunks += int(live_chunks.sum())
+            n_docs += int(live_docs.sum())
+        inverse = np.empty(n_chunks, dtype=np.int64)
+        inverse[order] = np.arange(n_chunks)  # old position -> new position
+        words = [""] * len(vocab)
+        for word, i in vocab.items():
+            words[i] = word
+        n_words = max(len(words), 1)
+
+        def cat(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
+            return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype=dtype)
+
+        chunks = _Postings.from_coo(inverse[cat(chunk_rows, np.int64)], cat(chunk_cols, np.int64),
+                                    cat(chunk_vals, np.float32), n_chunks, n_words)
+        docs = _Postings.from_coo(cat(doc_rows, np.int64), cat(doc_cols, np.int64), cat(doc_vals, np.float32),
+                                  n_docs, n_words) if doc_rows else None
+        return cls(words, chunks, cat(lengths, np.float32)[order], cat(rowids, np.int64)[order], docs,
+                   cat(doc_lengths, np.float32) if docs is not None else None, cat(doc_of_chunk, np.int64)[order])
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "words.json").write_text(json.dumps(self.words), encoding="utf-8")
+        self.chunks.save(path, "chunks")
+        np.save(path / "chunk_len.npy", self.chunk_len)
+        np.save(path / "rowids.npy", self.rowids)
+        np.save(path / "doc_of_chunk.npy", self.doc_of_chunk)
+        if self.docs is not None:
+            self.docs.save(path, "docs")
+            np.save(path / "doc_len.npy", self.doc_len)
+
+    @classmethod
+    def load(cls, path: Path) -> TermCounts:
+        words = json.loads((path / "words.json").read_text(encoding="utf-8"))
+        rowids = np.load(path / "rowids.npy")
+        chunks = _Postings.load(path, "chunks", len(rowids))
+        docs = doc_len = None
+        if (path / "docs_indptr.npy").is_file():
+            doc_len = np.load(path / "doc_len.npy")
+            docs = _Postings.load(path, "docs", len(doc_len))
+        return cls(words, chunks, np.load(path / "chunk_len.npy"), rowids, docs, doc_len,
+                   np.load(path / "doc_of_chunk.npy"))
+
+    def positions(self, rowids: np.ndarray) -> np.ndarray:
+        """Each row id's position in this segment (-1 where it holds no such chunk)."""
+        if not len(self._sorted):
+            return np.full(len(rowids), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._sorted, rowids), len(self._sorted) - 1)
+        return np.where(self._sorted[at] == rowids, self._order[at], -1).astype(np.int64)
+
+    @cached_property
+    def _variant_words(self) -> dict[str, tuple[list[str], np.ndarray]]:
+        """Alphabetic words long enough to serve as spelling variants, by first letter, with their chunk counts."""
+        df = self.chunks.df()
+        grouped: dict[str, tuple[list[str], list[int]]] = {}
+        for i, word in enumerate(self.words):
+            if len(word) >= VARIANT_MIN_CHARS and word.isalpha():
+                words, counts = grouped.setdefault(word[0], ([], []))
+                words.append(word)
+                counts.append(int(df[i]))
+        return {k: (w, np.array(c, dtype=np.int64)) for k, (w, c) in grouped.items()}
+
+    def rare_words(self, initial: str, max_df: int) -> list[str]:
+        words, counts = self._variant_words.get(initial, ([], np.zeros(0, dtype=np.int64)))
+        return [words[i] for i in np.flatnonzero(counts <= max_df)]
+
+
+def _widen(indptr: np.ndarray, n_cols: int) -> np.ndarray:
+    """A CSC column pointer extended with empty columns up to ``n_cols``."""
+    missing = n_cols + 1 - len(indptr)
+    return np.concatenate([indptr, np.full(missing, indptr[-1], dtype=indptr.dtype)]) if missing > 0 else indptr
+
+
+LexicalPart = tuple[TermCounts, np.ndarray | None, np.ndarray | None]
+"""One segment in a search: its counts, and which of its chunks and articles are live (None: all of them)."""
+
+
+class _Level:
+    """Chunks or whole articles across every segment: the collection statistics BM25 needs, over live rows only."""
+
+    def __init__(self, matrices: list[tuple[TermCounts, _Postings | None, np.ndarray, np.ndarray | None]]) -> None:
+        self.matrices = matrices  # (counts, postings, lengths, live mask)
+        self.n = sum(int(live.sum()) if live is not None else len(lengths) for _, _, lengths, live in matrices)
+        total = sum(float(lengths[live].sum() if live is not None else lengths.sum())
+                    for _, _, lengths, live in matrices)
+        self.avg_len = total / self.n if self.n else 1.0
+        self._df: dict[str, int] = {}
+
+    def df(self, word: str) -> int:
+        if word not in self._df:
+            n = 0
+            for counts, postings, _, live in self.matrices:
+                col = counts.vocab.get(word)
+                if col is None or postings is None:
+                    continue
+                rows, _ = postings.column(col)
+                n += int(live[rows].sum()) if live is not None else len(rows)
+            if len(self._df) > 100_000:
+                self._df.clear()
+            self._df[word] = n
+        return self._df[word]
+
+    def idf(self, word: str) -> float:
+        df = self.df(word)
+        return math.log(1 + (self.n - df + 0.5) / (df + 0.5)) if df else 0.0
+
+    def tfc(self, tf: np.ndarray, lengths: np.ndarray, k1: float, b: float) -> np.ndarray:
+        return tf / (k1 * (1 - b + b * lengths / self.avg_len) + tf)
+
+    def scores(self, weights: dict[str, float], k1: float, b: float) -> list[np.ndarray]:
+        """Each segment's BM25 score of every row for weighted words (0 for deleted rows)."""
+        idf = {w: self.idf(w) for w in weights}
+        out = []
+        for counts, postings, lengths, live in self.matrices:
+            scores = np.zeros(len(lengths), dtype=np.float32)
+            if postings is not None:
+                for word, weight in weights.items():
+                    col = counts.vocab.get(word)
+                    if col is None or not idf[word]:
+                        continue
+                    rows, tf = postings.column(col)
+                    scores[rows] += (weight * idf[word]) * self.tfc(tf, lengths[rows], k1, b)
+            if live is not None:
+                scores[~live] = 0.0
+            out.append(scores)
+        return out
 
 
 class LexicalIndex:
-    """BM25 over a fixed set of chunks, addressed by the chunks' row ids.
+    """BM25 over the chunks of one or more segments, addressed by the chunks' row ids.
 
     Usage::
 
         lexical = LexicalIndex.build(["Saydnaya prison ...", ...], rowids=np.array([1, ...]))
         lexical.search("Sednaya prison", top_k=10)   # [(rowid, score), ...]
+
+    Scores and positions run over the segments' chunks concatenated in segment order.
     """
 
-    def __init__(self, bm25: bm25s.BM25 | None, rowids: np.ndarray, doc_freq: dict[str, int],
-                 doc_bm25: bm25s.BM25 | None = None, doc_of_chunk: np.ndarray | None = None) -> None:
-        self.bm25 = bm25
-        self.rowids = rowids
-        self.doc_freq = doc_freq
-        # Whole-article BM25: a chunk also scores by the article it belongs to (long stories match a query
-        # across paragraphs that no single chunk holds). doc_of_chunk[i] = article position of chunk i.
-        self.doc_bm25 = doc_bm25
-        self.doc_of_chunk = doc_of_chunk if doc_of_chunk is not None else np.zeros(len(rowids), dtype=np.int64)
-        self._feedback_source = doc_bm25 or bm25
-        self._feedback_words: list[str] = []
-        if self._feedback_source is not None:
-            vocab = self._feedback_source.vocab_dict
-            self._feedback_words = [""] * (max(vocab.values(), default=-1) + 1)
-            for word, i in vocab.items():
-                self._feedback_words[i] = word
-        # Row id -> position by binary search over a sorted copy: a dict of 1M Python ints took ~100 MB.
-        self._order = np.argsort(rowids, kind="stable")
-        self._sorted = np.asarray(rowids, dtype=np.int64)[self._order]
-        # Candidate variants: rare, alphabetic corpus words, grouped by first letter (transliterations of a
-        # name keep it: Saydnaya/Sednaya), so a lookup scans a small list.
-        self._max_df = max(2, int(VARIANT_MAX_DF * len(rowids)))
-        self._rare_by_initial: dict[str, list[str]] = {}
-        for word, df in doc_freq.items():
-            if df <= self._max_df and len(word) >= VARIANT_MIN_CHARS and word.isalpha():
-                self._rare_by_initial.setdefault(word[0], []).append(word)
+    def __init__(self, parts: Sequence[LexicalPart], k1: float = 1.2, b: float = 0.75) -> None:
+        self.parts = list(parts)
+        self.k1, self.b = k1, b
+        self.chunk_level = _Level([(c, c.chunks, c.chunk_len, live) for c, live, _ in self.parts])
+        self.doc_level = _Level([(c, c.docs, c.doc_len, live) for c, _, live in self.parts]) \
+            if self.parts and all(c.docs is not None for c, _, _ in self.parts) else None
+        self._chunk_offsets = np.cumsum([0] + [c.n_chunks for c, _, _ in self.parts])
+        self._doc_offsets = np.cumsum([0] + [c.n_docs for c, _, _ in self.parts])
+        self._max_df = max(2, int(VARIANT_MAX_DF * self.chunk_level.n))
 
     @classmethod
     def build(cls, texts: list[str], rowids: np.ndarray, doc_texts: list[str] | None = None,
               doc_of_chunk: np.ndarray | None = None, k1: float = 1.2, b: float = 0.75) -> LexicalIndex:
-        """Index ``texts`` (one per chunk, in the order of ``rowids``) and, if given, whole articles.
+        """Index ``texts`` (one per chunk, in the order of ``rowids``) and, if given, whole articles, as one segment.
 
         :param doc_texts: full article texts; ``doc_of_chunk[i]`` is the article of chunk ``i``.
         """
-        tokens = [tokenize(t) for t in texts]
-        doc_freq: dict[str, int] = {}
-        for toks in tokens:
-            for tok in set(toks):
-                doc_freq[tok] = doc_freq.get(tok, 0) + 1
-        if not any(tokens):
-            return cls(None, rowids, doc_freq)
-        bm25 = _bm25s().BM25(k1=k1, b=b, method="lucene")
-        bm25.index(tokens, show_progress=False)
-        doc_bm25 = None
-        if doc_texts:
-            doc_bm25 = _bm25s().BM25(k1=k1, b=b, method="lucene")
-            doc_bm25.index([tokenize(t) for t in doc_texts], show_progress=False)
-        return cls(bm25, rowids.astype(np.int64), doc_freq, doc_bm25, doc_of_chunk)
+        counts = TermCounts.from_tokens([tokenize(t) for t in texts], np.asarray(rowids, dtype=np.int64),
+                                        [tokenize(t) for t in doc_texts] if doc_texts else None, doc_of_chunk)
+        return cls([(counts, None, None)], k1=k1, b=b)
 
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        np.save(path / "rowids.npy", self.rowids)
-        (path / "doc_freq.json").write_text(json.dumps(self.doc_freq), encoding="utf-8")
-        if self.bm25 is not None:
-            self.bm25.save(str(path / "bm25"), show_progress=False)
-        if self.doc_bm25 is not None:
-            self.doc_bm25.save(str(path / "doc_bm25"), show_progress=False)
-            np.save(path / "doc_of_chunk.npy", self.doc_of_chunk)
+    @cached_property
+    def rowids(self) -> np.ndarray:
+        """Row ids of every chunk (deleted ones included), in scoring order."""
+        arrays = [c.rowids for c, _, _ in self.parts]
+        return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
 
-    @classmethod
-    def load(cls, path: Path) -> LexicalIndex:
-        rowids = np.load(path / "rowids.npy")
-        doc_freq = json.loads((path / "doc_freq.json").read_text(encoding="utf-8"))
-        bm25 = doc_bm25 = doc_of_chunk = None
-        if (path / "bm25").is_dir():
-            bm25 = _bm25s().BM25.load(str(path / "bm25"), mmap=True, show_progress=False)
-        if (path / "doc_bm25").is_dir():
-            doc_bm25 = _bm25s().BM25.load(str(path / "doc_bm25"), mmap=True, show_progress=False)
-            doc_of_chunk = np.load(path / "doc_of_chunk.npy")
-        for index in (bm25, doc_bm25):
-            for array in (index.scores.values() if index is not None else ()):
-                advise_random(array)
-        return cls(bm25, rowids, doc_freq, doc_bm25, doc_of_chunk)
+    @cached_property
+    def live_rowids(self) -> np.ndarray:
+        arrays = [c.rowids if live is None else c.rowids[live] for c, live, _ in self.parts]
+        return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+
+    @cached_property
+    def doc_of_chunk(self) -> np.ndarray:
+        """The article position of every chunk, in scoring order (articles numbered across segments)."""
+        arrays = [c.doc_of_chunk + off for (c, _, _), off in zip(self.parts, self._doc_offsets, strict=False)]
+        return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
 
     def variants(self, token: str) -> list[str]:
         """Rare corpus words spelled like ``token`` (same first letter, rapidfuzz ratio >= 80), best first.
 
         A word the corpus uses often is taken as correctly spelled and gets no variants.
         """
-        if not may_have_variants(token, self.doc_freq.get(token, 0), self._max_df):
+        if not may_have_variants(token, self.chunk_level.df(token), self._max_df):
             return []
-        return closest_variants(token, self._rare_by_initial.get(token[0], []))
+        choices = sorted({w for c, _, _ in self.parts for w in c.rare_words(token[0], self._max_df)})
+        found = process.extract(token, choices, scorer=fuzz.ratio, score_cutoff=VARIANT_MIN_RATIO, limit=10)
+        return [w for w, _, _ in found if w != token and 0 < self.chunk_level.df(w) <= self._max_df][:3]
+
+    def _concat(self, arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(arrays).astype(np.float32) if arrays else np.zeros(0, dtype=np.float32)
+
+    def _feedback(self, weights: dict[str, float], n_terms: int, n_docs: int = 5) -> dict[str, float]:
+        """The ``n_terms`` words with the largest summed BM25 weight in the ``n_docs`` best articles (chunks where
+        no article counts are stored), scaled to 1. BM25 weights carry idf, so common words rank low."""
+        level = self.doc_level or self.chunk_level
+        use_docs = self.doc_level is not None
+        per_part = level.scores(weights, self.k1, self.b)
+        best: list[tuple[float, int, int]] = []
+        for p, scores in enumerate(per_part):
+            top = np.argsort(-scores)[:n_docs]
+            best += [(float(scores[i]), p, int(i)) for i in top if scores[i] > 0]
+        best = sorted(best, reverse=True)[:n_docs]
+        word_weight: dict[str, float] = {}
+        for _, p, row in best:
+            counts = self.parts[p][0]
+            matrix = counts.docs if use_docs else counts.chunks
+            assert matrix is not None
+            lengths = counts.doc_len if use_docs else counts.chunk_len
+            by_row = matrix.rows
+            cols, tf = by_row.column(row)
+            contribution = level.tfc(tf, np.full(len(tf), lengths[row], dtype=np.float32), self.k1, self.b)
+            for col, value in zip(cols.tolist(), contribution.tolist(), strict=True):
+                word = counts.words[col]
+                if word not in weights:
+                    word_weight[word] = word_weight.get(word, 0.0) + level.idf(word) * value
+        ranked = sorted(((w, v) for w, v in word_weight.items() if v > 0), key=lambda x: (-x[1], x[0]))[:n_terms]
+        if not ranked:
+            return {}
+        top_weight = ranked[0][1]
+        return {w: v / top_weight for w, v in ranked}
 
     def scores(self, query: str, doc_weight: float = 0.0, expand_variants: bool = True,
                feedback_terms: int = 0, feedback_weight: float = 0.3) -> np.ndarray:
@@ -237,24 +464,19 @@ class LexicalIndex:
         :param feedback_terms: pseudo-relevance feedback: add this many words that weigh most in the best
             articles for the query (0 = off), at ``feedback_weight`` of the query words' weight.
         """
-        if self.bm25 is None:
-            return np.zeros(len(self.rowids), dtype=np.float32)
         tokens = tokenize(query)
-        known = [t for t in tokens if t in self.doc_freq]
+        known = [t for t in tokens if self.chunk_level.df(t) > 0]
         weights = dict.fromkeys(known, 1.0)
         if expand_variants:
             for variant in {v for t in tokens for v in self.variants(t)} - set(known):
                 weights[variant] = VARIANT_WEIGHT
-        source = self._feedback_source
-        if feedback_terms > 0 and weights and source is not None:
-            initial = _weighted_scores(source, weights)
-            for word, w in _feedback(source, self._feedback_words, initial, feedback_terms, weights).items():
+        if feedback_terms > 0 and weights:
+            for word, w in self._feedback(weights, feedback_terms).items():
                 weights[word] = feedback_weight * w
-
-        chunk_scores = _weighted_scores(self.bm25, weights)
-        if doc_weight <= 0 or self.doc_bm25 is None:
+        chunk_scores = self._concat(self.chunk_level.scores(weights, self.k1, self.b))
+        if doc_weight <= 0 or self.doc_level is None or not weights:
             return chunk_scores
-        doc_scores = _weighted_scores(self.doc_bm25, weights)[self.doc_of_chunk]
+        doc_scores = self._concat(self.doc_level.scores(weights, self.k1, self.b))[self.doc_of_chunk]
         top_chunk, top_doc = float(chunk_scores.max(initial=0.0)), float(doc_scores.max(initial=0.0))
         if top_chunk <= 0 or top_doc <= 0:
             return chunk_scores
@@ -262,15 +484,18 @@ class LexicalIndex:
         return np.asarray(mixed, dtype=np.float32)
 
     def positions(self, rowids: list[int] | np.ndarray) -> np.ndarray:
-        """Each chunk's position in ``rowids`` order (-1 for a row id this index does not hold)."""
+        """Each chunk's position in ``rowids`` order (-1 for a row id no segment holds, or a deleted one)."""
         wanted = np.asarray(rowids, dtype=np.int64)
-        if not len(self._sorted):
-            return np.full(len(wanted), -1, dtype=np.int64)
-        at = np.minimum(np.searchsorted(self._sorted, wanted), len(self._sorted) - 1)
-        return np.where(self._sorted[at] == wanted, self._order[at], -1).astype(np.int64)
+        out = np.full(len(wanted), -1, dtype=np.int64)
+        for (counts, live, _), offset in zip(self.parts, self._chunk_offsets, strict=False):
+            at = counts.positions(wanted)
+            if live is not None:
+                at = np.where((at >= 0) & live[np.maximum(at, 0)], at, -1) if len(live) else at
+            out = np.where(at >= 0, at + offset, out)
+        return out
 
     def doc_positions(self, rowids: list[int]) -> np.ndarray:
-        """The article position (row of the article tables) of each chunk.
+        """The article position (across segments) of each chunk.
 
         :raises KeyError: for a row id this index does not hold.
         """

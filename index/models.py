@@ -7,8 +7,8 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["AddedDocument", "Chunk", "Document", "DocumentIn", "Filters", "Manifest", "Passage", "Sentence",
-           "SignalScores", "SourceRef"]
+__all__ = ["AddedDocument", "Chunk", "Document", "DocumentIn", "Filters", "Manifest", "Passage", "SegmentRef",
+           "Sentence", "SignalScores", "SourceRef"]
 
 # Ids end up in URLs, file names and log lines, so they are kept to a safe, readable alphabet.
 DOC_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -127,6 +127,13 @@ class Filters(BaseModel):
         return not (self.sources or self.doc_ids or self.published_from or self.published_to)
 
 
+class SegmentRef(BaseModel):
+    """A segment a generation uses, and which of its articles that generation has deleted (tombstones)."""
+
+    name: str
+    deleted: list[str] = Field(default_factory=list)
+
+
 class Manifest(BaseModel):
     """What a data directory holds and how it was built; checked before anything is loaded."""
 
@@ -138,8 +145,10 @@ class Manifest(BaseModel):
     generation: int
     updated_at: str
     # sha256 of every file of the generation but the manifest, by relative path (written from format 1.1 on;
-    # `newsroom-qa index verify` checks them).
+    # `newsroom-qa index verify` checks them). From format 2: each segment's segment.json, which vouches for the rest.
     checksums: dict[str, str] = Field(default_factory=dict)
+    segments: list[SegmentRef] = Field(default_factory=list)  # format 2: the live segments, oldest first
+    next_rowid: int = 1  # format 2: the first chunk row id the next segment may use
 
 
 class AddedDocument(BaseModel):

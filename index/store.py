@@ -1,71 +1,73 @@
-"""The data directory: a FAISS index and a SQLite store of documents, sentences and chunks, saved atomically.
+"""The data directory: immutable segments (SQLite, FAISS, term counts) and small generations naming the live ones.
 
 Layout::
 
     data_dir/
-      CURRENT           name of the live generation (replaced atomically, last step of every write)
-      gen-000007/       one immutable generation
-        manifest.json   model id, dimension, counts, format version
-        store.sqlite    documents, sentences, chunks
-        index.faiss     vectors, ids = chunks.rowid
-        candidates.faiss  only for large IVF generations: 4-bit codes that pick candidates (``ann.fit_candidates``)
-        lexical/        BM25 over the same chunks (rebuilt in every generation, so it always matches FAISS)
-      .write.lock       serialises writers across processes
+      CURRENT             name of the live generation (replaced atomically, last step of every write)
+      gen-000007/
+        manifest.json     model id, dimension, counts, the live segments with their tombstones, next row id
+      segments/
+        seg-.../          one immutable batch of articles (``segment.py``)
+      .write.lock         serialises writers across processes
 
-A write copies the live generation into a new directory, applies the change there, fsyncs it, and only then
-points ``CURRENT`` at it. A crash or SIGKILL at any moment leaves ``CURRENT`` naming a complete generation:
-the old one, or the new one, never a mix. Readers hold a ``Snapshot`` (one generation) for a whole query, so
-they never see a half-applied write either.
+A write costs the batch, not the archive (as Lucene writes segments): it builds one new segment for the upserted
+articles, marks the articles it deletes or replaces as tombstones in the new generation's manifest, and points
+``CURRENT`` at that generation. A crash or SIGKILL at any moment leaves ``CURRENT`` naming a complete generation
+whose segments are all complete: the old state or the new one, never a mix. Readers hold a ``Snapshot`` (one
+generation) for a whole query.
 
-FAISS choice: vectors are unit length, so inner product ranks by cosine. Small collections use an exact index
-(``IndexFlatIP`` in ``IndexIDMap2``, so chunk rows can be removed when a document is replaced or deleted); large
-ones an IVF index with fp16 (or 8-bit) codes whose recall is tuned at every publish (``ann.py``), searched
-through a 4-bit candidate index from 200k chunks. Queries read the indexes memory-mapped.
+Segments are merged off the request path (``MergePolicy``: tiers of sizes, as Lucene's log merge policy): ten
+segments of a tier become one of the next, and a segment whose deleted share passes a limit is rewritten without
+them. ``optimize`` merges everything into one. Searches read every live segment: BM25 with collection statistics
+summed over all of them (``lexical.py``), so scores are those of a single index; FAISS per segment, its deleted
+chunks excluded by an id selector, the best hits of all segments merged.
 """
 
 from __future__ import annotations
 
 import fcntl
+import heapq
 import logging
+import math
 import os
 import re
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Literal
 
 import faiss
 import numpy as np
+from pydantic import BaseModel, Field
 
 from index import ann
 from index.checksum import sha256_file
 from index.errors import DataDirError, DocumentNotFound, ModelMismatch
 from index.lexical import LexicalIndex
-from index.mapped import advise_random, advise_random_file
-from index.models import Chunk, Document, Filters, Manifest, Passage, Sentence
+from index.models import Chunk, Document, Filters, Manifest, Passage, SegmentRef, Sentence
+from index.segment import (
+    Segment,
+    SegmentDoc,
+    SegmentInfo,
+    SegmentView,
+    build_segment,
+    fsync_path,
+    merge_segments,
+    new_segment_name,
+)
 
-__all__ = ["FORMAT_VERSION", "DocumentWrite", "LexicalQuery", "Snapshot", "Store", "build_lexical"]
+__all__ = ["FORMAT_VERSION", "DocumentWrite", "LexicalQuery", "MergePolicy", "Snapshot", "Store", "StoreStats"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _GEN = re.compile(r"^gen-(\d{6,})$")
-_SCHEMA = """
-CREATE TABLE documents (
-    id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL, source TEXT, published TEXT, url TEXT,
-    n_chunks INTEGER NOT NULL, added_at TEXT NOT NULL);
-CREATE INDEX documents_source ON documents(source);
-CREATE INDEX documents_published ON documents(published);
-CREATE TABLE sentences (doc_id TEXT NOT NULL, seq INTEGER NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
-    PRIMARY KEY (doc_id, seq)) WITHOUT ROWID;
-CREATE TABLE chunks (rowid INTEGER PRIMARY KEY AUTOINCREMENT, chunk_id TEXT NOT NULL UNIQUE,
-    doc_id TEXT NOT NULL, seq INTEGER NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL);
-CREATE INDEX chunks_doc ON chunks(doc_id);
-"""
 
 
 @dataclass
@@ -78,56 +80,53 @@ class DocumentWrite:
     vectors: np.ndarray  # shape: (len(chunks), dimension), unit length
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class MergePolicy(BaseModel):
+    """Which segments to merge: Lucene's log merge policy, counted in chunks.
+
+    Segments are grouped in tiers by size (``floor_chunks`` x ``segments_per_tier`` ^ tier); when a tier holds
+    ``segments_per_tier`` segments, its smallest ones are merged into one of the next tier. Each chunk is therefore
+    copied about log(archive / floor) times over its life, and a search reads at most ``segments_per_tier`` - 1
+    segments per tier.
+    """
+
+    segments_per_tier: int = Field(default=10, ge=2)
+    floor_chunks: int = Field(default=2_000, ge=1, description="Smaller segments all count as this size.")
+    deletes_allowed: float = Field(default=0.3, gt=0.0, le=1.0,
+                                   description="A segment with more than this share of its articles deleted is "
+                                               "rewritten without them.")
+
+    def plan(self, views: Sequence[SegmentView]) -> list[str]:
+        """Names of the segments to merge next (empty: nothing to do)."""
+        tiers: dict[int, list[tuple[int, str]]] = {}
+        for view in views:
+            size = max(view.n_live_chunks, self.floor_chunks)
+            tier = int(math.log(size / self.floor_chunks, self.segments_per_tier) + 1e-9)
+            tiers.setdefault(tier, []).append((view.n_live_chunks, view.segment.name))
+        for tier in sorted(tiers):
+            members = sorted(tiers[tier])
+            if len(members) >= self.segments_per_tier:
+                return [name for _, name in members[: self.segments_per_tier]]
+        for view in views:
+            n = view.segment.info.n_documents
+            if n and len(view.deleted) / n > self.deletes_allowed:
+                return [view.segment.name]
+        return []
 
 
-def _fsync_file(path: Path) -> None:
-    with path.open("rb") as fh:
-        os.fsync(fh.fileno())
+class StoreStats(BaseModel):
+    """What operators watch: how many segments a search reads, and what merging has cost."""
 
-
-def _generation_files(gen: Path) -> list[Path]:
-    """The files a generation's manifest vouches for (everything but the manifest)."""
-    return sorted(p for p in gen.rglob("*") if p.is_file() and p.name != "manifest.json")
-
-
-def _checksums(gen: Path) -> dict[str, str]:
-    return {p.relative_to(gen).as_posix(): sha256_file(p) for p in _generation_files(gen)}
+    segments: int
+    deleted_documents: int
+    merges: int
+    merge_seconds: float
+    merging: bool
 
 
 def _row_to_document(row: sqlite3.Row) -> Document:
     return Document(id=row["id"], title=row["title"], text=row["text"], source=row["source"],
                     published=date.fromisoformat(row["published"]) if row["published"] else None,
                     url=row["url"], n_chunks=row["n_chunks"])
-
-
-def build_lexical(db_path: Path, k1: float = 1.2, b: float = 0.75) -> LexicalIndex:
-    """BM25 over the chunks (title + chunk text) and whole articles of a store, in row-id order."""
-    with sqlite3.connect(db_path) as db:
-        rows = db.execute("SELECT c.rowid, d.title || '. ' || substr(d.text, c.start + 1, c.end - c.start), "
-                          "c.doc_id FROM chunks c JOIN documents d ON d.id = c.doc_id ORDER BY c.rowid").fetchall()
-        docs = db.execute("SELECT id, title || '. ' || text FROM documents ORDER BY id").fetchall()
-    db.close()
-    position = {doc_id: i for i, (doc_id, _) in enumerate(docs)}
-    return LexicalIndex.build([r[1] for r in rows], np.array([r[0] for r in rows], dtype=np.int64),
-                              doc_texts=[d[1] for d in docs],
-                              doc_of_chunk=np.array([position[r[2]] for r in rows], dtype=np.int64), k1=k1, b=b)
-
-
-def _article_centroids(index: faiss.Index, lexical: LexicalIndex, n_docs: int, dimension: int) -> np.ndarray:
-    """The mean of each article's chunk vectors, re-normalised: the article as a whole, for dense context."""
-    centroids = np.zeros((n_docs, dimension), dtype=np.float32)
-    block = 65_536
-    for first in range(0, len(lexical.rowids), block):
-        rowids = np.ascontiguousarray(lexical.rowids[first:first + block], dtype=np.int64)
-        np.add.at(centroids, lexical.doc_of_chunk[first:first + block], index.reconstruct_batch(rowids))
-    norms = np.linalg.norm(centroids, axis=1, keepdims=True)
-    return centroids / np.where(norms > 0, norms, 1.0)
 
 
 @dataclass(frozen=True)
@@ -151,59 +150,74 @@ class Snapshot:
 
     path: Path
     manifest: Manifest
-    index: faiss.Index
-    lexical: LexicalIndex
-    doc_vectors: np.ndarray  # shape: (n_documents, dimension); article centroids, rows as in lexical.doc_of_chunk
-    _db: sqlite3.Connection = field(repr=False)
-    candidates: faiss.Index | None = None  # large IVF generations: the first step of a two-step search
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    views: list[SegmentView]
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    lexical: LexicalIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lexical = LexicalIndex(
+            [(v.segment.counts, v.live_chunks if v.deleted else None, v.live_docs if v.deleted else None)
+             for v in self.views], k1=self.bm25_k1, b=self.bm25_b)
 
     @classmethod
     def open(cls, path: Path) -> Snapshot:
+        """A generation opened on its own (tools and benchmarks; the service goes through ``Store.snapshot``)."""
         manifest = Manifest.model_validate_json((path / "manifest.json").read_text(encoding="utf-8"))
-        index = ann.load_for_queries(path / "index.faiss")
-        advise_random_file(path / "index.faiss")  # read by id to re-rank and score candidates, not in order
-        lexical = LexicalIndex.load(path / "lexical")
-        if (path / "doc_vectors.npy").is_file():
-            doc_vectors = np.load(path / "doc_vectors.npy", mmap_mode="r")
-            advise_random(doc_vectors)
-        else:  # a generation written before centroids were stored: derive them
-            doc_vectors = _article_centroids(index, lexical, manifest.n_documents, manifest.dimension)
-        db = sqlite3.connect(f"file:{path / 'store.sqlite'}?mode=ro&immutable=1", uri=True,
-                             check_same_thread=False)
-        db.row_factory = sqlite3.Row
-        candidates = ann.load_for_queries(path / "candidates.faiss") if (path / "candidates.faiss").is_file() \
-            else None
-        return cls(path=path, manifest=manifest, index=index, lexical=lexical, doc_vectors=doc_vectors, _db=db,
-                   candidates=candidates)
+        segments = path.parent / "segments"
+        return cls(path=path, manifest=manifest,
+                   views=[SegmentView(Segment(segments / ref.name), frozenset(ref.deleted))
+                          for ref in manifest.segments])
 
-    def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+    # --- where a document or chunk lives -------------------------------------------------------------------
+    def _view_of(self, doc_id: str) -> SegmentView | None:
+        return next((v for v in self.views if v.holds(doc_id)), None)
+
+    def _by_segment(self, rowids: Sequence[int] | np.ndarray) -> Iterator[tuple[SegmentView, np.ndarray]]:
+        """(segment, indexes into ``rowids``) for the live chunks each segment holds."""
+        wanted = np.asarray(rowids, dtype=np.int64)
+        for view in self.views:
+            at = view.segment.counts.positions(wanted)
+            found = at >= 0
+            if view.deleted and found.any():
+                found &= view.live_chunks[np.maximum(at, 0)]
+            if found.any():
+                yield view, np.flatnonzero(found)
 
     # --- documents -----------------------------------------------------------------------------------
     def document(self, doc_id: str) -> Document:
         """The stored document, with its cleaned text."""
-        rows = self._query("SELECT * FROM documents WHERE id = ?", (doc_id,))
-        if not rows:
+        view = self._view_of(doc_id)
+        if view is None:
             raise DocumentNotFound(f"no document with id {doc_id!r}")
-        return _row_to_document(rows[0])
+        return _row_to_document(view.segment.query("SELECT * FROM documents WHERE id = ?", (doc_id,))[0])
 
     def has_document(self, doc_id: str) -> bool:
-        return bool(self._query("SELECT 1 FROM documents WHERE id = ?", (doc_id,)))
+        return self._view_of(doc_id) is not None
 
     def documents(self, limit: int = 100, offset: int = 0) -> list[Document]:
         """Stored documents in id order, without their text (``text`` is empty)."""
-        rows = self._query("SELECT id, title, '' AS text, source, published, url, n_chunks FROM documents "
-                           "ORDER BY id LIMIT ? OFFSET ?", (limit, offset))
-        return [_row_to_document(r) for r in rows]
+        per_segment = []
+        for view in self.views:
+            rows = view.segment.query("SELECT id, title, '' AS text, source, published, url, n_chunks FROM documents "
+                                      "ORDER BY id LIMIT ?", (limit + offset + len(view.deleted),))
+            per_segment.append([_row_to_document(r) for r in rows if r["id"] not in view.deleted])
+        merged = heapq.merge(*per_segment, key=lambda d: d.id)
+        return [d for i, d in enumerate(merged) if i >= offset][:limit]
 
     def chunk_spans(self) -> dict[int, tuple[str, int, int]]:
         """Every chunk's (document id, start, end), by row id: one lookup table for bulk evaluation."""
-        return {r[0]: (r[1], r[2], r[3]) for r in self._query("SELECT rowid, doc_id, start, end FROM chunks")}
+        spans: dict[int, tuple[str, int, int]] = {}
+        for view in self.views:
+            spans.update({r[0]: (r[1], r[2], r[3]) for r in view.segment.query(
+                "SELECT rowid, doc_id, start, end FROM chunks") if r[1] not in view.deleted})
+        return spans
 
     def sentences(self, doc_id: str) -> list[Sentence]:
-        rows = self._query("SELECT start, end FROM sentences WHERE doc_id = ? ORDER BY seq", (doc_id,))
+        view = self._view_of(doc_id)
+        if view is None:
+            return []
+        rows = view.segment.query("SELECT start, end FROM sentences WHERE doc_id = ? ORDER BY seq", (doc_id,))
         return [Sentence(start=r["start"], end=r["end"]) for r in rows]
 
     # --- search --------------------------------------------------------------------------------------
@@ -222,9 +236,12 @@ class Snapshot:
         if filters.published_to:
             where.append("d.published <= ?")
             params.append(filters.published_to.isoformat())
-        rows = self._query("SELECT c.rowid FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE "
-                           + " AND ".join(where), params)
-        return np.array([r[0] for r in rows], dtype=np.int64)
+        found = []
+        for view in self.views:
+            rows = view.segment.query("SELECT c.rowid, c.doc_id FROM chunks c JOIN documents d ON d.id = c.doc_id "
+                                      "WHERE " + " AND ".join(where), params)
+            found += [r[0] for r in rows if r[1] not in view.deleted]
+        return np.array(sorted(found), dtype=np.int64)
 
     def allowed_rowids(self, filters: Filters | None) -> np.ndarray | None:
         """Row ids of the chunks that pass ``filters``, or None when there is no restriction."""
@@ -235,39 +252,61 @@ class Snapshot:
     def dense_search(self, vector: np.ndarray, top_k: int, allowed: np.ndarray | None = None
                      ) -> list[tuple[int, float]]:
         """(rowid, cosine) of the ``top_k`` nearest chunks, optionally only among ``allowed`` row ids."""
-        if self.index.ntotal == 0 or (allowed is not None and allowed.size == 0):
+        if allowed is not None and allowed.size == 0:
             return []
-        scores, ids = ann.search(self.index, vector, top_k, allowed, candidates=self.candidates)
-        return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
+        hits: list[tuple[int, float]] = []
+        for view in self.views:
+            seg = view.segment
+            if seg.index.ntotal == 0 or view.n_live_chunks == 0:
+                continue
+            mine = None
+            if allowed is not None:
+                mine = allowed[seg.counts.positions(allowed) >= 0]
+                if not mine.size:
+                    continue
+            scores, ids = ann.search(seg.index, vector, top_k, mine, candidates=seg.candidates,
+                                     excluded=view.dead_rowids if mine is None and view.deleted else None)
+            hits += [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
+        return sorted(hits, key=lambda h: -h[1])[:top_k]
 
     def lexical_query(self, query: str, doc_weight: float = 0.0, feedback_terms: int = 0,
                       feedback_weight: float = 0.3) -> LexicalQuery:
-        """BM25 for ``query`` over this generation (every chunk scored at once, by bm25s)."""
+        """BM25 for ``query`` over this generation (every live chunk of every segment scored at once)."""
         scores = self.lexical.scores(query, doc_weight=doc_weight, feedback_terms=feedback_terms,
                                      feedback_weight=feedback_weight)
         return LexicalQuery(self.lexical, query, scores)
 
     def article_dense(self, rowids: list[int], vector: np.ndarray) -> np.ndarray | None:
-        """Cosine of each chunk's article centroid to ``vector`` (None for generations without centroids)."""
-        if not len(self.doc_vectors):
-            return None
-        return np.asarray(self.doc_vectors[self.lexical.doc_positions(rowids)] @ vector, dtype=np.float32)
+        """Cosine of each chunk's article centroid to ``vector``."""
+        out = np.zeros(len(rowids), dtype=np.float32)
+        wanted = np.asarray(rowids, dtype=np.int64)
+        for view, idx in self._by_segment(wanted):
+            counts = view.segment.counts
+            docs = counts.doc_of_chunk[counts.positions(wanted[idx])]
+            out[idx] = np.asarray(view.segment.doc_vectors[docs] @ vector, dtype=np.float32)
+        return out
 
     def vectors(self, rowids: list[int]) -> np.ndarray:
         """The stored vectors of the given chunks. shape: (len(rowids), dimension)"""
-        if not rowids:
-            return np.zeros((0, self.manifest.dimension), dtype=np.float32)
-        return np.stack([self.index.reconstruct(r) for r in rowids])
+        out = np.zeros((len(rowids), self.manifest.dimension), dtype=np.float32)
+        wanted = np.asarray(rowids, dtype=np.int64)
+        for view, idx in self._by_segment(wanted):
+            out[idx] = view.segment.vectors_of(wanted[idx])
+        return out
 
     def passages(self, scored: list[tuple[int, float]]) -> list[tuple[int, Passage]]:
         """(rowid, passage) for (rowid, score) pairs, in the given order: chunk text with article metadata."""
         if not scored:
             return []
-        rows = self._query(
-            "SELECT c.rowid AS rid, c.chunk_id, c.doc_id, c.start, c.end, d.title, d.source, d.published, d.url,"
-            " substr(d.text, c.start + 1, c.end - c.start) AS text FROM chunks c JOIN documents d ON d.id = c.doc_id"
-            f" WHERE c.rowid IN ({','.join('?' * len(scored))})", [r for r, _ in scored])
-        by_id = {r["rid"]: r for r in rows}
+        by_id: dict[int, sqlite3.Row] = {}
+        wanted = np.array([r for r, _ in scored], dtype=np.int64)
+        for view, idx in self._by_segment(wanted):
+            ids = [int(r) for r in wanted[idx]]
+            rows = view.segment.query(
+                "SELECT c.rowid AS rid, c.chunk_id, c.doc_id, c.start, c.end, d.title, d.source, d.published, d.url,"
+                " substr(d.text, c.start + 1, c.end - c.start) AS text FROM chunks c JOIN documents d ON "
+                f"d.id = c.doc_id WHERE c.rowid IN ({','.join('?' * len(ids))})", ids)
+            by_id.update({r["rid"]: r for r in rows})
         return [(rid, Passage(doc_id=r["doc_id"], chunk_id=r["chunk_id"], title=r["title"], source=r["source"],
                               published=date.fromisoformat(r["published"]) if r["published"] else None,
                               url=r["url"], text=r["text"], start=r["start"], end=r["end"], score=score))
@@ -275,25 +314,44 @@ class Snapshot:
 
 
 class Store:
-    """Owns a data directory: opens the live generation, and applies writes atomically.
+    """Owns a data directory: opens the live generation, applies writes atomically, merges segments.
 
     Build one per process and share it; reads take ``snapshot()``, writes call ``write()``.
+
+    :param merges: when to merge segments after a write: ``inline`` (before ``write`` returns: tools and tests),
+        ``background`` (a thread of this process: the service, so a write returns once its batch is searchable),
+        or ``off`` (only ``optimize`` and ``maybe_merge``).
     """
 
     def __init__(self, data_dir: Path, model_id: str, dimension: int, bm25_k1: float = 1.2,
-                 bm25_b: float = 0.75, ann_settings: ann.AnnSettings | None = None) -> None:
+                 bm25_b: float = 0.75, ann_settings: ann.AnnSettings | None = None,
+                 merge_policy: MergePolicy | None = None,
+                 merges: Literal["inline", "background", "off"] = "inline") -> None:
         self.data_dir = data_dir
         self.model_id = model_id
         self.dimension = dimension
-        self.bm25_k1 = bm25_k1  # BM25 parameters apply from the next write, when the lexical index is rebuilt
+        self.bm25_k1 = bm25_k1
         self.bm25_b = bm25_b
-        self.ann = ann_settings or ann.AnnSettings()  # exact up to ann.exact_max chunks, IVF above
+        self.ann = ann_settings or ann.AnnSettings()  # exact up to ann.exact_max chunks per segment, IVF above
+        self.merge_policy = merge_policy or MergePolicy()
+        self.merges = merges
         self._snapshot: Snapshot | None = None
         self._current_name: str | None = None
+        self._segments: dict[str, Segment] = {}
         self._swap = threading.Lock()
         self._writer = threading.Lock()
+        self._merging = threading.Lock()
+        self._merge_thread: threading.Thread | None = None
+        self._merge_again = threading.Event()
+        self._merge_count = 0
+        self._pending: set[str] = set()
+        self._merge_seconds = 0.0
         # Test hook: called with a step name at each stage of a write (crash tests kill the process there).
         self.checkpoint: Callable[[str], None] = lambda step: None
+
+    @property
+    def segments_dir(self) -> Path:
+        return self.data_dir / "segments"
 
     # --- opening -------------------------------------------------------------------------------------
     def _read_current(self) -> str | None:
@@ -308,10 +366,18 @@ class Store:
                                "the data directory is damaged")
         return name
 
+    def _read_manifest(self, name: str) -> Manifest:
+        try:
+            return Manifest.model_validate_json((self.data_dir / name / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataDirError(f"{self.data_dir / name / 'manifest.json'} cannot be read ({exc}); run "
+                               "`newsroom-qa index repair`") from exc
+
     def _check_manifest(self, manifest: Manifest) -> None:
         if manifest.format_version != FORMAT_VERSION:
             raise DataDirError(f"{self.data_dir} uses data format {manifest.format_version}; this version of "
-                               f"newsroom-qa reads format {FORMAT_VERSION}")
+                               f"newsroom-qa reads format {FORMAT_VERSION} (export the archive with the version "
+                               "that wrote it, `newsroom-qa index export`, and import it here)")
         if manifest.model_id != self.model_id or manifest.dimension != self.dimension:
             raise ModelMismatch(
                 f"{self.data_dir} was built with embedding model {manifest.model_id!r} "
@@ -324,6 +390,19 @@ class Store:
         """True if the data directory already holds a generation."""
         return self._read_current() is not None
 
+    def _segment(self, name: str) -> Segment:
+        seg = self._segments.get(name)
+        if seg is None:
+            path = self.segments_dir / name
+            if not (path / "segment.json").is_file():
+                raise DataDirError(f"segment {name} is missing from {self.segments_dir}; run `newsroom-qa index "
+                                   "verify`")
+            seg = self._segments[name] = Segment(path)
+        return seg
+
+    def _views(self, manifest: Manifest) -> list[SegmentView]:
+        return [SegmentView(self._segment(ref.name), frozenset(ref.deleted)) for ref in manifest.segments]
+
     def snapshot(self) -> Snapshot:
         """The live generation, reloaded if another process has written since it was opened."""
         name = self._read_current()
@@ -334,15 +413,50 @@ class Store:
                 self._init_empty()
                 name = self._read_current()
                 assert name is not None
-            snap = Snapshot.open(self.data_dir / name)
-            self._check_manifest(snap.manifest)
+            manifest = self._read_manifest(name)
+            if manifest.format_version == 1 and manifest.model_id == self.model_id:
+                name, manifest = self._upgrade(name)
+            self._check_manifest(manifest)
+            snap = Snapshot(path=self.data_dir / name, manifest=manifest, views=self._views(manifest),
+                            bm25_k1=self.bm25_k1, bm25_b=self.bm25_b)
+            live = {ref.name for ref in manifest.segments}
+            for old in set(self._segments) - live:  # still open in snapshots that hold them; closed with them
+                del self._segments[old]
             self._snapshot, self._current_name = snap, name
             return snap
+
+    def _upgrade(self, name: str) -> tuple[str, Manifest]:
+        """A format 1 data directory (one SQLite store and FAISS index per generation, copied by every write) turned
+        into one segment, chunk row ids and vectors kept: once, on first open by this version."""
+        with self._write_lock():
+            current = self._read_current()
+            assert current is not None
+            if current == name:
+                gen = self.data_dir / name
+                logger.warning("upgrading %s to data format %d (one-time, in a new generation)", self.data_dir,
+                               FORMAT_VERSION)
+                old_index = faiss.read_index(str(gen / "index.faiss"))  # held: the downcast proxy does not own it
+                ids, vectors = ann.stored_vectors(old_index)
+                at = {int(i): n for n, i in enumerate(ids.tolist())}
+                db = sqlite3.connect(f"file:{gen / 'store.sqlite'}?mode=ro", uri=True)
+                db.row_factory = sqlite3.Row
+                docs = [_stored_doc(db, row, lambda rowids: vectors[[at[r] for r in rowids]])
+                        for row in db.execute("SELECT * FROM documents ORDER BY id").fetchall()]
+                db.close()
+                info = build_segment(self.segments_dir, new_segment_name(), docs, self.dimension, self.ann,
+                                     made_by="upgrade", checkpoint=self.checkpoint)
+                self._publish(Manifest(format_version=FORMAT_VERSION, model_id=self.model_id,
+                                       dimension=self.dimension, n_documents=0, n_chunks=0, generation=0,
+                                       updated_at="", segments=[SegmentRef(name=info.name)],
+                                       next_rowid=int(ids.max(initial=0)) + 1))
+            current = self._read_current()
+            assert current is not None
+            return current, self._read_manifest(current)
 
     def _init_empty(self) -> None:
         with self._write_lock():
             if self._read_current() is None:
-                self._publish(self._new_generation(base=None), n_documents=0)
+                self._init_empty_locked()
 
     # --- writing -------------------------------------------------------------------------------------
     @contextmanager
@@ -359,159 +473,289 @@ class Store:
         numbers = [int(m.group(1)) for p in self.data_dir.iterdir() if (m := _GEN.match(p.name.split(".")[0]))]
         return f"gen-{max(numbers, default=0) + 1:06d}"
 
-    def _new_generation(self, base: str | None) -> tuple[Path, sqlite3.Connection, faiss.Index]:
-        tmp = self.data_dir / f"{self._next_name()}.tmp-{os.getpid()}"
-        tmp.mkdir()
-        db = sqlite3.connect(tmp / "store.sqlite")
-        if base is None:
-            db.executescript(_SCHEMA)
-            index: faiss.Index = ann.new_exact_index(self.dimension)
-        else:
-            with sqlite3.connect(f"file:{self.data_dir / base / 'store.sqlite'}?mode=ro", uri=True) as src:
-                src.backup(db)
-            index = faiss.read_index(str(self.data_dir / base / "index.faiss"))
-        return tmp, db, index
+    def _live_manifest(self) -> Manifest:
+        """The live generation's manifest, read from disk (another process may have written); call under the lock."""
+        name = self._read_current()
+        if name is None:
+            self._init_empty_locked()
+            name = self._read_current()
+            assert name is not None
+        manifest = self._read_manifest(name)
+        self._check_manifest(manifest)
+        return manifest
 
-    def _publish(self, gen: tuple[Path, sqlite3.Connection, faiss.Index], n_documents: int) -> None:
-        tmp, db, index = gen
-        index = ann.fit_index(index, self.ann)
-        db.commit()
-        n_chunks = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        db.close()
-        if n_chunks != index.ntotal:
-            raise DataDirError(f"internal error: {n_chunks} chunks but {index.ntotal} vectors; nothing was saved")
-        self.checkpoint("sqlite-written")
-        self._build_lexical(tmp, index)
-        self.checkpoint("lexical-written")
-        faiss.write_index(index, str(tmp / "index.faiss"))
-        candidates = ann.fit_candidates(index, self.ann)
-        if candidates is not None:
-            faiss.write_index(candidates, str(tmp / "candidates.faiss"))
-        self.checkpoint("faiss-written")
-        manifest = Manifest(format_version=FORMAT_VERSION, model_id=self.model_id, dimension=self.dimension,
-                            n_documents=n_documents, n_chunks=n_chunks, generation=int(tmp.name[4:10]),
-                            updated_at=datetime.now(UTC).isoformat(timespec="seconds"), checksums=_checksums(tmp))
-        self.checkpoint("checksums-computed")
+    def _init_empty_locked(self) -> None:
+        self._publish(Manifest(format_version=FORMAT_VERSION, model_id=self.model_id, dimension=self.dimension,
+                               n_documents=0, n_chunks=0, generation=0, updated_at=""))
+
+    def _publish(self, manifest: Manifest) -> None:
+        """Write ``manifest`` as a new generation and point ``CURRENT`` at it (call under the write lock)."""
+        views = self._views(manifest)
+        name = self._next_name()
+        manifest = manifest.model_copy(update={
+            "format_version": FORMAT_VERSION, "generation": int(name[4:]),
+            "n_documents": sum(v.n_live_docs for v in views), "n_chunks": sum(v.n_live_chunks for v in views),
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "checksums": {f"segments/{v.segment.name}/segment.json": sha256_file(v.segment.path / "segment.json")
+                          for v in views}})
+        tmp = self.data_dir / f"{name}.tmp-{os.getpid()}"
+        tmp.mkdir()
         (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
         self.checkpoint("manifest-written")
-        for file in [*_generation_files(tmp), tmp / "manifest.json"]:
-            _fsync_file(file)
-        self.checkpoint("files-synced")
-        final = self.data_dir / tmp.name.split(".")[0]
+        fsync_path(tmp / "manifest.json")
+        fsync_path(tmp)
+        final = self.data_dir / name
         tmp.rename(final)
-        _fsync_dir(self.data_dir)
+        fsync_path(self.data_dir)
         self.checkpoint("generation-renamed")
         pointer = self.data_dir / f"CURRENT.tmp-{os.getpid()}"
         pointer.write_text(final.name + "\n", encoding="utf-8")
-        _fsync_file(pointer)
+        fsync_path(pointer)
         self.checkpoint("pointer-written")
         os.replace(pointer, self.data_dir / "CURRENT")
-        _fsync_dir(self.data_dir)
+        fsync_path(self.data_dir)
         self.checkpoint("published")
         self._collect_garbage(keep={final.name})
         self.checkpoint("garbage-collected")
 
-    def _build_lexical(self, tmp: Path, index: faiss.Index) -> None:
-        """BM25 over the generation's chunks (title + text), and article centroid vectors, from the new store."""
-        lexical = build_lexical(tmp / "store.sqlite", self.bm25_k1, self.bm25_b)
-        lexical.save(tmp / "lexical")
-        n_docs = int(lexical.doc_of_chunk.max(initial=-1)) + 1
-        np.save(tmp / "doc_vectors.npy", _article_centroids(index, lexical, n_docs, self.dimension))
-
     def _collect_garbage(self, keep: set[str]) -> None:
-        """Remove unreferenced generations and leftovers of interrupted writes, keeping one previous one."""
+        """Remove unreferenced generations and segments, and leftovers of interrupted writes of processes that are
+        gone, keeping one previous generation for readers still on it and for repair."""
         gens = sorted(p.name for p in self.data_dir.iterdir() if _GEN.match(p.name))
         keep = keep | set(gens[-2:])
-        for path in self.data_dir.iterdir():
-            leftover = ".tmp-" in path.name
-            old_gen = _GEN.match(path.name) is not None and path.name not in keep
-            if leftover or old_gen:
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+        used = set(self._pending)  # merged segments of this process waiting for the write lock
+        for name in keep:
+            try:
+                used |= {ref.name for ref in self._read_manifest(name).segments}
+            except DataDirError:
+                continue
+        paths = list(self.data_dir.iterdir())
+        if self.segments_dir.is_dir():
+            paths += list(self.segments_dir.iterdir())
+        for path in paths:
+            if ".tmp-" in path.name:
+                remove = not _process_alive(path.name.rsplit(".tmp-", 1)[1])
+            elif path.parent == self.segments_dir:
+                remove = path.name not in used
+            else:
+                remove = _GEN.match(path.name) is not None and path.name not in keep
+            if remove and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif remove:
+                path.unlink(missing_ok=True)
 
     def write(self, upserts: Sequence[DocumentWrite] = (), deletes: Sequence[str] = ()) -> Snapshot:
-        """Replace or add ``upserts`` and remove ``deletes`` in one atomic step.
+        """Replace or add ``upserts`` and remove ``deletes`` in one atomic step: one new segment and tombstones.
 
         :raises DocumentNotFound: if an id in ``deletes`` is not stored (nothing is changed).
         :returns: the new live snapshot.
         """
+        last: dict[str, DocumentWrite] = {}
+        for item in upserts:
+            if item.vectors.shape != (len(item.chunks), self.dimension):
+                raise ValueError(f"document {item.document.id!r}: {len(item.chunks)} chunks but vectors of shape "
+                                 f"{item.vectors.shape}")
+            last[item.document.id] = item  # the same id twice in one batch: the last one stands
+        self.snapshot()  # opens (and upgrades, once) the data directory before the lock is taken
         with self._write_lock():
-            base = self._read_current()
-            if base is None:
-                self._publish(self._new_generation(base=None), n_documents=0)
-                base = self._read_current()
-            assert base is not None
-            with self._generation(base) as (tmp, db, index):
+            manifest = self._live_manifest()
+            views = self._views(manifest)
+            deleted = {v.segment.name: set(v.deleted) for v in views}
+            for doc_id in deletes:
+                view = next((v for v in views if v.holds(doc_id) and doc_id not in deleted[v.segment.name]), None)
+                if view is None:
+                    raise DocumentNotFound(f"no document with id {doc_id!r}")
+                deleted[view.segment.name].add(doc_id)
+            for doc_id in last:
+                for view in views:
+                    if view.holds(doc_id):
+                        deleted[view.segment.name].add(doc_id)
+            refs = [SegmentRef(name=v.segment.name, deleted=sorted(deleted[v.segment.name])) for v in views]
+            next_rowid = manifest.next_rowid
+            if last:
                 now = datetime.now(UTC).isoformat(timespec="seconds")
-                for doc_id in deletes:
-                    if not self._remove(db, index, doc_id):
-                        raise DocumentNotFound(f"no document with id {doc_id!r}")
-                for n, item in enumerate(upserts, start=1):
-                    self._insert(db, index, item, now)
-                    self.checkpoint(f"document-{n}-inserted")
-                n_documents = db.execute("SELECT count(*) FROM documents").fetchone()[0]
+                docs = []
+                for item in last.values():
+                    rowids = np.arange(next_rowid, next_rowid + len(item.chunks), dtype=np.int64)
+                    next_rowid += len(item.chunks)
+                    docs.append(SegmentDoc(item.document, item.sentences, item.chunks, item.vectors, rowids, now))
                 self.checkpoint("changes-applied")
-                self._publish((tmp, db, index), n_documents=n_documents)
+                info = build_segment(self.segments_dir, new_segment_name(), docs, self.dimension, self.ann,
+                                     checkpoint=self.checkpoint)
+                refs.append(SegmentRef(name=info.name))
+            self._publish(manifest.model_copy(update={"segments": refs, "next_rowid": next_rowid}))
+        self._after_write()
         return self.snapshot()
 
-    @contextmanager
-    def _generation(self, base: str) -> Iterator[tuple[Path, sqlite3.Connection, faiss.Index]]:
-        """A new generation copied from ``base``; removed again if the block fails before publishing it."""
-        tmp, db, index = self._new_generation(base=base)
-        try:
-            yield tmp, db, index
-        except BaseException:
-            db.close()
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    # --- merging -------------------------------------------------------------------------------------
+    def _after_write(self) -> None:
+        if self.merges == "inline":
+            try:
+                self.maybe_merge()
+            except Exception:  # the write has landed; a failed merge leaves the segments as they were
+                logger.exception("segment merge failed")
+        elif self.merges == "background":
+            self._merge_again.set()
+            if self._merge_thread is None or not self._merge_thread.is_alive():
+                self._merge_thread = threading.Thread(target=self._merge_loop, name="segment-merges", daemon=True)
+                self._merge_thread.start()
 
+    def _merge_loop(self) -> None:
+        while self._merge_again.is_set():
+            self._merge_again.clear()
+            try:
+                self.maybe_merge()
+            except Exception:  # a failed merge leaves the archive as it was; the next write tries again
+                logger.exception("segment merge failed")
+                return
+
+    def wait_for_merges(self) -> None:
+        """Block until background merges are done (the CLI before it exits, benchmarks)."""
+        thread = self._merge_thread
+        if thread is not None:
+            thread.join()
+
+    def maybe_merge(self) -> int:
+        """Run the merges the policy asks for, one after another; returns how many ran."""
+        done = 0
+        while True:
+            views = self.snapshot().views
+            names = self.merge_policy.plan(views)
+            if not names or not self._merge(names):
+                return done
+            done += 1
+
+    def optimize(self) -> Snapshot:
+        """Merge every segment into one, without deleted articles (``newsroom-qa index optimize``)."""
+        snap = self.snapshot()
+        if len(snap.views) > 1 or any(v.deleted for v in snap.views):
+            self._merge([v.segment.name for v in snap.views])
+        return self.snapshot()
+
+    def _merge(self, names: list[str]) -> bool:
+        """Merge the named live segments into one; False if a concurrent merge changed them first."""
+        with self._merging:
+            started = time.perf_counter()
+            views = [v for v in self.snapshot().views if v.segment.name in names]
+            if len(views) != len(names):
+                return False
+            info = None
+            if any(v.n_live_docs for v in views):
+                name = new_segment_name()
+                self._pending.add(name)
+                try:
+                    info = merge_segments(self.segments_dir, name, views, self.ann,
+                                          checkpoint=lambda step: self.checkpoint(f"merge-{step}"))
+                except Exception:
+                    self._pending.discard(name)
+                    if not self._still_live(names):
+                        return False  # another process merged these first and collected them under us
+                    raise
+                except BaseException:
+                    self._pending.discard(name)
+                    raise
+            try:
+                with self._write_lock():
+                    if not self._commit_merge(names, views, info):
+                        if info is not None:
+                            shutil.rmtree(self.segments_dir / info.name, ignore_errors=True)
+                        return False
+            finally:
+                if info is not None:
+                    self._pending.discard(info.name)
+            self._merge_count += 1
+            self._merge_seconds += time.perf_counter() - started
+            logger.info("merged %d segments in %.2f s", len(names), time.perf_counter() - started)
+            return True
+
+    def _still_live(self, names: list[str]) -> bool:
+        current = self._read_current()
+        return current is not None and set(names) <= {r.name for r in self._read_manifest(current).segments}
+
+    def _commit_merge(self, names: list[str], views: list[SegmentView], info: SegmentInfo | None) -> bool:
+        """Publish a generation using the merged segment in place of its sources (under the write lock)."""
+        manifest = self._live_manifest()
+        live = {ref.name: ref for ref in manifest.segments}
+        if not all(n in live for n in names) or (info is not None and not (
+                self.segments_dir / info.name / "segment.json").is_file()):
+            return False  # another process merged these first, or collected the merged segment
+        # Articles deleted while the merge ran: their tombstones move to the merged segment.
+        later = sorted({d for v in views for d in set(live[v.segment.name].deleted) - v.deleted})
+        refs: list[SegmentRef] = []
+        for ref in manifest.segments:
+            if ref.name == names[0] and info is not None:
+                refs.append(SegmentRef(name=info.name, deleted=later))
+            elif ref.name not in names:
+                refs.append(ref)
+        self.checkpoint("merge-committing")
+        self._publish(manifest.model_copy(update={"segments": refs}))
+        return True
+
+    def stats(self) -> StoreStats:
+        snap = self.snapshot()
+        thread = self._merge_thread
+        return StoreStats(segments=len(snap.views), deleted_documents=sum(len(v.deleted) for v in snap.views),
+                          merges=self._merge_count, merge_seconds=round(self._merge_seconds, 3),
+                          merging=thread is not None and thread.is_alive())
+
+    # --- repair --------------------------------------------------------------------------------------
     def rebuild_indexes(self, embed: Callable[[list[str]], np.ndarray], batch: int = 512) -> Snapshot:
-        """A new generation with the live SQLite store and freshly built vectors, BM25 and centroids (repair).
+        """One new segment with every live article of the SQLite stores, and freshly computed vectors, term counts
+        and centroids (repair). Chunk row ids are kept.
 
         :param embed: the chunk texts (``title. chunk text``, as ingestion embeds them) -> unit vectors.
         """
         with self._write_lock():
-            base = self._read_current()
-            if base is None:
-                raise DataDirError(f"{self.data_dir} holds no generation to rebuild")
-            with self._generation(base) as (tmp, db, _):
-                index: faiss.Index = ann.new_exact_index(self.dimension)
-                rows = db.execute("SELECT c.rowid, d.title || '. ' || substr(d.text, c.start + 1, c.end - c.start) "
-                                  "FROM chunks c JOIN documents d ON d.id = c.doc_id ORDER BY c.rowid").fetchall()
-                for i in range(0, len(rows), batch):
-                    part = rows[i:i + batch]
-                    vectors = np.asarray(embed([text for _, text in part]), dtype=np.float32)
-                    index.add_with_ids(vectors, np.array([rid for rid, _ in part], dtype=np.int64))
-                n_documents = db.execute("SELECT count(*) FROM documents").fetchone()[0]
-                self._publish((tmp, db, index), n_documents=n_documents)
+            manifest = self._live_manifest()
+            docs: list[SegmentDoc] = []
+            for ref in manifest.segments:
+                db = sqlite3.connect(f"file:{self.segments_dir / ref.name / 'store.sqlite'}?mode=ro", uri=True)
+                db.row_factory = sqlite3.Row
+                for row in db.execute("SELECT * FROM documents ORDER BY pos").fetchall():
+                    if row["id"] not in ref.deleted:
+                        docs.append(_stored_doc(db, row, lambda rowids: np.zeros((len(rowids), self.dimension))))
+                db.close()
+            texts = [f"{d.document.title}. {c.text}" for d in docs for c in d.chunks]
+            vectors = np.concatenate([np.asarray(embed(texts[i:i + batch]), dtype=np.float32)
+                                      for i in range(0, len(texts), batch)]) if texts \
+                else np.zeros((0, self.dimension), np.float32)
+            offset = 0
+            for d in docs:
+                d.vectors = vectors[offset:offset + len(d.chunks)]
+                offset += len(d.chunks)
+            info = build_segment(self.segments_dir, new_segment_name(), docs, self.dimension, self.ann,
+                                 made_by="rebuild", checkpoint=self.checkpoint)
+            self._publish(manifest.model_copy(update={"segments": [SegmentRef(name=info.name)]}))
         return self.snapshot()
 
-    @staticmethod
-    def _remove(db: sqlite3.Connection, index: faiss.Index, doc_id: str) -> bool:
-        rowids = [r[0] for r in db.execute("SELECT rowid FROM chunks WHERE doc_id = ?", (doc_id,))]
-        if rowids:
-            index.remove_ids(np.array(rowids, dtype=np.int64))  # type: ignore[arg-type]
-        db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
-        db.execute("DELETE FROM sentences WHERE doc_id = ?", (doc_id,))
-        return db.execute("DELETE FROM documents WHERE id = ?", (doc_id,)).rowcount > 0
 
-    def _insert(self, db: sqlite3.Connection, index: faiss.Index, item: DocumentWrite, now: str) -> None:
-        doc = item.document
-        if item.vectors.shape != (len(item.chunks), self.dimension):
-            raise ValueError(f"document {doc.id!r}: {len(item.chunks)} chunks but vectors of shape "
-                             f"{item.vectors.shape}")
-        self._remove(db, index, doc.id)
-        db.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (doc.id, doc.title, doc.text, doc.source,
-                    doc.published.isoformat() if doc.published else None, doc.url, len(item.chunks), now))
-        db.executemany("INSERT INTO sentences VALUES (?, ?, ?, ?)",
-                       [(doc.id, i, s.start, s.end) for i, s in enumerate(item.sentences)])
-        rowids = []
-        for chunk in item.chunks:
-            cur = db.execute("INSERT INTO chunks (chunk_id, doc_id, seq, start, end) VALUES (?, ?, ?, ?, ?)",
-                             (chunk.chunk_id, chunk.doc_id, chunk.seq, chunk.start, chunk.end))
-            rowids.append(cur.lastrowid)
-        if rowids:
-            index.add_with_ids(item.vectors, np.array(rowids, dtype=np.int64))
+def _stored_doc(db: sqlite3.Connection, row: sqlite3.Row, vectors: Callable[[list[int]], np.ndarray]) -> SegmentDoc:
+    """A stored article read back from a SQLite store (``row``: its documents row), to be written into a new
+    segment with its chunk row ids; ``vectors`` gives the vectors of those row ids."""
+    doc_id = row["id"]
+    sentences = [Sentence(start=s[0], end=s[1]) for s in db.execute(
+        "SELECT start, end FROM sentences WHERE doc_id = ? ORDER BY seq", (doc_id,))]
+    chunk_rows = db.execute("SELECT rowid, chunk_id, seq, start, end FROM chunks WHERE doc_id = ? ORDER BY seq",
+                            (doc_id,)).fetchall()
+    chunks = [Chunk(chunk_id=c[1], doc_id=doc_id, seq=c[2], start=c[3], end=c[4], text=row["text"][c[3]:c[4]])
+              for c in chunk_rows]
+    rowids = [int(c[0]) for c in chunk_rows]
+    return SegmentDoc(_row_to_document(row), sentences, chunks, np.asarray(vectors(rowids), dtype=np.float32),
+                      np.array(rowids, dtype=np.int64), row["added_at"])
+
+
+def _process_alive(pid_text: str) -> bool:
+    """Whether the process that named a temporary file (``.tmp-<pid>``) still runs: then it may be writing it."""
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

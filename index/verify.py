@@ -1,7 +1,8 @@
 """Checking a data directory, and repairing what can be rebuilt.
 
-``verify`` reads a generation without trusting it: the manifest, every file's checksum, SQLite's own integrity check,
-the counts, that FAISS and BM25 hold exactly the chunks SQLite lists, and that every chunk and sentence lies inside
+``verify`` reads a generation without trusting it: the manifest, and in every segment it uses every file's checksum,
+SQLite's own integrity check, the counts, that FAISS and the term counts hold exactly the chunks SQLite lists, that
+tombstones name stored articles, that no two segments share a chunk, and that every chunk and sentence lies inside
 its article. ``repair`` points ``CURRENT`` back at the newest generation that verifies when the live one is damaged,
 and rebuilds the vectors, BM25 and centroids from the SQLite store when only those disagree.
 """
@@ -19,9 +20,10 @@ from pydantic import BaseModel, ValidationError
 
 from index.ann import ivf_ids, stored_vectors
 from index.checksum import sha256_file
-from index.lexical import LexicalIndex
+from index.lexical import TermCounts
 from index.models import Manifest
-from index.store import _GEN, Store, _fsync_dir, _fsync_file
+from index.segment import SegmentInfo, fsync_path
+from index.store import _GEN, Store
 
 __all__ = ["VerifyReport", "repair", "verify", "verify_generation"]
 
@@ -35,24 +37,53 @@ class VerifyReport(BaseModel):
 
 
 def verify_generation(gen: Path) -> tuple[list[str], list[str]]:
-    """(checks passed, problems) for one generation directory."""
+    """(checks passed, problems) for one generation directory and every segment it uses."""
     checked: list[str] = []
     try:
         manifest = Manifest.model_validate_json((gen / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValidationError, ValueError) as exc:
         return checked, [f"manifest.json is missing or unreadable: {exc}"]
-    checked.append(f"manifest: {manifest.n_documents} documents, {manifest.n_chunks} chunks, {manifest.model_id}")
-    problems = _checksum_problems(gen, manifest)
+    checked.append(f"manifest: {manifest.n_documents} documents, {manifest.n_chunks} chunks in "
+                   f"{len(manifest.segments)} segments, {manifest.model_id}")
+    problems = _checksum_problems(gen.parent, manifest.checksums)
+    n_docs = n_chunks = 0
+    seen_rowids: set[int] = set()
+    for ref in manifest.segments:
+        seg = gen.parent / "segments" / ref.name
+        seg_checked, seg_problems, live_docs, live_rowids = _verify_segment(seg, set(ref.deleted), manifest.dimension)
+        checked += [f"{ref.name}: {c}" for c in seg_checked]
+        problems += [f"{ref.name}/{p}" for p in seg_problems]
+        n_docs += live_docs
+        n_chunks += len(live_rowids)
+        if seen_rowids & live_rowids:
+            problems.append(f"{ref.name} holds chunk row ids another segment also holds")
+        seen_rowids |= live_rowids
     if not problems:
-        checked.append(f"checksums of {len(manifest.checksums)} files" if manifest.checksums
-                       else "checksums: none recorded (written before checksums were kept)")
+        checked.append(f"checksums of {len(manifest.checksums)} segments" if manifest.checksums
+                       else "checksums: none recorded")
+    if n_docs != manifest.n_documents or n_chunks != manifest.n_chunks:
+        problems.append(f"counts disagree: manifest says {manifest.n_documents} documents / {manifest.n_chunks} "
+                        f"chunks, the segments hold {n_docs} / {n_chunks} live ones")
+    elif manifest.segments:
+        checked.append(f"FAISS holds exactly the {n_chunks} chunks of SQLite, in every segment")
+    return checked, problems
+
+
+def _verify_segment(seg: Path, deleted: set[str], dimension: int) -> tuple[list[str], list[str], int, set[int]]:
+    """(checks passed, problems, live documents, live chunk row ids) of one segment."""
+    checked: list[str] = []
     try:
-        db = sqlite3.connect(f"file:{gen / 'store.sqlite'}?mode=ro", uri=True)
+        info = SegmentInfo.model_validate_json((seg / "segment.json").read_text(encoding="utf-8"))
+    except (OSError, ValidationError, ValueError) as exc:
+        return checked, [f"segment.json is missing or unreadable: {exc}"], 0, set()
+    problems = _checksum_problems(seg, info.checksums)
+    try:
+        db = sqlite3.connect(f"file:{seg / 'store.sqlite'}?mode=ro", uri=True)
         integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
         if integrity != "ok":
-            return checked, [*problems, f"store.sqlite fails SQLite's integrity check: {integrity}"]
-        n_docs = db.execute("SELECT count(*) FROM documents").fetchone()[0]
-        rowids = {r[0] for r in db.execute("SELECT rowid FROM chunks")}
+            return checked, [*problems, f"store.sqlite fails SQLite's integrity check: {integrity}"], 0, set()
+        doc_ids = [r[0] for r in db.execute("SELECT id FROM documents ORDER BY pos")]
+        chunk_rows = db.execute("SELECT rowid, doc_id FROM chunks").fetchall()
         bad_chunks = db.execute("SELECT count(*) FROM chunks c LEFT JOIN documents d ON d.id = c.doc_id WHERE "
                                 "d.id IS NULL OR c.start < 0 OR c.end > length(d.text) OR c.start >= c.end"
                                 ).fetchone()[0]
@@ -61,23 +92,28 @@ def verify_generation(gen: Path) -> tuple[list[str], list[str]]:
                                    ).fetchone()[0]
         db.close()
     except sqlite3.Error as exc:
-        return checked, [*problems, f"store.sqlite cannot be read: {exc}"]
+        return checked, [*problems, f"store.sqlite cannot be read: {exc}"], 0, set()
     checked.append("store.sqlite integrity")
-    if n_docs != manifest.n_documents or len(rowids) != manifest.n_chunks:
-        problems.append(f"counts disagree: manifest says {manifest.n_documents} documents / {manifest.n_chunks} "
-                        f"chunks, SQLite holds {n_docs} / {len(rowids)}")
+    rowids = {r[0] for r in chunk_rows}
+    if len(doc_ids) != info.n_documents or len(rowids) != info.n_chunks:
+        problems.append(f"counts disagree: segment.json says {info.n_documents} documents / {info.n_chunks} "
+                        f"chunks, SQLite holds {len(doc_ids)} / {len(rowids)}")
+    unknown = deleted - set(doc_ids)
+    if unknown:
+        problems.append(f"{len(unknown)} tombstones name articles the segment does not hold")
     if bad_chunks or bad_sentences:
         problems.append(f"{bad_chunks} chunks and {bad_sentences} sentences lie outside their article")
     else:
         checked.append("every chunk and sentence lies inside its article")
-    problems += _index_problems(gen, rowids, n_docs, manifest.dimension, checked)
-    return checked, problems
+    problems += _index_problems(seg, rowids, len(doc_ids), dimension, checked)
+    live = {r for r, doc_id in chunk_rows if doc_id not in deleted}
+    return checked, problems, len(set(doc_ids) - deleted), live
 
 
-def _checksum_problems(gen: Path, manifest: Manifest) -> list[str]:
+def _checksum_problems(base: Path, checksums: dict[str, str]) -> list[str]:
     problems = []
-    for rel, expected in sorted(manifest.checksums.items()):
-        path = gen / rel
+    for rel, expected in sorted(checksums.items()):
+        path = base / rel
         if not path.is_file():
             problems.append(f"{rel} is missing")
         elif sha256_file(path) != expected:
@@ -112,8 +148,8 @@ def _index_problems(gen: Path, rowids: set[int], n_docs: int, dimension: int, ch
         except RuntimeError as exc:
             problems.append(f"candidates.faiss cannot be read: {exc}")
     try:
-        lexical = LexicalIndex.load(gen / "lexical")
-        if set(lexical.rowids.tolist()) != rowids:
+        counts = TermCounts.load(gen / "lexical")
+        if set(counts.rowids.tolist()) != rowids or counts.n_docs != n_docs:
             problems.append("BM25 and SQLite disagree on the chunks")
         else:
             checked.append("BM25 covers the same chunks")
@@ -150,9 +186,9 @@ def verify(data_dir: Path) -> VerifyReport:
 def _point_current_at(data_dir: Path, name: str) -> None:
     pointer = data_dir / f"CURRENT.tmp-{os.getpid()}"
     pointer.write_text(name + "\n", encoding="utf-8")
-    _fsync_file(pointer)
+    fsync_path(pointer)
     os.replace(pointer, data_dir / "CURRENT")
-    _fsync_dir(data_dir)
+    fsync_path(data_dir)
 
 
 def repair(store: Store, embed: Callable[[list[str]], np.ndarray]) -> list[str]:
@@ -166,8 +202,9 @@ def repair(store: Store, embed: Callable[[list[str]], np.ndarray]) -> list[str]:
         return ["nothing to repair: the data directory verifies"]
     actions: list[str] = []
     live = report.generation if report.generation and (data_dir / report.generation).is_dir() else None
-    sqlite_ok = live is not None and not any(p.startswith(("manifest.json", "store.sqlite"))
-                                             for p in report.problems)
+    sqlite_ok = live is not None and not any(
+        p.startswith("manifest.json") or "store.sqlite" in p or "segment.json" in p or "tombstones" in p
+        or "counts disagree" in p for p in report.problems)
     if not sqlite_ok:
         candidates = sorted((p.name for p in data_dir.iterdir() if _GEN.match(p.name)), reverse=True)
         good = next((g for g in candidates if not verify_generation(data_dir / g)[1]), None)

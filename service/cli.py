@@ -120,6 +120,14 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def _long_running(settings: Settings) -> Settings:
+    """A server merges segments in a thread of its own (a write returns as soon as its batch is searchable), unless
+    NEWSROOM_QA_SEGMENT_MERGES says otherwise; one-shot commands merge before they return."""
+    if "segment_merges" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"segment_merges": "background"})
+
+
 def _service(data_dir: Path | None, seed_if_empty: bool = True, **overrides: Any) -> QAService:
     from service.qa import QAService
 
@@ -168,7 +176,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 
     from service.api.app import create_app
 
-    settings = _settings(data_dir, host=host, port=port)
+    settings = _long_running(_settings(data_dir, host=host, port=port))
     _quiet_libraries()
     _tune_malloc(settings)
     from service.qa import QAService
@@ -188,7 +196,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 @_friendly_errors
 def slack(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Run the Slack bot: Socket Mode when SLACK_APP_TOKEN is set, else the HTTP service with /slack/events."""
-    settings = _settings(data_dir, host=host, port=port)
+    settings = _long_running(_settings(data_dir, host=host, port=port))
     from service.slack_app import build_slack_app, require_slack_settings
 
     socket_mode = settings.slack_app_token is not None
@@ -370,6 +378,30 @@ def index_repair(data_dir: Path | None) -> None:
     click.echo("the data directory verifies" if report.ok else "still damaged: " + "; ".join(report.problems))
     if not report.ok:
         sys.exit(1)
+
+
+@index.command("optimize")
+@data_dir_option
+@_friendly_errors
+def index_optimize(data_dir: Path | None) -> None:
+    """Merge every segment of the data directory into one, without the deleted articles (searches read one
+    segment; the service merges small segments by itself, this is the full merge)."""
+    import time
+
+    from index.store import Store
+    from service.qa import build_embedder, build_store
+
+    settings = _settings(data_dir)
+    _quiet_libraries()
+    store = build_store(settings, build_embedder(settings))
+    if not isinstance(store, Store):
+        raise click.UsageError("index optimize merges a data directory's segments; PostgreSQL keeps one table")
+    before = store.stats()
+    started = time.perf_counter()
+    snap = store.optimize()
+    click.echo(f"{before.segments} segments ({before.deleted_documents} deleted articles) -> {len(snap.views)} in "
+               f"{time.perf_counter() - started:.1f} s; {snap.manifest.n_documents} documents, "
+               f"{snap.manifest.n_chunks} chunks")
 
 
 @index.command("list")

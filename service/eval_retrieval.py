@@ -24,9 +24,10 @@ from ir_measures import RR, R, nDCG
 from pydantic import BaseModel
 
 from index.errors import InvalidInput
+from index.lexical import LexicalIndex
 from index.models import DocumentIn
 from index.retrieval import RetrievalOptions, rank_chunks
-from index.store import Snapshot, build_lexical
+from index.store import Snapshot
 from service.qa import QAService
 
 __all__ = ["Collection", "evaluate", "load_beir", "load_cranfield", "load_squad_retrieval", "load_time"]
@@ -213,8 +214,8 @@ def evaluate(service: QAService, collection: Collection, grid: list[RetrievalOpt
     """Ingest the collection into ``service`` (unless it is there already) and score every retrieval mode.
 
     :param grid: settings of the weighted fusion to score; default: the configured ones.
-    :param bm25_grid: (k1, b) pairs: the hybrid grid is scored again over a BM25 index rebuilt with each, in memory
-        (the data directory keeps its own).
+    :param bm25_grid: (k1, b) pairs: the hybrid grid is scored again with each (the stored term counts serve any
+        parameters; the service keeps its configured ones).
     """
     snap = service.store.snapshot()
     if not all(snap.has_document(d.id or "") for d in collection.documents):
@@ -253,7 +254,7 @@ def evaluate(service: QAService, collection: Collection, grid: list[RetrievalOpt
         raise InvalidInput("the BM25 parameter sweep runs on the faiss backend (a data directory) only")
     for k1, b in bm25_grid or []:
         assert isinstance(snap, Snapshot)
-        snap.lexical = build_lexical(snap.path / "store.sqlite", k1=k1, b=b)
+        snap.lexical = LexicalIndex(snap.lexical.parts, k1=k1, b=b)  # BM25 parameters apply at query time
         score(f"lexical (BM25 k1={k1} b={b}, chunks)", modes[0][1])
         for label, options in modes[5:]:
             score(f"{label} bm25 k1={k1} b={b}", options)

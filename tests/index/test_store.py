@@ -29,6 +29,11 @@ def make_write(doc_id: str, text: str = "First sentence. Second sentence.", seed
     return DocumentWrite(document=doc, sentences=sentences, chunks=chunks, vectors=vec)
 
 
+def n_vectors(snap) -> int:
+    """Live vectors across the snapshot's segments (FAISS ids less each segment's tombstoned chunks)."""
+    return sum(v.segment.index.ntotal - len(v.dead_rowids) for v in snap.views)
+
+
 def test_empty_data_dir_is_created_on_first_open(tmp_path):
     store = Store(tmp_path / "data", "m", DIM)
     assert not store.exists()
@@ -40,7 +45,7 @@ def test_empty_data_dir_is_created_on_first_open(tmp_path):
 def test_documents_persist_across_reopen(tmp_path):
     Store(tmp_path, "m", DIM).write(upserts=[make_write("a"), make_write("b", seed=1)])
     snap = Store(tmp_path, "m", DIM).snapshot()
-    assert snap.manifest.n_documents == 2 and snap.index.ntotal == 2
+    assert snap.manifest.n_documents == 2 and n_vectors(snap) == 2
     assert snap.document("a").text == "First sentence. Second sentence."
     assert snap.sentences("a") == [Sentence(start=0, end=15), Sentence(start=16, end=32)]
 
@@ -49,10 +54,10 @@ def test_same_id_replaces_and_delete_removes(tmp_path):
     store = Store(tmp_path, "m", DIM)
     store.write(upserts=[make_write("a")])
     snap = store.write(upserts=[make_write("a", text="Other sentence. Replaced text here.")])
-    assert snap.manifest.n_documents == 1 and snap.index.ntotal == 1
+    assert snap.manifest.n_documents == 1 and n_vectors(snap) == 1
     assert snap.document("a").text.startswith("Other")
     snap = store.write(deletes=["a"])
-    assert snap.manifest.n_documents == 0 and snap.index.ntotal == 0
+    assert snap.manifest.n_documents == 0 and n_vectors(snap) == 0
     with pytest.raises(DocumentNotFound):
         snap.document("a")
 
@@ -130,14 +135,15 @@ def run_writer(data: Path, kill_at: str | None = None, rounds: int = 1) -> subpr
 def assert_consistent(data: Path) -> set[str]:
     snap = Store(data, "m", DIM).snapshot()
     ids = {d.id for d in snap.documents(1000)}
-    assert snap.index.ntotal == snap.manifest.n_chunks == len(ids) == snap.manifest.n_documents
-    assert set(snap.lexical.rowids.tolist()) == set(snap.chunk_spans())  # BM25 and FAISS cover the same chunks
+    assert n_vectors(snap) == snap.manifest.n_chunks == len(ids) == snap.manifest.n_documents
+    assert set(snap.lexical.live_rowids.tolist()) == set(snap.chunk_spans())  # BM25 and FAISS: the same chunks
     for doc_id in ids:
         assert snap.document(doc_id).text
     return ids
 
 
-@pytest.mark.parametrize("step", ["changes-applied", "sqlite-written", "lexical-written", "faiss-written",
+@pytest.mark.parametrize("step", ["changes-applied", "segment-sqlite-written", "segment-lexical-written",
+                                  "segment-faiss-written", "segment-synced", "segment-renamed", "manifest-written",
                                   "generation-renamed", "pointer-written", "published"])
 def test_kill_at_each_write_step_leaves_old_or_new_state(tmp_path, step):
     Store(tmp_path, "m", DIM).write(upserts=[make_write("old")])
@@ -148,7 +154,7 @@ def test_kill_at_each_write_step_leaves_old_or_new_state(tmp_path, step):
     # The next write after the crash works and cleans up the debris of the killed one.
     Store(tmp_path, "m", DIM).write(upserts=[make_write("after")])
     assert "after" in assert_consistent(tmp_path)
-    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert not [p for p in [*tmp_path.iterdir(), *(tmp_path / "segments").iterdir()] if ".tmp-" in p.name]
 
 
 @pytest.mark.slow

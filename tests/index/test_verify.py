@@ -29,6 +29,12 @@ def live_gen(tmp_path):  # type: ignore[no-untyped-def]
     return tmp_path / (tmp_path / "CURRENT").read_text().strip()
 
 
+def newest_segment(tmp_path):  # type: ignore[no-untyped-def]
+    """The segment of the last write (the one holding 'b')."""
+    manifest = __import__("json").loads((live_gen(tmp_path) / "manifest.json").read_text())
+    return tmp_path / "segments" / manifest["segments"][-1]["name"]
+
+
 def test_a_fresh_data_dir_verifies(tmp_path):
     two_generations(tmp_path)
     report = verify(tmp_path)
@@ -39,7 +45,7 @@ def test_a_fresh_data_dir_verifies(tmp_path):
 
 def test_a_corrupted_vector_file_is_found_and_rebuilt(tmp_path):
     store = two_generations(tmp_path)
-    faiss_file = live_gen(tmp_path) / "index.faiss"
+    faiss_file = newest_segment(tmp_path) / "index.faiss"
     data = bytearray(faiss_file.read_bytes())
     data[-5] ^= 0xFF
     faiss_file.write_bytes(bytes(data))
@@ -54,7 +60,7 @@ def test_a_corrupted_vector_file_is_found_and_rebuilt(tmp_path):
 def test_a_damaged_store_falls_back_to_the_last_good_generation(tmp_path):
     store = two_generations(tmp_path)
     damaged = live_gen(tmp_path)
-    with sqlite3.connect(damaged / "store.sqlite") as db:
+    with sqlite3.connect(newest_segment(tmp_path) / "store.sqlite") as db:
         db.execute("DELETE FROM chunks WHERE doc_id = 'b'")
     report = verify(tmp_path)
     assert not report.ok
@@ -77,7 +83,7 @@ def test_verify_command_exit_codes(tmp_path):
     two_generations(tmp_path)
     ok = CliRunner().invoke(cli, ["index", "verify", "--data-dir", str(tmp_path)])
     assert ok.exit_code == 0 and ok.output.rstrip().endswith("verifies")
-    (live_gen(tmp_path) / "doc_vectors.npy").write_bytes(b"garbage")
+    (newest_segment(tmp_path) / "doc_vectors.npy").write_bytes(b"garbage")
     bad = CliRunner().invoke(cli, ["index", "verify", "--data-dir", str(tmp_path), "--json"])
     assert bad.exit_code == 1
     assert "doc_vectors.npy does not match its checksum" in " ".join(__import__("json").loads(bad.output)["problems"])

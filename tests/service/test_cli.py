@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -155,6 +156,12 @@ def test_index_add_list_remove(env, tmp_path):
     assert result.exit_code == 0 and "removed 1 documents" in result.output
     result = runner.invoke(cli, ["index", "remove", "river"])
     assert result.exit_code == 1 and "Error: no document with id 'river'" in result.output
+    runner.invoke(cli, ["index", "add", str(story)])
+    story.write_text("River report\n\nThe river fell again by noon.", encoding="utf-8")
+    runner.invoke(cli, ["index", "add", str(story)])  # replaced: a tombstone in the older segment
+    result = runner.invoke(cli, ["index", "optimize"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^\d+ segments \(\d+ deleted articles\) -> 1 in [\d.]+ s; \d+ documents", result.output)
 
 
 def test_index_add_bad_file_is_refused(env, tmp_path):

@@ -105,10 +105,11 @@ def _check_consistent(service) -> set[str]:
             assert off == 0
         assert snap.manifest.n_chunks == len(rowids)
         return {doc_id for doc_id, _, _ in spans.values()}
-    assert set(snap.lexical.rowids.tolist()) == rowids
-    assert snap.index.ntotal == len(rowids)
-    for rowid in rowids:
-        snap.index.reconstruct(rowid)  # raises if FAISS lacks it
+    assert set(snap.lexical.live_rowids.tolist()) == rowids
+    assert sum(v.segment.index.ntotal - len(v.dead_rowids) for v in snap.views) == len(rowids)
+    for view in snap.views:
+        for rowid in set(view.segment.counts.rowids.tolist()) & rowids:
+            view.segment.index.reconstruct(rowid)  # raises if FAISS lacks it
     return {doc_id for doc_id, _, _ in spans.values()}
 
 

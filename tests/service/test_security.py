@@ -169,7 +169,7 @@ def test_hostile_uploads_are_refused_or_cleaned(secured):
     assert "tram depot" in text and "alert" not in text and "steal" not in text
 
 
-def test_readyz_metrics_and_request_ids(client):
+def test_readyz_metrics_and_request_ids(client, request):
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready" and ready.json()["documents"] >= 2
     client.post("/v1/ask", json={"question": "What is the capital of France?"})  # abstains
@@ -184,6 +184,10 @@ def test_readyz_metrics_and_request_ids(client):
     assert 'newsroomqa_answers_total{outcome="answered"}' in text
     assert 'newsroomqa_http_requests_total{method="POST",route="/v1/ask",status="200"}' in text
     assert "newsroomqa_http_request_seconds_bucket" in text and "newsroomqa_documents " in text
+    segments = next(line for line in text.splitlines() if line.startswith("newsroomqa_segments "))
+    if request.node.name.endswith("[faiss]"):  # the data directory's segments (PostgreSQL has none)
+        assert float(segments.split()[1]) >= 1
+    assert "newsroomqa_segment_merge_seconds " in text and "newsroomqa_deleted_documents " in text
 
 
 def test_json_log_lines_carry_the_request_id(capsys):
