@@ -417,8 +417,19 @@ class Store:
             if manifest.format_version == 1 and manifest.model_id == self.model_id:
                 name, manifest = self._upgrade(name)
             self._check_manifest(manifest)
-            snap = Snapshot(path=self.data_dir / name, manifest=manifest, views=self._views(manifest),
-                            bm25_k1=self.bm25_k1, bm25_b=self.bm25_b)
+            try:
+                views = self._views(manifest)
+            except DataDirError:
+                # Another process published twice and collected this generation's segments between our reading
+                # CURRENT and opening them: the generation it points at now is complete.
+                newer = self._read_current()
+                if newer is None or newer == name:
+                    raise
+                name, manifest = newer, self._read_manifest(newer)
+                self._check_manifest(manifest)
+                views = self._views(manifest)
+            snap = Snapshot(path=self.data_dir / name, manifest=manifest, views=views, bm25_k1=self.bm25_k1,
+                            bm25_b=self.bm25_b)
             live = {ref.name for ref in manifest.segments}
             for old in set(self._segments) - live:  # still open in snapshots that hold them; closed with them
                 del self._segments[old]
