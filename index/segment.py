@@ -35,9 +35,10 @@ from pydantic import BaseModel, Field
 
 from index import ann
 from index.checksum import sha256_file
-from index.lexical import TermCounts, tokenize
+from index.lexical import tokenize
 from index.mapped import advise_random, advise_random_file
 from index.models import Chunk, Document, Sentence
+from index.term_counts import TermCounts
 
 __all__ = ["Segment", "SegmentInfo", "SegmentView", "build_segment", "fsync_path", "merge_segments",
            "new_segment_name"]

@@ -20,10 +20,10 @@ from pydantic import BaseModel, ValidationError
 
 from index.ann import ivf_ids, stored_vectors
 from index.checksum import sha256_file
-from index.lexical import TermCounts
 from index.models import Manifest
 from index.segment import SegmentInfo, fsync_path
 from index.store import _GEN, Store
+from index.term_counts import TermCounts
 
 __all__ = ["VerifyReport", "repair", "verify", "verify_generation"]
 
