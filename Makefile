@@ -33,7 +33,7 @@ browser:
 test: install browser
 	$(PY) -m pytest
 
-# Figures for the README (needs ../shared/data): retrieval, reader, and the load check. Run on an idle machine.
+# Figures for docs/ (needs ../shared/data): retrieval, reader, and the load check. Run on an idle machine.
 bench: install
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/perf.py

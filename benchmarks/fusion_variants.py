@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def load(name: str, data: Path) -> tuple[Any, str]:
-    from service.eval_retrieval import load_beir, load_cranfield, load_squad_retrieval
+    from service.evaluation.retrieval import load_beir, load_cranfield, load_squad_retrieval
 
     if name == "scifact-train":
         return load_beir(data / "beir_scifact", "train"), "scifact"
@@ -60,7 +60,7 @@ def zscore(x: np.ndarray) -> np.ndarray:
 
 def word_pairs(text: str) -> list[str]:
     """Adjacent content words (stopwords dropped, stemmed) as one token each: a proximity signal for BM25."""
-    from index.lexical import tokenize
+    from index.tokens import tokenize
 
     tokens = tokenize(text)
     return [f"{a}_{b}" for a, b in itertools.pairwise(tokens)]
@@ -80,7 +80,7 @@ def word_pair_scores(snap: Any, spans: dict[int, tuple[str, int, int]], rowids: 
     scores of the query's words and of its pairs, kept apart so any pair weight can be mixed in later)."""
     import bm25s
 
-    from index.lexical import tokenize
+    from index.tokens import tokenize
 
     ids = sorted(set(doc_of.tolist()))
     texts = {d: snap.document(d).text for d in ids}
@@ -134,8 +134,8 @@ def main() -> None:
     import ir_measures
     from ir_measures import R, nDCG
 
-    from index.embedding import Embedder
-    from index.store import Snapshot
+    from index.embedding.embedder import Embedder
+    from index.local.store import Snapshot
     from service.settings import Settings
 
     collection, folder = load(args.collection, args.data)
@@ -214,7 +214,7 @@ def main() -> None:
 
         import bm25s
 
-        from index.lexical import tokenize
+        from index.tokens import tokenize
 
         key = (method, delta, chunks_too)
         if key not in bm25_variants:

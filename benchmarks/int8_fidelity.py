@@ -2,7 +2,8 @@
 
     python benchmarks/int8_fidelity.py [VARIANT ...]     # default, ffn-out, ffn-out:0, ffn-out:0,1,2, last-layer
 
-Quantizes the bulk engine's model (``index.batch_encoder``, OpenVINO + NNCF, as shipped) on 300 BBC chunks, with
+Quantizes the bulk engine's model (``index.embedding.batch_encoder``, OpenVINO + NNCF, as shipped) on 300 BBC
+chunks, with
 the named matrix products left out of quantization (NNCF's ignored scope), and prints each variant's cosine to the
 fp32 PyTorch vectors on 600 other BBC chunks (mean, 1st percentile, worst) and its throughput. Variants:
 ``default`` (what ships), ``ffn-out[:LAYERS]`` (the feed-forward output products of those layers, all if none
@@ -57,9 +58,9 @@ def main() -> None:
     import nncf
     from sentence_transformers import SentenceTransformer
 
-    import index.batch_encoder as be
-    from index.embedding import bundled_model_path
-    from index.query_encoder import OnnxQueryEncoder
+    import index.embedding.batch_encoder as be
+    from index.embedding.embedder import bundled_model_path
+    from index.embedding.query_encoder import OnnxQueryEncoder
 
     texts = bbc_chunks(args.data)
     calibration, held = texts[:300], texts[1000:1600]

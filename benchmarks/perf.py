@@ -50,13 +50,13 @@ from load import free_port  # noqa: E402
 from memcap import MemoryCap, evict_from_cache, make_cap  # noqa: E402
 
 from index import ann  # noqa: E402
-from index.chunking import chunk_document  # noqa: E402
-from index.embedding import Embedder  # noqa: E402
+from index.embedding.embedder import Embedder  # noqa: E402
 from index.errors import ModelUnavailable  # noqa: E402
+from index.local.store import DocumentWrite, Store  # noqa: E402
 from index.models import Chunk, Document, DocumentIn, Sentence  # noqa: E402
-from index.store import DocumentWrite, Store  # noqa: E402
+from index.pipeline.chunking import chunk_document  # noqa: E402
+from service.answering.qa import QAService  # noqa: E402
 from service.malloc import trim_heap  # noqa: E402
-from service.qa import QAService  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / ".cache"
@@ -196,8 +196,9 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q)) if values else float("nan")
 
 
-# The other batch engines (BATCH_BACKEND), measured beside the configured pipeline (index/batch_encoder.py), int8
-# too where `auto` does not try it (no int8 dot products), so every run shows what the choice was between.
+# The other batch engines (BATCH_BACKEND), measured beside the configured pipeline
+# (index/embedding/batch_encoder.py), int8 too where `auto` does not try it (no int8 dot products), so every run
+# shows what the choice was between.
 BATCH_ENGINES = ("torch", "openvino", "openvino-int8")
 
 def throughput(service: QAService, articles: list[DocumentIn], sample: int, haystack: bool,

@@ -5,7 +5,7 @@
 Embeds the same real BBC chunks with: the fp32 model (baseline), PyTorch dynamic int8 (per-tensor and
 per-channel weights), and ONNX Runtime (fp32, and dynamic int8 with per-channel weights). Prints chunks/s, the
 ratio to fp32 and the cosine of each vector to its fp32 vector (mean and worst). The project ships the int8
-options only if they are fast and faithful; see the README's "Performance" section for the verdict.
+options only if they are fast and faithful; see docs/performance.md for the verdict.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def main() -> None:
     from torch.ao.quantization import per_channel_dynamic_qconfig
     from torch.ao.quantization import quantize_dynamic as torch_quantize
 
-    from index.embedding import bundled_model_path
-    from index.query_encoder import OnnxQueryEncoder
+    from index.embedding.embedder import bundled_model_path
+    from index.embedding.query_encoder import OnnxQueryEncoder
 
     texts = chunks(args.data, args.chunks)
     path = str(bundled_model_path())

@@ -28,4 +28,4 @@ for reader in $READERS; do
             --figures-only --report "$OUT/reader-wiki20-open-calibrated-open-$reader.json"
     fi
 done
-"${PY:-.venv/bin/python}" -m service.eval_reader "$OUT"/reader-*.json | tee benchmarks/READER-RESULTS.md
+"${PY:-.venv/bin/python}" -m service.evaluation.reader "$OUT"/reader-*.json | tee benchmarks/READER-RESULTS.md

@@ -56,7 +56,7 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from benchmarks.quantization import chunks  # the same real chunks as the int8 comparison
-    from index.embedding import bundled_model_path
+    from index.embedding.embedder import bundled_model_path
 
     texts = chunks(args.data, args.chunks)
     model = SentenceTransformer(str(bundled_model_path()), device="cpu")

@@ -40,11 +40,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import perf  # noqa: E402
 
-from index.distributed import PipelineSpec, cluster_client, ingest, prepare_workers  # noqa: E402
-from index.pg_local import LocalPostgres  # noqa: E402
-from index.pg_store import PgStore  # noqa: E402
-from index.store import DocumentWrite  # noqa: E402
-from service.qa import QAService  # noqa: E402
+from index.models import DocumentWrite  # noqa: E402
+from index.pipeline.distributed import PipelineSpec, cluster_client, ingest, prepare_workers  # noqa: E402
+from index.postgres.local_server import LocalPostgres  # noqa: E402
+from index.postgres.store import PgStore  # noqa: E402
+from service.answering.qa import QAService  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 

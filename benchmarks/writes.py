@@ -58,8 +58,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "394efd3"
 CODES = ("today", "segmented")  # today: commit BASELINE; segmented: the working tree
 # What add-one runs besides the store: these should be the same code in both trees (the report says if not).
-PIPELINE_FILES = ("index/embedding.py", "index/batch_encoder.py", "index/query_encoder.py", "index/indexer.py",
-                  "index/chunking.py", "index/cleaning.py", "index/sentences.py", "index/models.py")
+PIPELINE_FILES = ("index/embedding/embedder.py", "index/embedding/batch_encoder.py",
+                  "index/embedding/query_encoder.py", "index/pipeline/indexer.py", "index/pipeline/chunking.py",
+                  "index/pipeline/cleaning.py", "index/pipeline/sentences.py", "index/models.py")
 
 
 # --- which code ----------------------------------------------------------------------------------------------
@@ -67,7 +68,7 @@ def bind_code(src: Path) -> None:
     """Import ``index`` and ``service`` from ``src`` before anything else does, then make perf.py importable.
 
     Once the packages are imported their submodules load from ``src`` whatever ``sys.path`` says later (perf.py puts
-    the working tree first when it is imported), so ``import index.store`` is that tree's store.
+    the working tree first when it is imported), so ``import index.local.store`` is that tree's store.
     """
     sys.path.insert(0, str(src))
     for name in ("index", "service"):
@@ -124,8 +125,8 @@ def settings_for(data_dir: Path, work: Path) -> Any:
 def open_service(data_dir: Path, work: Path, merges: str | None) -> Any:
     """``QAService.from_settings`` on an existing data dir; with ``merges`` (segmented store only) its store is
     opened again with that merge policy, with the service's other store settings."""
-    from index.store import Store
-    from service.qa import QAService
+    from index.local.store import Store
+    from service.answering.qa import QAService
 
     service = QAService.from_settings(settings_for(data_dir, work), seed_if_empty=False)
     if merges and "merges" in inspect.signature(Store).parameters:
@@ -139,7 +140,7 @@ def open_service(data_dir: Path, work: Path, merges: str | None) -> Any:
 
 def merge_policy(store: Any) -> str:
     """The merge policy a store runs with ("n/a" for today's store)."""
-    from index.store import Store
+    from index.local.store import Store
 
     for name in ("merges", "_merges"):
         if isinstance(getattr(store, name, None), str):
@@ -212,7 +213,7 @@ def corpus(job: dict[str, Any], size: int) -> Corpus:
     """perf.py's corpus of ``size`` chunks: real articles first, then synthetic ones."""
     from perf import load_articles, real_corpus, synthetic, take
 
-    from service.qa import QAService
+    from service.answering.qa import QAService
 
     data, work = Path(job["data"]), Path(job["work"])
     articles = load_articles(data)
@@ -243,7 +244,7 @@ def writes_child(job: dict[str, Any]) -> dict[str, Any]:
     """One (code, size): build the archive, then time single-article adds (embedding included) and deletes."""
     from tqdm import tqdm
 
-    import index.store
+    import index.local.store
     from index.errors import InvalidInput
 
     code, size, work = job["code"], int(job["size"]), Path(job["work"])
@@ -253,16 +254,16 @@ def writes_child(job: dict[str, Any]) -> dict[str, Any]:
     c_model = c.model_id
     del c
     data_dir = work / f"{code}-{size}"
-    print(f"{tag} store {index.store.__file__}; building {len(vectors):,} chunks ({n_real:,} real, "
+    print(f"{tag} store {index.local.store.__file__}; building {len(vectors):,} chunks ({n_real:,} real, "
           f"{len(analysed):,} articles) in one write", flush=True)
-    row: dict[str, Any] = {"code": code, "store_module": index.store.__file__, "size": size, "chunks": len(vectors),
-                           "real_chunks": n_real, "documents": len(analysed),
+    row: dict[str, Any] = {"code": code, "store_module": index.local.store.__file__, "size": size,
+                           "chunks": len(vectors), "real_chunks": n_real, "documents": len(analysed),
                            "build_s": build(data_dir, analysed, vectors, c_model)}
     print(f"{tag} built in {row['build_s']:.1f} s", flush=True)
     if size <= job.get("bulk_max", 0):
         # Bulk ingestion as `index add` writes it: one atomic write per 256 articles (vectors already computed, so
         # this is the store's share). Today's store copies the archive at every batch; the segmented one merges.
-        from index.store import DocumentWrite, Store
+        from index.local.store import DocumentWrite, Store
 
         bulk_dir = work / f"{code}-{size}-bulk"
         shutil.rmtree(bulk_dir, ignore_errors=True)
@@ -342,7 +343,7 @@ def churn_articles(real: Any, real_vectors: np.ndarray, n: int, seed: int) -> tu
     """``n`` synthetic articles (perf.py's ``synthetic``) with ids of their own (``churn-N``), and their vectors."""
     from perf import synthetic
 
-    from index.chunking import chunk_document
+    from index.pipeline.chunking import chunk_document
 
     want = 4 * n
     while True:
@@ -363,7 +364,7 @@ class Probe:
 
     def __init__(self, service: Any, queries: list[str], query_vectors: np.ndarray, live_ids: list[str],
                  live_vectors: np.ndarray, rounds: int, top_k: int = 10) -> None:
-        from index import ann
+        from index.local import ann
 
         self.service, self.queries, self.query_vectors = service, queries, query_vectors
         self.rounds, self.top_k = rounds, top_k
@@ -410,7 +411,7 @@ class Probe:
         its true score reaches the exact 10th), its p50 ms, and the store's segments."""
         from perf import pct
 
-        from index import ann
+        from index.local import ann
 
         snap = store.snapshot()
         hits, unresolved, dense_ms = 0.0, 0, []
@@ -438,8 +439,8 @@ def churn_child(job: dict[str, Any]) -> dict[str, Any]:
     from perf import questions
     from tqdm import tqdm
 
-    import index.store
-    from index.store import DocumentWrite, Store
+    import index.local.store
+    from index.local.store import DocumentWrite, Store
 
     size, work = int(job["size"]), Path(job["work"])
     c = corpus(job, size)
@@ -447,9 +448,9 @@ def churn_child(job: dict[str, Any]) -> dict[str, Any]:
     extra, extra_vectors = churn_articles(c.real, c.real_vectors, job["churn_adds"], seed=job["seed"] + 1)
     del c
     data_dir = work / f"churn-{size}"
-    print(f"[churn] store {index.store.__file__}; building {len(vectors):,} chunks ({n_real:,} real) in one write",
-          flush=True)
-    out: dict[str, Any] = {"code": job["code"], "store_module": index.store.__file__, "size": size,
+    print(f"[churn] store {index.local.store.__file__}; building {len(vectors):,} chunks ({n_real:,} real) in one "
+          "write", flush=True)
+    out: dict[str, Any] = {"code": job["code"], "store_module": index.local.store.__file__, "size": size,
                            "chunks": len(vectors), "real_chunks": n_real,
                            "build_s": build(data_dir, analysed, vectors, model_id)}
     service = open_service(data_dir, work, job.get("merges"))

@@ -1,5 +1,5 @@
-"""What the service needs of an archive, whichever backend holds it: a data directory (``index.store``) or
-PostgreSQL (``index.pg_store``). Both satisfy these protocols; the service is written against them only."""
+"""What the service needs of an archive, whichever backend holds it: a data directory (``index.local.store``) or
+PostgreSQL (``index.postgres.store``). Both satisfy these protocols; the service is written against them only."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from typing import Protocol
 
 import numpy as np
 
-from index.models import Document, Manifest, Sentence
+from index.models import Document, DocumentWrite, Manifest, Sentence
 from index.retrieval import SearchSnapshot
-from index.store import DocumentWrite
 
 __all__ = ["Archive", "ArchiveSnapshot"]
 

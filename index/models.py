@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["AddedDocument", "Chunk", "Document", "DocumentIn", "Filters", "Manifest", "Passage", "SegmentRef",
-           "Sentence", "SignalScores", "SourceRef"]
+__all__ = ["AddedDocument", "Chunk", "Document", "DocumentIn", "DocumentWrite", "Filters", "Manifest", "Passage",
+           "SegmentRef", "Sentence", "SignalScores", "SourceRef"]
 
 # Ids end up in URLs, file names and log lines, so they are kept to a safe, readable alphabet.
 DOC_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -159,3 +161,13 @@ class AddedDocument(BaseModel):
     chunks: int
     replaced: bool
     unchanged: bool = False  # already stored exactly so: not embedded or written again
+
+
+@dataclass
+class DocumentWrite:
+    """One document to store, with everything derived from it at index time."""
+
+    document: Document
+    sentences: list[Sentence]
+    chunks: list[Chunk]
+    vectors: np.ndarray  # shape: (len(chunks), dimension), unit length

@@ -31,7 +31,7 @@ _SHINGLE_WORD = re.compile(r"\w+")
 
 
 class LexicalSide(Protocol):
-    """One query's lexical scores (``index.store.LexicalQuery``, ``index.pg_store.PgLexicalQuery``)."""
+    """One query's lexical scores (``index.local.store.LexicalQuery``, ``index.postgres.store.PgLexicalQuery``)."""
 
     def search(self, top_k: int, allowed: Any = None) -> list[tuple[int, float]]: ...
 

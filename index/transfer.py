@@ -18,8 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from index.archive import Archive, ArchiveSnapshot
 from index.errors import InvalidInput, ModelMismatch
-from index.models import Chunk, Document, Sentence
-from index.store import DocumentWrite
+from index.models import Chunk, Document, DocumentWrite, Sentence
 
 __all__ = ["FORMAT", "ExportHeader", "export_archive", "import_archive"]
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from index.models import DocumentIn, Filters
-from service.chat import ChatService
-from service.conversations import ConversationStore
-from service.database import open_database
-from service.feedback import FeedbackStore
-from service.followup import FollowupResolver, load_followup_rules
-from service.qa import QAService
+from service.answering.qa import QAService
+from service.conversation.chat import ChatService
+from service.conversation.conversations import ConversationStore
+from service.conversation.database import open_database
+from service.conversation.feedback import FeedbackStore
+from service.conversation.followup import FollowupResolver, load_followup_rules
 from service.schemas import (
     AddDocumentsResponse,
     AnswerResponse,

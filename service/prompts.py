@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
-from index.cleaning import DebrisRules, load_debris_rules
 from index.errors import QAError
+from index.pipeline.cleaning import DebrisRules, load_debris_rules
 
 __all__ = ["Prompts", "QuestionType", "load_prompts", "load_toml"]
 

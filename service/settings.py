@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from index.embedding import BUNDLED_MODEL
+from index.embedding.embedder import BUNDLED_MODEL
 
 __all__ = ["REPO_ROOT", "Settings", "default_data_dir"]
 
@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(default=32, ge=1, le=1024)
     embedding_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where it measurably beats fp32 here
     query_backend: Literal["auto", "torch", "onnx"] = "auto"  # single queries via ONNX Runtime when it matches
-    # what embeds ingestion batches; auto: bulk batches (>= 300 texts) on the engine timed fastest here (README)
+    # what embeds ingestion batches; auto: bulk batches (>= 300 texts) on the engine timed fastest here
+    # (docs/performance.md)
     batch_backend: Literal["auto", "torch", "openvino", "openvino-int8"] = "auto"
     cache_dir: Path | None = None  # derived files (ONNX export, int8 model); default ~/.cache/newsroom-qa
     query_cache_size: int = Field(default=1024, ge=0, le=1_000_000)  # recent query vectors kept (0 = off)
@@ -49,7 +50,7 @@ class Settings(BaseSettings):
     ann_target_recall: float = Field(default=0.98, gt=0.0, le=1.0)  # recall@10 vs exact the IVF index is tuned to
     ann_refine_min: int = Field(default=200_000, ge=0)  # IVF from here: 4-bit candidates re-ranked by fp16 codes
     ann_min_probe_fraction: float = Field(default=0.375, ge=0.0, le=1.0)  # least share of IVF lists a query probes
-    # When segments are merged after a write (index/store.py): before the command returns (CLI), or in a thread of
+    # When segments are merged after a write (index/local/store.py): before the command returns (CLI), or in a thread of
     # the service so a write returns once its batch is searchable (serve and slack default to background).
     segment_merges: Literal["inline", "background", "off"] = "inline"
     merge_segments_per_tier: int = Field(default=10, ge=2)  # segments of one size tier merged into one
@@ -81,9 +82,10 @@ class Settings(BaseSettings):
     reader_max_length: int = Field(default=384, ge=32, le=4096)  # tokens per window the reader reads
     # Which of the reader's calibrations maps its scores to confidence: "open", refitted over an archive (several
     # passages, most without the answer: abstains far more often on questions the archive does not answer, and on
-    # some it does; README "Abstention over an archive"), or "gold", fitted with the answer's paragraph given.
+    # some it does; docs/reader-quality.md, "Abstention over an archive"), or "gold", fitted with the answer's
+    # paragraph given.
     reader_calibration: Literal["open", "gold"] = "gold"
-    # what runs the reader's forward pass; auto: OpenVINO where it loads and matches PyTorch (README, Performance)
+    # what runs the reader's forward pass; auto: OpenVINO where it loads and matches PyTorch (docs/performance.md)
     reader_backend: Literal["auto", "torch", "openvino"] = "auto"
     # Answers whose confidence falls below this are withheld: the service says the archive does not answer.
     # Unset: the trained reader's threshold chosen on its tune split (calibration.json); 0.45 for the heuristic.
@@ -112,7 +114,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)  # 20 MiB per uploaded file
     max_request_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)  # 25 MiB per request body
 
-    # Slack (service/slack_app.py). Read from the unprefixed names Slack's docs use, or NEWSROOM_QA_SLACK_*.
+    # Slack (service/slack/app.py). Read from the unprefixed names Slack's docs use, or NEWSROOM_QA_SLACK_*.
     slack_bot_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "NEWSROOM_QA_SLACK_BOT_TOKEN"),
         description="xoxb-... bot token of the Slack app.")

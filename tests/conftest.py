@@ -15,8 +15,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from index.embedding import Embedder
-from index.sentences import load_nlp
+from index.embedding.embedder import Embedder
+from index.pipeline.sentences import load_nlp
 from service.prompts import Prompts, load_prompts
 from service.settings import REPO_ROOT, Settings
 
@@ -57,7 +57,7 @@ def pg_server(tmp_path_factory) -> Iterator[object]:  # type: ignore[no-untyped-
     import tempfile
 
     from index.errors import DataDirError
-    from index.pg_local import LocalPostgres
+    from index.postgres.local_server import LocalPostgres
 
     # Not under pytest's tmp dir: that is private to this user, and under root the server runs as 'postgres'.
     root = Path(tempfile.mkdtemp(prefix="newsroom-qa-pg-"))
@@ -94,7 +94,7 @@ _READERS: dict[tuple[object, ...], object] = {}
 
 def reader_for(settings: Settings, embedder: Embedder, nlp, prompts: Prompts):  # type: ignore[no-untyped-def]
     """The reader the settings name, loaded once per test session (the trained model takes a second to load)."""
-    from service.readers.factory import build_reader
+    from service.answering.readers.factory import build_reader
 
     key = (settings.reader, settings.reader_model, settings.abstain_below, settings.reader_max_length)
     if key not in _READERS:
@@ -104,10 +104,10 @@ def reader_for(settings: Settings, embedder: Embedder, nlp, prompts: Prompts):  
 
 def build_service(settings: Settings, embedder: Embedder, nlp, prompts: Prompts):  # type: ignore[no-untyped-def]
     """A QAService wired like ``QAService.from_settings`` but reusing the session's loaded models."""
-    from index.indexer import Indexer
-    from service.attribution import Attributor, load_attribution_rules
-    from service.grounding import Grounding, load_grounding_rules
-    from service.qa import QAService, build_store
+    from index.pipeline.indexer import Indexer
+    from service.answering.attribution import Attributor, load_attribution_rules
+    from service.answering.grounding import Grounding, load_grounding_rules
+    from service.answering.qa import QAService, build_store
 
     store = build_store(settings, embedder)
     indexer = Indexer(store, embedder, nlp, prompts.debris, settings.chunk_max_chars,

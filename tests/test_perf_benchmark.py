@@ -151,7 +151,7 @@ def test_haystack_takes_arrays_only_where_lists_cannot_fit(perf):
 @pytest.mark.parametrize("embeddings", ["list", "array"])
 def test_haystack_peer_runs_with_lists_and_with_arrays_and_text_in_meta(perf, tmp_path: Path, embeddings: str):
     pytest.importorskip("haystack", reason="the bench extra (haystack-ai) is not installed")
-    from index.embedding import bundled_model_path
+    from index.embedding.embedder import bundled_model_path
 
     real = [analysed_article(f"r{i}", [f"Sentence {i} of article {i}."]) for i in range(30)]
     vectors = np.random.default_rng(1).normal(size=(30, 384)).astype(np.float32)

@@ -29,7 +29,7 @@ from service.cli import ask as ask_command
 from service.newsroom import Newsroom
 from service.render import flatten
 from service.schemas import AnswerResponse, ChatResponse
-from service.slack_blocks import QUOTE_CHARS, escape
+from service.slack.blocks import QUOTE_CHARS, escape
 from tests.conftest import SEEDS_DIR, LiveServer, build_service, make_settings
 from tests.slack_stub import BOT_USER_ID, SlackStub, replies_in
 from tests.streams import sse

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from index.embedding import bundled_model_path
+from index.embedding.embedder import bundled_model_path
 
 
 def save_tiny_qa_model(path: Path, seed: int = 0) -> Path:

@@ -15,13 +15,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from index.errors import QAError
+from service.answering.qa import QAService
 from service.api.auth import KeyRing
 from service.api.errors import status_for
 from service.api.observability import Metrics
 from service.api.ratelimit import RateLimiter
 from service.api.routes import answers, chat, documents, web
 from service.newsroom import Newsroom
-from service.qa import QAService
 from service.settings import Settings
 
 __all__ = ["create_app"]
@@ -75,7 +75,7 @@ def _mount_slack(app: FastAPI, settings: Settings) -> None:
     from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
     from starlette.concurrency import run_in_threadpool
 
-    from service.slack_app import require_slack_settings
+    from service.slack.app import require_slack_settings
 
     require_slack_settings(settings)  # a half-configured bot fails at start-up, naming what is missing
 
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, service: Newsroom | QAService |
         if newsroom is None:
             app.state.newsroom = Newsroom.from_settings(settings or Settings())
         if any(getattr(r, "path", None) == "/slack/events" for r in app.router.routes):
-            from service.slack_app import build_slack_app
+            from service.slack.app import build_slack_app
 
             app.state.slack = build_slack_app(app.state.newsroom)
         yield

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.answering.qa import QAService
 from service.api.auth import ANONYMOUS, KeyRing, Principal, Scope
 from service.api.ratelimit import RateLimiter
-from service.chat import ChatService
-from service.feedback import FeedbackStore
+from service.conversation.chat import ChatService
+from service.conversation.feedback import FeedbackStore
 from service.newsroom import Newsroom
-from service.qa import QAService
 
 __all__ = ["AdminDep", "ChatDep", "FeedbackDep", "QADep", "ReaderDep", "WriterDep", "require"]
 

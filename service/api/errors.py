@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import status
 
 from index.errors import DataDirError, DocumentNotFound, InvalidInput, ModelUnavailable, QAError, UnsupportedFormat
-from service.conversations import ConversationNotFound
+from service.conversation.conversations import ConversationNotFound
 
 __all__ = ["status_for"]
 

@@ -46,9 +46,9 @@ def ingest(data: Path, log: Path, kill_at: int = 0) -> int:
     """Run the bulk ingestion; SIGKILL this process at the ``kill_at``-th checkpoint. Returns checkpoints passed."""
     import spacy
 
-    from index.cleaning import load_debris_rules
-    from index.indexer import Indexer
-    from index.store import Store
+    from index.local.store import Store
+    from index.pipeline.cleaning import load_debris_rules
+    from index.pipeline.indexer import Indexer
 
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")

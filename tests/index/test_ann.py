@@ -8,10 +8,10 @@ import faiss
 import numpy as np
 import pytest
 
-from index import ann
+from index.local import ann
+from index.local.store import DocumentWrite, Store
+from index.local.verify import verify
 from index.models import Chunk, Document, Filters, Sentence
-from index.store import DocumentWrite, Store
-from index.verify import verify
 
 DIM = 32
 
@@ -128,7 +128,7 @@ def test_stored_vectors_reads_back_what_was_added():
 
 
 def test_mapped_arrays_are_read_at_random(big_store, tmp_path: Path):
-    from index.mapped import advise_random
+    from index.local.mapped import advise_random
 
     snap = big_store[0].snapshot()
     assert advise_random(only(snap).doc_vectors)  # the snapshot's article vectors are memory-mapped
@@ -221,7 +221,7 @@ def test_a_large_filter_on_an_ivf_index_is_searched_in_its_lists():
 
 
 def test_the_faiss_mapping_of_a_snapshot_is_advised_random(big_store):
-    from index.mapped import advise_random_file
+    from index.local.mapped import advise_random_file
 
     snap = big_store[0].snapshot()
     assert advise_random_file(only(snap).path / "index.faiss") >= 1  # FAISS mapped it, and the advice was taken

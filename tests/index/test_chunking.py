@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 
-from index.chunking import chunk_document
-from index.cleaning import clean_text
 from index.models import Sentence
-from index.sentences import split_sentences
+from index.pipeline.chunking import chunk_document
+from index.pipeline.cleaning import clean_text
+from index.pipeline.sentences import split_sentences
 from tests.conftest import FIXTURE_ARTICLES
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from index.cleaning import clean_text
+from index.pipeline.cleaning import clean_text
 from tests.conftest import FIXTURE_ARTICLES, SEEDS_DIR
 
 RAW = (FIXTURE_ARTICLES / "001_harbour-report.txt").read_text(encoding="utf-8")

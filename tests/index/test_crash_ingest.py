@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from index.store import Store
-from index.verify import verify
+from index.local.store import Store
+from index.local.verify import verify
 from tests.index.crash_child import BATCH, DIM, MODEL, N_DOCS, ingest
 
 CHILD = Path(__file__).with_name("crash_child.py")

@@ -7,18 +7,20 @@ import sys
 import numpy as np
 import pytest
 
-from index import batch_encoder, embedding, engine_choice
-from index.batch_encoder import REQUEST_BATCH, REQUEST_PAD_TO_MULTIPLE
-from index.embedding import (
+from index.embedding.batch_encoder import REQUEST_BATCH, REQUEST_PAD_TO_MULTIPLE
+from index.embedding.embedder import (
     BULK_TEXTS,
     BUNDLED_MODEL,
     PAD_TO_MULTIPLE,
     Embedder,
+    batch_encoder,
     bf16_is_faster,
     bundled_model_path,
+    engine_choice,
     resolve_precision,
 )
-from index.engine_choice import choose_batch_engine, int8_flags_in, measure_speeds
+from index.embedding.embedder import embedder as embedding
+from index.embedding.engine_choice import choose_batch_engine, int8_flags_in, measure_speeds
 from index.errors import ModelUnavailable
 from tests.conftest import sharing_embedder
 
@@ -144,7 +146,7 @@ def test_a_model_that_cannot_pad_batches_is_named_in_a_warning(caplog):
     class PlainModule:  # a first module without sentence-transformers 6's processing_kwargs
         pass
 
-    with caplog.at_level("WARNING", logger="index.embedding"):
+    with caplog.at_level("WARNING", logger="index.embedding.embedder"):
         Embedder._pad_batches([PlainModule()])  # type: ignore[arg-type]
     assert "cannot pad batches to a multiple of 32 tokens" in caplog.text
 
@@ -315,7 +317,7 @@ def test_without_openvino_batches_fall_back_to_pytorch_or_fail_clearly(embedder,
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
     monkeypatch.setattr(embedding, "cpu_has_fast_int8", lambda: True)  # int8 would be tried first
     auto = sharing_embedder(embedder, batch_backend="auto")
-    with caplog.at_level("INFO", logger="index.embedding"):
+    with caplog.at_level("INFO", logger="index.embedding.embedder"):
         assert auto.embed(bulk()).shape == (BULK_TEXTS, 384)
     assert auto.last_batch_engine == "torch"
     assert caplog.text.count("openvino is not installed") == 1  # said once, not once per OpenVINO engine
@@ -350,7 +352,7 @@ def test_without_nncf_auto_times_openvino_in_the_model_precision(embedder, monke
 
 
 def test_the_batch_backend_setting_reaches_the_embedder(monkeypatch):
-    from service.qa import build_embedder
+    from service.answering.qa import build_embedder
     from service.settings import Settings
 
     assert build_embedder(Settings()).batch_backend == "auto"

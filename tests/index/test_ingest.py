@@ -7,7 +7,7 @@ import json
 import pytest
 
 from index.errors import InvalidInput, UnsupportedFormat
-from index.ingest import iter_paths, load_path, parse_file
+from index.pipeline.ingest import iter_paths, load_path, parse_file
 from tests.conftest import FIXTURE_ARTICLES
 
 

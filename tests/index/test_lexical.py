@@ -7,7 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from index.lexical import LexicalIndex, tokenize
+from index.local.lexical import LexicalIndex
+from index.tokens import tokenize
 
 TEXTS = ["The Saydnaya military prison lies north of Damascus.",
          "Weather reports for Damascus and Aleppo.",

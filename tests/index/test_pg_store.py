@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from index.errors import DataDirError, DocumentNotFound, ModelMismatch
-from index.lexical import term_counts
+from index.local.store import DocumentWrite, Store
 from index.models import Chunk, Document, Filters, Sentence
-from index.pg_store import PgStore
-from index.store import DocumentWrite, Store
+from index.postgres.store import PgStore
+from index.tokens import term_counts
 
 pytest.importorskip("psycopg")
 
@@ -219,7 +219,7 @@ def test_a_lost_database_is_a_clear_error_and_the_service_says_503(tmp_path, emb
 
     import httpx
 
-    from index.pg_local import LocalPostgres
+    from index.postgres.local_server import LocalPostgres
     from tests.conftest import LiveServer, build_service, make_settings
 
     root = Path(tempfile.mkdtemp(prefix="newsroom-qa-lost-"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index.embedding import Embedder
+from index.embedding.embedder import Embedder
 from index.errors import ModelUnavailable
 
 QUERIES = ["Who doubted the pipeline claim?", "Saydnaya", "How many barrels a week were emptied into the water "
@@ -52,7 +52,7 @@ def test_torch_backend_and_auto_fallback(tmp_path, monkeypatch):
     torch_only = Embedder(query_backend="torch", cache_dir=tmp_path)
     torch_only.warm_up()
     assert torch_only.query_engine == "torch" and not (tmp_path / "onnx").exists()
-    import index.query_encoder as qe
+    import index.embedding.query_encoder as qe
 
     monkeypatch.setattr(qe, "MIN_COSINE", 1.01)  # no export can pass: auto falls back, onnx refuses
     fallback = Embedder(query_backend="auto", cache_dir=tmp_path)

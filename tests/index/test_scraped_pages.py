@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from index.cleaning import clean_text, headline
-from index.indexer import DocumentPipeline
-from index.ingest import load_path
-from index.sentences import split_sentences
+from index.pipeline.cleaning import clean_text, headline
+from index.pipeline.indexer import DocumentPipeline
+from index.pipeline.ingest import load_path
+from index.pipeline.sentences import split_sentences
 
 PAGE = Path(__file__).resolve().parents[1] / "fixtures" / "scraped" / "001_kellmoor-dam.txt"
 HEADLINE = "Kellmoor Dam Inspectors Find Cracks In Spillway, Repairs Ordered"

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from index.errors import DocumentNotFound
+from index.local.store import DocumentWrite, LexicalQuery, MergePolicy, Snapshot, Store
+from index.local.verify import verify
 from index.models import Chunk, Document, Sentence
-from index.store import DocumentWrite, LexicalQuery, MergePolicy, Snapshot, Store
-from index.verify import verify
 from tests.index.test_store import DIM, assert_consistent, make_write
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "articles"
@@ -184,7 +184,7 @@ def test_background_merges_run_beside_writes_and_searches(tmp_path):
 MERGER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {root!r})
-    from index.store import Store
+    from index.local.store import Store
     store = Store(__import__("pathlib").Path({data!r}), "m", 8, merges="off")
     def checkpoint(step):
         if step == {kill_at!r}:

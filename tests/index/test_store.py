@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from index.errors import DataDirError, DocumentNotFound, ModelMismatch
+from index.local.store import DocumentWrite, Store
 from index.models import Chunk, Document, Filters, Sentence
-from index.store import DocumentWrite, Store
 
 DIM = 8
 
@@ -113,7 +113,7 @@ WRITER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {root!r})
     from tests.index.test_store import make_write
-    from index.store import Store
+    from index.local.store import Store
     store = Store(__import__("pathlib").Path({data!r}), "m", 8)
     kill_at = {kill_at!r}
     if kill_at:
@@ -173,7 +173,7 @@ def test_concurrent_writers_are_serialized(tmp_path):
     """Threads of one process and a second Store on the same directory write at once: every write lands."""
     import threading
 
-    from index.verify import verify
+    from index.local.verify import verify
 
     stores = [Store(tmp_path, "m", DIM), Store(tmp_path, "m", DIM)]  # as two processes would: separate objects
     errors: list[BaseException] = []

@@ -7,8 +7,8 @@ import sqlite3
 import numpy as np
 from click.testing import CliRunner
 
-from index.store import Store
-from index.verify import repair, verify
+from index.local.store import Store
+from index.local.verify import repair, verify
 from service.cli import cli
 from tests.index.test_store import DIM, make_write
 

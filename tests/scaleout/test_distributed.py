@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from index.indexer import Indexer
-from index.ingest import iter_paths, load_path
+from index.local.store import Store
 from index.models import DocumentIn
-from index.store import Store
+from index.pipeline.indexer import Indexer
+from index.pipeline.ingest import iter_paths, load_path
 from service.cli import cli
 from tests.conftest import FIXTURE_ARTICLES, make_settings
 from tests.scaleout.test_transfer import contents
@@ -33,8 +33,8 @@ def test_two_workers_index_like_one_process_and_a_rerun_skips_what_is_stored(tmp
                                                                              prompts):
     from distributed import get_task_stream
 
-    from index.distributed import PipelineSpec, cluster_client, ingest
-    from index.pg_store import PgStore
+    from index.pipeline.distributed import PipelineSpec, cluster_client, ingest
+    from index.postgres.store import PgStore
 
     settings = make_settings(tmp_path)
     spec = PipelineSpec(embedding_model=settings.embedding_model, debris=prompts.debris)

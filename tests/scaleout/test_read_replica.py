@@ -15,8 +15,8 @@ psycopg = pytest.importorskip("psycopg")
 
 
 def test_reads_go_to_the_replica_which_follows_the_primary_and_refuses_writes(pg_server, pg_dsn):
-    from index.pg_local import LocalPostgres
-    from index.pg_store import PgStore
+    from index.postgres.local_server import LocalPostgres
+    from index.postgres.store import PgStore
 
     root = Path(tempfile.mkdtemp(prefix="newsroom-qa-replica-"))
     replica = LocalPostgres.start(root, replica_of=pg_server)

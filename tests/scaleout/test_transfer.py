@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from index.errors import InvalidInput, ModelMismatch
-from index.pg_store import PgStore
-from index.store import Store
+from index.local.store import Store
+from index.postgres.store import PgStore
 from index.transfer import export_archive, import_archive
 from tests.index.test_pg_store import DIM, corpus
 

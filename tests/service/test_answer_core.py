@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.answer_core import AnswerCore
+from service.answering.answer_core import AnswerCore
 
 URGED = "The minister urged the council to publish every report within a week to restore trust in the board."
 ASKED = "Residents asked the mayor to close the old bridge and open a ferry service until repairs are done."

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from index.embedding import Embedder
+from index.embedding.embedder import Embedder
 from tests.conftest import API_KEY, LiveServer, build_service, make_settings, sharing_embedder
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from index.errors import InvalidInput, ModelUnavailable
 from service.cli import cli
-from service.conversations import ConversationNotFound
+from service.conversation.conversations import ConversationNotFound
 from service.newsroom import Newsroom
 from service.schemas import ChatResponse
 from tests.conftest import API_KEY, LiveServer

@@ -55,7 +55,7 @@ def test_smart_layout_numbers_articles_by_position(tmp_path):
 
 
 def test_time_articles_are_one_paragraph_whatever_their_double_spaced_lines(tmp_path):
-    from service.eval_retrieval import load_time
+    from service.evaluation.retrieval import load_time
 
     time = tmp_path / "time"
     time.mkdir()
@@ -83,7 +83,7 @@ def test_cranfield_layout_maps_queries_by_position_and_inverts_grades(tmp_path):
     assert "cranfield: 3 documents, 2 queries (document level)" in result.output
     from pathlib import Path
 
-    from service.eval_retrieval import load_cranfield
+    from service.evaluation.retrieval import load_cranfield
 
     collection = load_cranfield(Path(cran))
     assert collection.queries["1"] == "sludge dumped into the estuary ."
@@ -139,7 +139,7 @@ def test_a_damaged_judgment_file_is_refused_with_its_path(tmp_path):
 
 
 def test_beir_ids_in_angle_brackets_become_document_ids(tmp_path):
-    from service.eval_retrieval import load_beir
+    from service.evaluation.retrieval import load_beir
 
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.followup import FollowupResolver, FollowupRules, PriorTurn, load_followup_rules
+from service.conversation.followup import FollowupResolver, FollowupRules, PriorTurn, load_followup_rules
 from service.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration

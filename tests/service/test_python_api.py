@@ -1,4 +1,4 @@
-"""The embeddable Python API: ``Newsroom.open`` and the README's example, for real."""
+"""The embeddable Python API: ``Newsroom.open`` and the example of docs/cli-and-python.md, for real."""
 
 from __future__ import annotations
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from index.embedding import bundled_model_path
-from service.readers.openvino_logits import REFERENCE_FILE
-from service.readers.span_model import RecordedTokenizer, SpanModel, _tokenization, _tokenizer_settings
+from index.embedding.embedder import bundled_model_path
+from service.answering.readers.openvino_logits import REFERENCE_FILE
+from service.answering.readers.span_model import RecordedTokenizer, SpanModel, _tokenization, _tokenizer_settings
 from tests.tiny_models import save_tiny_qa_model
 
 CONTEXT = ("The Marren Water Trust, whose analyst Tomas Lindqvist has studied the estuary for a decade, doubted the "
@@ -99,7 +99,7 @@ def test_a_recorded_reference_lets_the_reader_start_without_pytorch(tiny_qa_mode
 
 def test_a_start_from_the_record_imports_neither_pytorch_nor_transformers(tiny_qa_model: Path, tmp_path: Path) -> None:
     reader(tiny_qa_model, tmp_path)  # converts and records
-    code = ("import sys; from pathlib import Path; from service.readers.span_model import SpanModel; "
+    code = ("import sys; from pathlib import Path; from service.answering.readers.span_model import SpanModel; "
             f"m = SpanModel(Path({str(tiny_qa_model)!r}), max_length=64, stride=16, precision='fp32', "
             f"backend='openvino', cache_dir=Path({str(tmp_path)!r})); "
             "p = m.predict('Who doubted the pipeline claim?', ['Lindqvist doubted it.'])[0]; "
@@ -177,7 +177,7 @@ def test_a_damaged_cached_model_is_converted_again_not_used(tiny_qa_model: Path,
 def test_recorded_tokenizer_cuts_windows_as_transformers_does() -> None:
     from transformers import AutoTokenizer
 
-    from service.readers.transformer import BUNDLED_READER
+    from service.answering.readers.transformer import BUNDLED_READER
 
     for model_dir in (BUNDLED_READER, bundled_model_path()):
         hf = AutoTokenizer.from_pretrained(str(model_dir))

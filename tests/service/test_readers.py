@@ -12,13 +12,13 @@ import torch
 
 from index.errors import InvalidInput, ModelUnavailable
 from index.models import DocumentIn, Passage
-from service.disagreement import answer_kind, differ
-from service.readers.calibration import Calibration, fit_calibration
-from service.readers.span_model import SpanModel
-from service.readers.squad_data import SquadExample, load_squad, split_of
-from service.readers.squad_metrics import f1_score, normalize_answer, score_prediction
-from service.readers.training import TrainConfig, export_model, train_reader
-from service.readers.transformer import merge_passages
+from service.answering.disagreement import answer_kind, differ
+from service.answering.readers.calibration import Calibration, fit_calibration
+from service.answering.readers.span_model import SpanModel
+from service.answering.readers.squad_data import SquadExample, load_squad, split_of
+from service.answering.readers.squad_metrics import f1_score, normalize_answer, score_prediction
+from service.answering.readers.training import TrainConfig, export_model, train_reader
+from service.answering.readers.transformer import merge_passages
 from tests.conftest import build_service, make_settings
 from tests.tiny_models import save_tiny_qa_model
 
@@ -108,10 +108,10 @@ def test_openvino_reads_windows_like_pytorch_at_the_same_offsets(tiny_qa_model, 
 def test_the_reader_stays_on_pytorch_where_openvino_cannot_run_it(tiny_qa_model, monkeypatch, caplog):
     import sys
 
-    from service.readers import openvino_logits
+    from service.answering.readers import openvino_logits
 
     monkeypatch.setattr(openvino_logits, "MAX_LOGIT_DIFFERENCE", {True: -1.0, False: -1.0})  # no output matches
-    with caplog.at_level("INFO", logger="service.readers.span_model"):
+    with caplog.at_level("INFO", logger="service.answering.readers.span_model"):
         assert SpanModel(tiny_qa_model, max_length=64, backend="auto").backend == "torch"
     assert "OpenVINO's logits differ from PyTorch's" in caplog.text
     with pytest.raises(ModelUnavailable, match="cannot run the reader on OpenVINO: OpenVINO's logits differ"):
@@ -142,7 +142,7 @@ def test_the_converted_reader_is_kept_in_the_cache_and_a_damaged_one_converted_a
 def test_the_reader_is_converted_here_when_the_child_process_cannot(tiny_qa_model, tmp_path, monkeypatch, caplog):
     import sys
 
-    from service.readers.openvino_convert import main
+    from service.answering.readers.openvino_convert import main
 
     assert main([]) == 2  # usage
     assert main([str(tmp_path / "nowhere"), str(tmp_path / "out"), "input_ids"]) == 1  # no model there
@@ -150,7 +150,7 @@ def test_the_reader_is_converted_here_when_the_child_process_cannot(tiny_qa_mode
     question, contexts = "Who doubted the pipeline claim?", [CONTEXT, "Lindqvist doubted it."]
     reference = SpanModel(tiny_qa_model, max_length=64, stride=16, backend="torch", precision="fp32")
     monkeypatch.setattr(sys, "executable", "/bin/false")  # the child exits at once with status 1
-    with caplog.at_level("INFO", logger="service.readers.openvino_logits"):
+    with caplog.at_level("INFO", logger="service.answering.readers.openvino_logits"):
         model = SpanModel(tiny_qa_model, max_length=64, stride=16, backend="openvino", precision="fp32",
                           cache_dir=tmp_path)
     assert model._openvino is not None and model._openvino.converted_by == "this process"
@@ -161,7 +161,7 @@ def test_the_reader_is_converted_here_when_the_child_process_cannot(tiny_qa_mode
 
 
 def test_the_reader_backend_setting_reaches_the_reader(tiny_qa_model, tmp_path):
-    from service.readers.factory import build_reader
+    from service.answering.readers.factory import build_reader
 
     for backend in ("torch", "openvino"):
         settings = make_settings(tmp_path, reader="transformers", reader_model=str(tiny_qa_model),
@@ -197,7 +197,7 @@ def test_hub_model_path_answers_with_exact_offsets(tmp_path, tiny_qa_model, sett
 
 
 def test_reader_settings_errors_name_the_problem(tmp_path, embedder, nlp, prompts):
-    from service.readers.factory import build_reader
+    from service.answering.readers.factory import build_reader
 
     with pytest.raises(ModelUnavailable, match="NEWSROOM_QA_READER_MODEL"):
         build_reader(make_settings(tmp_path, reader="transformers"), embedder, nlp, prompts)
@@ -257,7 +257,7 @@ def test_calibration_is_monotonic_and_threshold_maximises_f1():
 
 
 def test_open_calibration_is_refit_from_the_gold_one_and_preferred_where_it_exists(tmp_path):
-    from service.readers.calibration import refit_open
+    from service.answering.readers.calibration import refit_open
 
     base = Calibration(slope=0.25, intercept=-1.0, threshold=0.3, fitted_on="gold")
     base.save(tmp_path)
@@ -291,7 +291,7 @@ def test_differ_compares_numbers_names_and_ignores_containment():
 
 @pytest.mark.integration
 def test_grounding_finds_names_the_article_does_not_mention(nlp):
-    from service.grounding import Grounding
+    from service.answering.grounding import Grounding
 
     grounding = Grounding(nlp)
     article = "Ostrava Point is the capital of the Marren province. Inmates were held at Saydnaya prison."
@@ -305,7 +305,7 @@ def test_grounding_finds_names_the_article_does_not_mention(nlp):
 
 @pytest.mark.integration
 def test_speaker_of_a_quote_and_of_a_pronoun(nlp, service):
-    from service.attribution import Attributor, load_attribution_rules
+    from service.answering.attribution import Attributor, load_attribution_rules
     from service.settings import REPO_ROOT
 
     attributor = Attributor(nlp, load_attribution_rules(REPO_ROOT / "prompts" / "attribution.toml"))
@@ -403,7 +403,7 @@ def test_trained_reader_ships_with_the_package_and_loads_offline(tmp_path):
     import subprocess
     import sys
 
-    from service.readers.transformer import BUNDLED_READER
+    from service.answering.readers.transformer import BUNDLED_READER
 
     weights = BUNDLED_READER / "model.safetensors"
     assert weights.is_file() and weights.stat().st_size <= 50 * 2**20
@@ -411,7 +411,7 @@ def test_trained_reader_ships_with_the_package_and_loads_offline(tmp_path):
     assert "<!-- results -->" in (BUNDLED_READER / "README.md").read_text(encoding="utf-8")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
            "NEWSROOM_QA_DATA_DIR": str(tmp_path / "data")}
-    code = ("from service.settings import Settings; from service.readers.factory import build_reader; "
+    code = ("from service.settings import Settings; from service.answering.readers.factory import build_reader; "
             "r = build_reader(Settings(), None, None, None); "
             "print(r.name, r.abstain_below, r.model.predict('Who doubted it?', ['Lindqvist doubted it.'])[0].start)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
@@ -420,7 +420,7 @@ def test_trained_reader_ships_with_the_package_and_loads_offline(tmp_path):
 
 
 def test_windows_are_padded_to_few_shapes_and_spans_do_not_move(tiny_qa_model):
-    from service.readers import span_model
+    from service.answering.readers import span_model
 
     model = SpanModel(tiny_qa_model, max_length=64, stride=16)
     shapes: list[tuple[int, ...]] = []
@@ -441,8 +441,8 @@ def test_windows_are_padded_to_few_shapes_and_spans_do_not_move(tiny_qa_model):
 def test_reader_weights_held_in_bf16_give_the_same_logits_in_half_the_memory():
     from transformers import AutoModelForQuestionAnswering
 
-    from service.readers.span_model import hold_in_bf16
-    from service.readers.transformer import BUNDLED_READER
+    from service.answering.readers.span_model import hold_in_bf16
+    from service.answering.readers.transformer import BUNDLED_READER
 
     compact = SpanModel(BUNDLED_READER, precision="bf16")
     reference = AutoModelForQuestionAnswering.from_pretrained(str(BUNDLED_READER), dtype=torch.float32).eval()
@@ -497,7 +497,7 @@ def test_eval_reader_refuses_a_file_that_is_not_squad(tmp_path):
 
 
 def test_same_claim_needs_the_same_report_not_two_names():
-    from service.disagreement import same_claim
+    from service.answering.disagreement import same_claim
 
     assert same_claim("In March, the Fishermen's Guild said catches fell by 40 percent between 2019 and 2021.",
                       "The Fishermen's Guild reported in March that catches fell 55 percent from 2019 to 2021.")

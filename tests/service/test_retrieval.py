@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from index.models import DocumentIn, Filters
-from index.pg_store import PgSnapshot
+from index.postgres.snapshot import PgSnapshot
 from service.schemas import Recency
 from tests.conftest import SEEDS_DIR, LiveServer, build_service
 

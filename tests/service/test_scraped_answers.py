@@ -90,7 +90,7 @@ def test_a_who_question_is_answered_where_its_action_is_reported(scraped):
 
 
 def test_missing_action_checks_the_verb_of_who_questions_only(nlp):
-    from service.grounding import Grounding, GroundingRules
+    from service.answering.grounding import Grounding, GroundingRules
 
     grounding = Grounding(nlp, GroundingRules(exempt_verbs=["say", "have"]))
     sentence = "The water board has ordered repairs, said Ingrid Halvorsen, the board's chief engineer."

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from index.store import Store
-from service.eval_retrieval import Collection, evaluate, load_beir, load_time
-from service.qa import QAService
+from index.local.store import Store
+from service.answering.qa import QAService
+from service.evaluation.retrieval import Collection, evaluate, load_beir, load_time
 from service.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from slack_sdk.signature import SignatureVerifier
 from service.cli import cli
 from service.newsroom import Newsroom
 from service.settings import Settings
-from service.slack_app import SlackNotConfigured, require_slack_settings
+from service.slack.app import SlackNotConfigured, require_slack_settings
 from tests.conftest import LiveServer, build_service, make_settings
 from tests.slack_stub import BOT_USER_ID, SlackStub, replies_in
 

@@ -16,7 +16,7 @@ from index.errors import QAError
 from service.api.deps import ChatDep, FeedbackDep, ReaderDep, WriterDep
 from service.api.errors import status_for
 from service.api.observability import Metrics
-from service.chat import ChatEvent
+from service.conversation.chat import ChatEvent
 from service.schemas import (
     ChatRequest,
     ChatResponse,

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, File, HTTPException, Query, Response, UploadFile, status
 
 from index.models import check_doc_id
+from service.answering.qa import QAService
 from service.api.deps import AdminDep, QADep, ReaderDep, WriterDep
-from service.qa import QAService
 from service.schemas import AddDocumentsRequest, AddDocumentsResponse, DocumentDetail, DocumentList
 
 MAX_OFFSET = 2**31  # beyond any archive; keeps the value inside SQLite's integer range

@@ -1,0 +1,86 @@
+"""Words as both backends' BM25 sees them: folded, stop-listed, Snowball-stemmed tokens, their counts, and the
+spelling-variant rules (a query word matched to rare corpus words that look alike, at reduced weight). Shared by the
+data directory (``index.local.lexical``) and PostgreSQL (``index.postgres.store``), so they rank alike."""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from functools import lru_cache
+from types import ModuleType
+
+from rapidfuzz import fuzz, process
+
+__all__ = ["VARIANT_MAX_DF", "VARIANT_MIN_CHARS", "VARIANT_WEIGHT", "closest_variants", "may_have_variants",
+           "term_counts", "tokenize"]
+
+VARIANT_MIN_CHARS = 5  # shorter words have too many look-alikes to expand safely
+
+
+@lru_cache(maxsize=1)
+def _bm25s() -> ModuleType:
+    """bm25s (for its English stopword list), imported at first use: it brings SciPy, ~0.2 s of import that `ask`
+    through a running service (which imports this module only for the API's types) does not need."""
+    import bm25s
+
+    # bm25s sets its own logger to DEBUG when imported, so every index build printed "Building index from tokens"
+    # past the application's WARNING level for libraries; NOTSET hands the decision back to the root logger's
+    # configuration.
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
+
+
+@lru_cache(maxsize=1)
+def _stopwords() -> frozenset[str]:
+    _bm25s()  # the package first, so its logger is reset
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+VARIANT_MIN_RATIO = 80.0  # "sednaya" ~ "saydnaya" scores 80; "report" ~ "resort" 83 but is caught by the df rule
+VARIANT_WEIGHT = 0.8  # a variant counts a little less than the word as typed
+VARIANT_MAX_DF = 0.01  # only rare corpus words (names, places) serve as variants
+
+
+@lru_cache(maxsize=1)
+def _stemmer():  # type: ignore[no-untyped-def]
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def _fold(text: str) -> str:
+    """Lower-case and strip accents, so "Sednaya", "SEDNAYA" and "Sédnaya" are one word."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def tokenize(text: str) -> list[str]:
+    """Folded, stemmed content words of ``text`` (stopwords removed)."""
+    stopwords = _stopwords()
+    words = [w for w in _WORD.findall(_fold(text)) if w not in stopwords]
+    return list(_stemmer().stemWords(words))
+
+
+def term_counts(text: str) -> dict[str, int]:
+    """How often each token of ``tokenize(text)`` occurs: what BM25 needs of a text (the postgres backend stores
+    it as a tsvector)."""
+    counts: dict[str, int] = {}
+    for token in tokenize(text):
+        counts[token] = counts.get(token, 0) + 1
+    return counts
+
+
+def may_have_variants(token: str, df: int, max_df: int) -> bool:
+    """Whether a query word is worth expanding: long, alphabetic, and not common in the corpus (a word the corpus
+    uses often is taken as correctly spelled)."""
+    return len(token) >= VARIANT_MIN_CHARS and token.isalpha() and df <= max_df
+
+
+def closest_variants(token: str, choices: list[str]) -> list[str]:
+    """Up to three of ``choices`` spelled like ``token`` (rapidfuzz ratio >= 80), best first."""
+    found = process.extract(token, choices, scorer=fuzz.ratio, score_cutoff=VARIANT_MIN_RATIO, limit=3)
+    return [w for w, _, _ in found if w != token]
