@@ -38,6 +38,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -58,9 +59,32 @@ ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "394efd3"
 CODES = ("today", "segmented")  # today: commit BASELINE; segmented: the working tree
 # What add-one runs besides the store: these should be the same code in both trees (the report says if not).
-PIPELINE_FILES = ("index/embedding/embedder.py", "index/embedding/batch_encoder.py",
-                  "index/embedding/query_encoder.py", "index/pipeline/indexer.py", "index/pipeline/chunking.py",
-                  "index/pipeline/cleaning.py", "index/pipeline/sentences.py", "index/models.py")
+PIPELINE_FILES = (("index/embedding/embedder.py", "index/embedding.py"),
+                  ("index/embedding/batch_encoder.py", "index/batch_encoder.py"),
+                  ("index/embedding/query_encoder.py", "index/query_encoder.py"),
+                  ("index/pipeline/indexer.py", "index/indexer.py"),
+                  ("index/pipeline/chunking.py", "index/chunking.py"),
+                  ("index/pipeline/cleaning.py", "index/cleaning.py"),
+                  ("index/pipeline/sentences.py", "index/sentences.py"), ("index/models.py", "index/models.py"))
+# The same modules under this tree's layout and under the baseline's (issue 30 moved them into subpackages).
+STORE = ("index.local.store", "index.store")
+QA = ("service.answering.qa", "service.qa")
+
+
+def load(names: tuple[str, ...]) -> Any:
+    """The first of ``names`` that imports: one module under either tree's layout."""
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+    raise ModuleNotFoundError(f"none of {names} imports")
+
+
+def _code_lines(text: str) -> list[str]:
+    """A module's lines without its imports and docstring references to paths (what a move rewrites)."""
+    return [line for line in text.splitlines() if not re.match(r"\s*(from|import) (index|service)\b", line)
+            and "index/" not in line and "index." not in line and "service." not in line]
 
 
 # --- which code ----------------------------------------------------------------------------------------------
@@ -76,7 +100,11 @@ def bind_code(src: Path) -> None:
         where = Path(str(module.__file__)).resolve()
         if not where.is_relative_to(src.resolve()):
             raise SystemExit(f"{name} was imported from {where}, not from {src}")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    # perf.py's helpers from the same tree (its imports follow that tree's layout), sharing this tree's cache.
+    sys.path.insert(0, str(src / "benchmarks" if (src / "benchmarks" / "perf.py").is_file() else ROOT / "benchmarks"))
+    import perf
+
+    perf.CACHE = ROOT / "benchmarks" / ".cache"
 
 
 def ensure_worktree(path: Path, commit: str) -> Path:
@@ -125,8 +153,8 @@ def settings_for(data_dir: Path, work: Path) -> Any:
 def open_service(data_dir: Path, work: Path, merges: str | None) -> Any:
     """``QAService.from_settings`` on an existing data dir; with ``merges`` (segmented store only) its store is
     opened again with that merge policy, with the service's other store settings."""
-    from index.local.store import Store
-    from service.answering.qa import QAService
+    Store = load(STORE).Store
+    QAService = load(QA).QAService
 
     service = QAService.from_settings(settings_for(data_dir, work), seed_if_empty=False)
     if merges and "merges" in inspect.signature(Store).parameters:
@@ -140,7 +168,7 @@ def open_service(data_dir: Path, work: Path, merges: str | None) -> Any:
 
 def merge_policy(store: Any) -> str:
     """The merge policy a store runs with ("n/a" for today's store)."""
-    from index.local.store import Store
+    Store = load(STORE).Store
 
     for name in ("merges", "_merges"):
         if isinstance(getattr(store, name, None), str):
@@ -244,8 +272,9 @@ def writes_child(job: dict[str, Any]) -> dict[str, Any]:
     """One (code, size): build the archive, then time single-article adds (embedding included) and deletes."""
     from tqdm import tqdm
 
-    import index.local.store
     from index.errors import InvalidInput
+
+    store_module = load(STORE)
 
     code, size, work = job["code"], int(job["size"]), Path(job["work"])
     tag = f"[{code} {size:,}]"
@@ -254,17 +283,16 @@ def writes_child(job: dict[str, Any]) -> dict[str, Any]:
     c_model = c.model_id
     del c
     data_dir = work / f"{code}-{size}"
-    print(f"{tag} store {index.local.store.__file__}; building {len(vectors):,} chunks ({n_real:,} real, "
+    print(f"{tag} store {store_module.__file__}; building {len(vectors):,} chunks ({n_real:,} real, "
           f"{len(analysed):,} articles) in one write", flush=True)
-    row: dict[str, Any] = {"code": code, "store_module": index.local.store.__file__, "size": size,
+    row: dict[str, Any] = {"code": code, "store_module": store_module.__file__, "size": size,
                            "chunks": len(vectors), "real_chunks": n_real, "documents": len(analysed),
                            "build_s": build(data_dir, analysed, vectors, c_model)}
     print(f"{tag} built in {row['build_s']:.1f} s", flush=True)
     if size <= job.get("bulk_max", 0):
         # Bulk ingestion as `index add` writes it: one atomic write per 256 articles (vectors already computed, so
         # this is the store's share). Today's store copies the archive at every batch; the segmented one merges.
-        from index.local.store import DocumentWrite, Store
-
+        DocumentWrite, Store = store_module.DocumentWrite, store_module.Store
         bulk_dir = work / f"{code}-{size}-bulk"
         shutil.rmtree(bulk_dir, ignore_errors=True)
         bulk = Store(bulk_dir, c_model, vectors.shape[1])
@@ -439,8 +467,8 @@ def churn_child(job: dict[str, Any]) -> dict[str, Any]:
     from perf import questions
     from tqdm import tqdm
 
-    import index.local.store
-    from index.local.store import DocumentWrite, Store
+    store_module = load(STORE)
+    DocumentWrite, Store = store_module.DocumentWrite, store_module.Store
 
     size, work = int(job["size"]), Path(job["work"])
     c = corpus(job, size)
@@ -448,9 +476,9 @@ def churn_child(job: dict[str, Any]) -> dict[str, Any]:
     extra, extra_vectors = churn_articles(c.real, c.real_vectors, job["churn_adds"], seed=job["seed"] + 1)
     del c
     data_dir = work / f"churn-{size}"
-    print(f"[churn] store {index.local.store.__file__}; building {len(vectors):,} chunks ({n_real:,} real) in one "
+    print(f"[churn] store {store_module.__file__}; building {len(vectors):,} chunks ({n_real:,} real) in one "
           "write", flush=True)
-    out: dict[str, Any] = {"code": job["code"], "store_module": index.local.store.__file__, "size": size,
+    out: dict[str, Any] = {"code": job["code"], "store_module": store_module.__file__, "size": size,
                            "chunks": len(vectors), "real_chunks": n_real,
                            "build_s": build(data_dir, analysed, vectors, model_id)}
     service = open_service(data_dir, work, job.get("merges"))
@@ -706,7 +734,9 @@ def main() -> None:
     from perf import machine
 
     dirty = git("status", "--porcelain", "--", "index", "service")
-    differs = [f for f in PIPELINE_FILES if git("diff", "--name-only", BASELINE, "--", f)]
+    differs = [new for new, old in PIPELINE_FILES
+               if _code_lines((ROOT / new).read_text(encoding="utf-8"))
+               != _code_lines(git("show", f"{BASELINE}:{old}"))]
     results: dict[str, Any] = {
         "machine": machine(), "cpu_model": cpu_model(), "date": date.today().isoformat(),
         "command": "python benchmarks/writes.py " + shlex.join(sys.argv[1:]),
