@@ -7,19 +7,18 @@ import sys
 import numpy as np
 import pytest
 
+from index.embedding import batch_encoder, engine_choice
+from index.embedding import embedder as embedding
 from index.embedding.batch_encoder import REQUEST_BATCH, REQUEST_PAD_TO_MULTIPLE
 from index.embedding.embedder import (
     BULK_TEXTS,
     BUNDLED_MODEL,
     PAD_TO_MULTIPLE,
     Embedder,
-    batch_encoder,
     bf16_is_faster,
     bundled_model_path,
-    engine_choice,
     resolve_precision,
 )
-from index.embedding.embedder import embedder as embedding
 from index.embedding.engine_choice import choose_batch_engine, int8_flags_in, measure_speeds
 from index.errors import ModelUnavailable
 from tests.conftest import sharing_embedder
