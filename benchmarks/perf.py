@@ -49,9 +49,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from load import free_port  # noqa: E402
 from memcap import MemoryCap, evict_from_cache, make_cap  # noqa: E402
 
-from index import ann  # noqa: E402
 from index.embedding.embedder import Embedder  # noqa: E402
 from index.errors import ModelUnavailable  # noqa: E402
+from index.local import ann  # noqa: E402
 from index.local.store import DocumentWrite, Store  # noqa: E402
 from index.models import Chunk, Document, DocumentIn, Sentence  # noqa: E402
 from index.pipeline.chunking import chunk_document  # noqa: E402
