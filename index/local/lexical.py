@@ -36,7 +36,7 @@ class _Level:
     def __init__(self, matrices: list[tuple[TermCounts, Postings | None, np.ndarray, np.ndarray | None]]) -> None:
         self.matrices = matrices  # (counts, postings, lengths, live mask)
         self.n = sum(int(live.sum()) if live is not None else len(lengths) for _, _, lengths, live in matrices)
-        total = sum(float(lengths[live].sum() if live is not None else lengths.sum())
+        total = sum(float(lengths[live].sum(dtype=np.float64) if live is not None else lengths.sum(dtype=np.float64))
                     for _, _, lengths, live in matrices)
         self.avg_len = total / self.n if self.n else 1.0
         self._df: dict[str, int] = {}

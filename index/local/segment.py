@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import cast
 
 import faiss
 import numpy as np
@@ -44,6 +45,8 @@ __all__ = ["Segment", "SegmentInfo", "SegmentView", "build_segment", "fsync_path
            "new_segment_name"]
 
 logger = logging.getLogger(__name__)
+
+NUMPY_SEARCH_MAX = 10_000  # exact segments up to this many chunks are searched with numpy (``Segment.search``)
 
 SCHEMA = """
 CREATE TABLE documents (
@@ -263,6 +266,39 @@ class Segment:
     @property
     def min_rowid(self) -> int:
         return int(self.counts.rowids[0]) if self.counts.n_chunks else 0
+
+    @cached_property
+    def _flat(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(ids, vectors) of a small exact segment, the vectors a view of FAISS's own (memory-mapped) storage: searched
+        with one matrix product, without FAISS's set-up per call (0.1-0.4 ms, paid for every segment a search
+        reads, which made small segments cost more than their vectors). Larger segments stay with FAISS."""
+        concrete = faiss.downcast_index(self.index)
+        if not isinstance(concrete, faiss.IndexIDMap2) or concrete.ntotal > NUMPY_SEARCH_MAX:
+            return None
+        inner = cast("faiss.IndexFlat", faiss.downcast_index(concrete.index))
+        n, d = inner.ntotal, inner.d
+        vectors = faiss.rev_swig_ptr(inner.get_xb(), n * d).reshape(n, d) if n else np.zeros((0, d), np.float32)
+        return faiss.vector_to_array(concrete.id_map).astype(np.int64), vectors
+
+    def search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the ``k`` nearest chunks here, only among ``allowed`` ids or never ``excluded`` ones."""
+        flat = self._flat
+        if flat is None:
+            return ann.search(self.index, vector, k, allowed, candidates=self.candidates, excluded=excluded)
+        ids, vectors = flat
+        scores = vectors @ np.asarray(vector, dtype=np.float32)
+        if allowed is not None:
+            scores = np.where(np.isin(ids, allowed), scores, -np.inf)
+        elif excluded is not None and excluded.size:
+            scores = np.where(np.isin(ids, excluded), -np.inf, scores)
+        k = min(k, len(ids))
+        if k == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top[np.isfinite(scores[top])]
+        return scores[top].astype(np.float32), ids[top]
 
     def vectors_of(self, rowids: np.ndarray) -> np.ndarray:
         if not len(rowids):

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from index.errors import DocumentNotFound
-from index.local import ann
 from index.local.lexical import LexicalIndex
 from index.local.segment import Segment, SegmentView
 from index.models import Document, Filters, Manifest, Passage, Sentence
@@ -167,7 +166,7 @@ class Snapshot:
                 mine = allowed[seg.counts.positions(allowed) >= 0]
                 if not mine.size:
                     continue
-            scores, ids = ann.search(seg.index, vector, top_k, mine, candidates=seg.candidates,
+            scores, ids = seg.search(vector, top_k, mine,
                                      excluded=view.dead_rowids if mine is None and view.deleted else None)
             hits += [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
         return sorted(hits, key=lambda h: -h[1])[:top_k]

@@ -82,6 +82,7 @@ class TermCounts:
         self.rowids = np.asarray(rowids, dtype=np.int64)
         self.doc_of_chunk = np.asarray(doc_of_chunk, dtype=np.int64)
         # Row id -> position by binary search over a sorted copy: a dict of 1M Python ints took ~100 MB.
+        self._rare: dict[tuple[str, int], list[str]] = {}
         self._order = np.argsort(self.rowids, kind="stable")
         self._sorted = self.rowids[self._order]
 
@@ -100,10 +101,10 @@ class TermCounts:
         vocab: dict[str, int] = {}
 
         def matrix(token_lists: Sequence[list[str]]) -> tuple[Postings, np.ndarray]:
-            lengths = np.array([len(t) for t in token_lists], dtype=np.float32)
+            lengths = np.array([len(t) for t in token_lists], dtype=np.int64)  # float32 sums lose counts past 2^24
             cols = np.fromiter((vocab.setdefault(t, len(vocab)) for toks in token_lists for t in toks),
                                dtype=np.int64, count=int(lengths.sum()))
-            rows = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths.astype(np.int64))
+            rows = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths)
             return Postings.from_coo(rows, cols, np.ones(len(cols), np.float32), len(token_lists),
                                       max(len(vocab), 1)), lengths
 
@@ -213,8 +214,15 @@ class TermCounts:
         return {k: (w, np.array(c, dtype=np.int64)) for k, (w, c) in grouped.items()}
 
     def rare_words(self, initial: str, max_df: int) -> list[str]:
-        words, counts = self._variant_words.get(initial, ([], np.zeros(0, dtype=np.int64)))
-        return [words[i] for i in np.flatnonzero(counts <= max_df)]
+        """Words of this segment that start with ``initial`` and occur in at most ``max_df`` chunks (kept: every
+        search asks again, and a segment never changes)."""
+        key = (initial, max_df)
+        if key not in self._rare:
+            words, counts = self._variant_words.get(initial, ([], np.zeros(0, dtype=np.int64)))
+            if len(self._rare) > 1024:
+                self._rare.clear()
+            self._rare[key] = [words[i] for i in np.flatnonzero(counts <= max_df)]
+        return self._rare[key]
 
 
 def _widen(indptr: np.ndarray, n_cols: int) -> np.ndarray:

@@ -256,3 +256,16 @@ def test_a_format_1_data_directory_is_upgraded_on_first_open(tmp_path):
     assert hit[0] == 9 and hit[1].doc_id == "b"  # row ids and vectors kept
     store.write(upserts=[make_write("c", seed=2)])
     assert assert_consistent(tmp_path) == {"a", "b", "c"} and verify(tmp_path).ok
+
+
+def test_small_segments_are_searched_with_numpy_exactly_as_faiss_would(tmp_path):
+    store = Store(tmp_path, "m", DIM, merges="off")
+    snap = store.write(upserts=[make_write(f"d{i}", seed=i) for i in range(30)])
+    segment = snap.views[0].segment
+    query = make_write("q", seed=99).vectors[0]
+    scores, ids = segment.search(query, 5)
+    want_scores, want_ids = segment.index.search(query.reshape(1, -1), 5)
+    assert ids.tolist() == want_ids[0].tolist() and np.allclose(scores, want_scores[0], atol=1e-5)
+    left_out = segment.search(query, 5, excluded=ids[:2])[1]
+    assert not set(ids[:2].tolist()) & set(left_out.tolist()) and left_out[0] == ids[2]
+    assert segment.search(query, 5, allowed=ids[3:4])[1].tolist() == [ids[3]]
