@@ -101,6 +101,7 @@ class LexicalIndex:
         self._chunk_offsets = np.cumsum([0] + [c.n_chunks for c, _, _ in self.parts])
         self._doc_offsets = np.cumsum([0] + [c.n_docs for c, _, _ in self.parts])
         self._max_df = max(2, int(VARIANT_MAX_DF * self.chunk_level.n))
+        self._choices: dict[str, list[str]] = {}
 
     @classmethod
     def build(cls, texts: list[str], rowids: np.ndarray, doc_texts: list[str] | None = None,
@@ -137,7 +138,10 @@ class LexicalIndex:
         """
         if not may_have_variants(token, self.chunk_level.df(token), self._max_df):
             return []
-        choices = sorted({w for c, _, _ in self.parts for w in c.rare_words(token[0], self._max_df)})
+        initial = token[0]
+        if initial not in self._choices:  # every segment's rare words with this initial, once per snapshot
+            self._choices[initial] = sorted({w for c, _, _ in self.parts for w in c.rare_words(initial, self._max_df)})
+        choices = self._choices[initial]
         found = process.extract(token, choices, scorer=fuzz.ratio, score_cutoff=VARIANT_MIN_RATIO, limit=10)
         return [w for w, _, _ in found if w != token and 0 < self.chunk_level.df(w) <= self._max_df][:3]
 

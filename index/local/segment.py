@@ -263,10 +263,6 @@ class Segment:
     def doc_positions(self) -> dict[str, int]:
         return {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
 
-    @property
-    def min_rowid(self) -> int:
-        return int(self.counts.rowids[0]) if self.counts.n_chunks else 0
-
     @cached_property
     def _flat(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(ids, vectors) of a small exact segment, the vectors a view of FAISS's own (memory-mapped) storage: searched
@@ -305,10 +301,6 @@ class Segment:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.asarray(self.index.reconstruct_batch(np.ascontiguousarray(rowids, dtype=np.int64)),
                           dtype=np.float32)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 @dataclass

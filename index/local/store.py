@@ -125,10 +125,7 @@ class Store:
         self._generations.publish(manifest, self._views(manifest), self.checkpoint, in_use=set(self._pending))
 
     def _check_manifest(self, manifest: Manifest) -> None:
-        if manifest.format_version != FORMAT_VERSION:
-            raise DataDirError(f"{self.data_dir} uses data format {manifest.format_version}; this version of "
-                               f"newsroom-qa reads format {FORMAT_VERSION} (export the archive with the version "
-                               "that wrote it, `newsroom-qa index export`, and import it here)")
+        # The model first: a format 1 archive opened with another model is upgraded once the model is right.
         if manifest.model_id != self.model_id or manifest.dimension != self.dimension:
             raise ModelMismatch(
                 f"{self.data_dir} was built with embedding model {manifest.model_id!r} "
@@ -136,6 +133,10 @@ class Store:
                 f"({self.dimension}); set NEWSROOM_QA_EMBEDDING_MODEL to {manifest.model_id!r}, or use another "
                 "--data-dir and add the documents again"
             )
+        if manifest.format_version != FORMAT_VERSION:
+            raise DataDirError(f"{self.data_dir} uses data format {manifest.format_version}; this version of "
+                               f"newsroom-qa reads format {FORMAT_VERSION} (export the archive with the version "
+                               "that wrote it, `newsroom-qa index export`, and import it here)")
 
     def exists(self) -> bool:
         """True if the data directory already holds a generation."""
