@@ -16,6 +16,7 @@ articles are listed in its ``also_in`` so an answer can say "reported by A and B
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal, Protocol
 
@@ -24,7 +25,8 @@ from pydantic import BaseModel, Field
 
 from index.models import Filters, Passage, SignalScores, SourceRef
 
-__all__ = ["Fusion", "LexicalSide", "RetrievalOptions", "SearchSnapshot", "rank_chunks", "retrieve"]
+__all__ = ["Candidates", "Fusion", "LexicalSide", "RetrievalOptions", "SearchSnapshot", "gather_candidates",
+           "rank_chunks", "retrieve"]
 
 Fusion = Literal["weighted", "rrf", "dense", "lexical"]
 _SHINGLE_WORD = re.compile(r"\w+")
@@ -103,27 +105,51 @@ def _recency(published: date | None, half_life_days: float, today: date) -> floa
     return float(0.5 ** (age / half_life_days))
 
 
-def rank_chunks(snap: SearchSnapshot, query: str, vector: np.ndarray, allowed: Any,
-                options: RetrievalOptions) -> list[tuple[int, float, float, float]]:
-    """(rowid, fused, dense, lexical) for the union of both signals' candidates, best first."""
+@dataclass
+class Candidates:
+    """The union of both signals' candidates with every score fusion needs, in ``rowids`` order."""
+
+    rowids: list[int]
+    dense: np.ndarray  # cosine to the query
+    lexical: np.ndarray  # BM25 (article-mixed when asked)
+    article: np.ndarray | None  # cosine of each chunk's article centroid, when dense_doc_weight asks for it
+    dense_hits: list[tuple[int, float]]  # each signal's own ranking (RRF needs the ranks)
+    lexical_hits: list[tuple[int, float]]
+
+
+def gather_candidates(snap: SearchSnapshot, query: str, vector: np.ndarray, allowed: Any,
+                      options: RetrievalOptions) -> Candidates:
+    """Both signals' candidates and their scores through the snapshot's primitives: a request for each (cheap in
+    memory; a backend behind a network answers ``candidates`` in one statement instead)."""
     n = options.candidates
     dense_hits = snap.dense_search(vector, n, allowed) if options.fusion != "lexical" else []
     lex = snap.lexical_query(query, doc_weight=options.doc_weight, feedback_terms=options.feedback_terms,
                              feedback_weight=options.feedback_weight)
     lex_hits = lex.search(n, allowed) if options.fusion != "dense" else []
     rowids = list(dict.fromkeys([r for r, _ in dense_hits] + [r for r, _ in lex_hits]))
-    if not rowids:
-        return []
     dense_of = dict(dense_hits)
     missing = [r for r in rowids if r not in dense_of]
     if missing:
         dense_of.update(zip(missing, (snap.vectors(missing) @ vector).tolist(), strict=True))
     dense = np.array([dense_of[r] for r in rowids], dtype=np.float32)
-    article = snap.article_dense(rowids, vector) if options.dense_doc_weight > 0 else None
-    if article is not None:
-        dense = np.asarray((1 - options.dense_doc_weight) * dense + options.dense_doc_weight * article,
+    article = snap.article_dense(rowids, vector) if rowids and options.dense_doc_weight > 0 else None
+    lexical = lex.scores(rowids) if rowids else np.zeros(0, dtype=np.float32)
+    return Candidates(rowids, dense, lexical, article, dense_hits, lex_hits)
+
+
+def rank_chunks(snap: SearchSnapshot, query: str, vector: np.ndarray, allowed: Any,
+                options: RetrievalOptions) -> list[tuple[int, float, float, float]]:
+    """(rowid, fused, dense, lexical) for the union of both signals' candidates, best first."""
+    gather = getattr(snap, "candidates", None)  # a backend that gathers in one request (postgres)
+    found: Candidates = gather(query, vector, allowed, options) if gather is not None else \
+        gather_candidates(snap, query, vector, allowed, options)
+    rowids = found.rowids
+    if not rowids:
+        return []
+    dense, lexical = found.dense, found.lexical
+    if found.article is not None:
+        dense = np.asarray((1 - options.dense_doc_weight) * dense + options.dense_doc_weight * found.article,
                            dtype=np.float32)
-    lexical = lex.scores(rowids)
     if options.fusion == "dense":
         fused = dense
     elif options.fusion == "lexical":
@@ -131,7 +157,7 @@ def rank_chunks(snap: SearchSnapshot, query: str, vector: np.ndarray, allowed: A
     elif options.fusion == "rrf":
         fused = np.zeros(len(rowids), dtype=np.float32)
         position = {r: i for i, r in enumerate(rowids)}
-        for hits in (dense_hits, lex_hits):
+        for hits in (found.dense_hits, found.lexical_hits):
             for rank, (r, _) in enumerate(hits, start=1):
                 fused[position[r]] += 1.0 / (options.rrf_k + rank)
     else:

@@ -99,7 +99,13 @@ class Settings(BaseSettings):
                                      "SQLAlchemy URL for conversations and feedback; unset: SQLite in the data dir.")
     database_read_url: str | None = Field(default=None, description="postgres backend: a read replica's DSN; "
                                           "searches and answers read there, writes go to database_url.")
-    database_pool_size: int = Field(default=8, ge=1, le=200)  # connections per pool of each service process
+    database_pool_size: int = Field(
+        default=8, ge=1, le=200, description="postgres: connections per pool of each service process (one pool, two "
+        "with a read replica). Replicas x pools x this must stay under the server's max_connections (100 by "
+        "default: 8 leaves room for 10 replicas and the CLI). A search holds one connection for about 10 ms.")
+    database_ef_search: int | None = Field(
+        default=None, ge=10, le=10_000, description="postgres: pgvector's HNSW candidate list; unset: chosen from "
+        "the archive's size for recall@10 >= 0.95 (100 up to 10k chunks, 500 at 100k; index/postgres/tuning.py).")
 
 
     api_key: SecretStr | None = Field(default=None, description="Bearer key required for HTTP writes.")

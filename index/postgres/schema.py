@@ -13,7 +13,7 @@ from index.errors import DataDirError, ModelMismatch
 
 __all__ = ["SCHEMA_HEAD", "migrate", "sqlalchemy_url"]
 
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 _LOCK = 7_265_011  # advisory lock key: "newsroom-qa migrations"
 _SCRIPTS = Path(__file__).resolve().parent / "migrations"
 
@@ -26,8 +26,9 @@ def sqlalchemy_url(dsn: str) -> str:
     return dsn
 
 
-def migrate(dsn: str, model_id: str, dimension: int) -> None:
-    """Bring the schema at ``dsn`` to the newest version and check it holds vectors of this model.
+def migrate(dsn: str, model_id: str, dimension: int, revision: str = "head") -> None:
+    """Bring the schema at ``dsn`` to the newest version (or ``revision``, for tests of older databases) and check
+    it holds vectors of this model.
 
     :raises DataDirError: the server cannot be reached or the schema cannot be applied.
     :raises ModelMismatch: the database was built with another embedding model.
@@ -47,7 +48,7 @@ def migrate(dsn: str, model_id: str, dimension: int) -> None:
             conn.commit()
             try:
                 config.attributes["connection"] = conn
-                command.upgrade(config, "head")
+                command.upgrade(config, revision)
                 conn.commit()
                 stored: dict[str, str] = {str(k): str(v) for k, v in conn.execute(text("SELECT key, value FROM meta"))}
                 if not stored:

@@ -2,10 +2,10 @@
 
 Any number of stateless service processes share one archive: a document written through one is searchable
 through all the others at once. Vectors live in a pgvector column with an HNSW index (inner product: vectors are
-unit length); the lexical side is a ``tsvector`` column with a GIN index. The tsvector holds this project's own
-tokens (``index.tokens.tokenize``: folded, stop-listed, Snowball-stemmed) with their counts, and BM25 is computed
-in SQL from document frequencies kept in ``lexemes`` by every write, so lexical scores match the FAISS backend's
-(bm25s, Lucene variant) and fusion in ``index.retrieval`` works the same on both.
+unit length); the lexical side is postings of this project's own tokens (``index.tokens.tokenize``: folded,
+stop-listed, Snowball-stemmed) per chunk and per article, ordered by impact, with document frequencies kept in
+``lexemes`` by every write, so lexical scores match the FAISS backend's (bm25s, Lucene variant) and fusion in
+``index.retrieval`` works the same on both. Rows go in by COPY (``index.postgres.rows``).
 
 Writes are one transaction each (serialised by an advisory lock, which keeps the frequency counters exact);
 reads go to a read pool when ``read_dsn`` names a replica. Transient errors (a dropped connection, a failover)
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
+import time
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -25,15 +26,17 @@ import numpy as np
 
 from index.errors import DataDirError, DocumentNotFound, InvalidInput
 from index.models import DocumentWrite
+from index.postgres.rows import deferred_indexes, insert, remove
 from index.postgres.schema import migrate
-from index.postgres.snapshot import MAX_LEXEME_BYTES, PgSnapshot, first_line, tsvector_literal
-from index.tokens import term_counts
+from index.postgres.snapshot import PgSnapshot, first_line
+from index.postgres.tuning import ef_search_for, hnsw_build_parameters
 
-__all__ = ["PgSnapshot", "PgStore", "tsvector_literal"]
+__all__ = ["PgSnapshot", "PgStore"]
 
 logger = logging.getLogger(__name__)
 
 _WRITE_LOCK = 7_265_012  # advisory lock key: "newsroom-qa writes"
+_FRESH_S = 2.0  # a pooled connection returned this recently is not pinged before its next use
 T = TypeVar("T")
 
 
@@ -46,7 +49,7 @@ class PgStore:
     backend = "postgres"
 
     def __init__(self, dsn: str, model_id: str, dimension: int, *, read_dsn: str | None = None,
-                 pool_size: int = 8, bm25_k1: float = 1.2, bm25_b: float = 0.75, ef_search: int = 100,
+                 pool_size: int = 8, bm25_k1: float = 1.2, bm25_b: float = 0.75, ef_search: int | None = None,
                  retries: int = 4) -> None:
         from psycopg_pool import ConnectionPool
 
@@ -55,7 +58,8 @@ class PgStore:
         self.dimension = dimension
         self.bm25_k1 = float(bm25_k1)
         self.bm25_b = float(bm25_b)
-        self.ef_search = ef_search
+        self.ef_search = ef_search  # None: chosen from the archive's size (index.postgres.tuning)
+        self.n_chunks = 0  # the archive's size as last seen (every search reads it)
         self.retries = retries
         self._vocab: dict[tuple[str, int], list[str]] = {}
         self._vocab_generation = ""
@@ -68,9 +72,24 @@ class PgStore:
     def _open_pool(self, pool_class: Any, dsn: str, size: int) -> Any:
         from pgvector.psycopg import register_vector
 
+        returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+        def configure(conn: Any) -> None:
+            register_vector(conn)
+            conn.autocommit = True  # a read is one statement, one round trip (no BEGIN, no ROLLBACK on return)
+
+        def reset(conn: Any) -> None:
+            returned[conn] = time.monotonic()
+
+        def check(conn: Any) -> None:
+            """Ping a connection that sat idle (the server may have restarted or failed over meanwhile); one
+            returned moments ago is used as it is, sparing every read a round trip (a failure still retries)."""
+            if time.monotonic() - returned.get(conn, 0.0) > _FRESH_S:
+                pool_class.check_connection(conn)
+
         # timeout: how long a request waits for a connection before it fails (503) instead of hanging.
-        pool = pool_class(dsn, min_size=1, max_size=size, open=False, configure=register_vector,
-                          check=pool_class.check_connection, name="newsroom-qa", timeout=5.0)
+        pool = pool_class(dsn, min_size=1, max_size=size, open=False, configure=configure, reset=reset,
+                          check=check, name="newsroom-qa", timeout=5.0)
         try:
             pool.open(wait=True, timeout=30)
         except Exception as exc:  # psycopg_pool.PoolTimeout and connection errors
@@ -115,6 +134,15 @@ class PgStore:
                     return fn(cur)
         return self._retrying(once)
 
+    def hnsw_settings(self, top_k: int, filtered: bool) -> tuple[str, dict[str, str]]:
+        """The statement that sets the HNSW search of this connection for ``top_k`` neighbours (sent in the same
+        pipeline as the search): the candidate list for the archive's size and, with filters, pgvector's
+        iterative scan, which keeps walking the graph until enough rows pass them."""
+        ef = self.ef_search or ef_search_for(self.n_chunks, top_k)
+        return ("SELECT set_config('hnsw.ef_search', %(ef)s, false), "
+                "set_config('hnsw.iterative_scan', %(scan)s, false)",
+                {"ef": str(max(ef, top_k)), "scan": "relaxed_order" if filtered else "off"})
+
     def rare_words(self, initial: str, max_df: int, generation: str) -> list[str]:
         """Alphabetic corpus words of 5+ letters starting with ``initial`` and in at most ``max_df`` chunks: the
         candidates for spelling variants. Kept per write generation, so a query does not fetch them again."""
@@ -140,8 +168,10 @@ class PgStore:
         """True once the archive has been initialised (seeded or written to) by any process; once true it stays
         true, so requests stop asking."""
         if not self._initialised:
-            self._initialised = self.read(lambda cur: cur.execute(
-                "SELECT 1 FROM meta WHERE key = 'generation'").fetchone() is not None)
+            generation, n_chunks = self.read(lambda cur: cur.execute(
+                "SELECT (SELECT value FROM meta WHERE key = 'generation'), "
+                "(SELECT n FROM totals WHERE collection = 'c')").fetchone())
+            self._initialised, self.n_chunks = generation is not None, int(n_chunks or 0)
         return self._initialised
 
     def snapshot(self) -> PgSnapshot:
@@ -160,16 +190,27 @@ class PgStore:
                                  f"{item.vectors.shape}")
 
         def apply(cur: Any) -> None:
-            counts = _Counts()
-            for doc_id in deletes:
-                if not self._remove(cur, doc_id, counts):
-                    raise DocumentNotFound(f"no document with id {doc_id!r}")
-            for item in upserts:
-                self._remove(cur, item.document.id, counts)
-                self._insert(cur, item, counts)
-            counts.apply(cur)
+            missing = sorted(set(deletes) - remove(cur, list(dict.fromkeys(deletes))))
+            if missing:
+                raise DocumentNotFound(f"no document with id {missing[0]!r}")
+            remove(cur, [item.document.id for item in upserts])
+            adding = sum(len(item.chunks) for item in upserts)
+            with deferred_indexes(cur, adding, hnsw_build_parameters) as bulk:
+                insert(cur, upserts, self.bm25_k1, self.bm25_b)
+            loaded[0] = bulk
+            self.n_chunks = int(cur.execute("SELECT n FROM totals WHERE collection = 'c'").fetchone()[0])
+
+        loaded = [False]
         self._write(apply)
+        if loaded[0]:
+            # A bulk load leaves no page marked all-visible, so every index-only scan of the postings would visit
+            # the table (searches 5x slower) until autovacuum came by; VACUUM cannot run inside the transaction.
+            self._retrying(lambda: self._vacuum("chunks", "chunk_terms", "doc_terms", "documents"))
         return PgSnapshot(self)
+
+    def _vacuum(self, *tables: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(f"VACUUM (ANALYZE) {', '.join(tables)}")
 
     def _write(self, apply: Callable[[Any], None]) -> None:
         def once() -> None:
@@ -196,74 +237,3 @@ class PgStore:
             cur.execute("REINDEX TABLE chunks")
         self._write(apply)
         return PgSnapshot(self)
-
-    @staticmethod
-    def _remove(cur: Any, doc_id: str, counts: _Counts) -> bool:
-        """Delete a document (its chunks and sentences cascade), taking its words out of the frequencies."""
-        for collection, table, key in (("c", "chunks", "doc_id"), ("d", "documents", "id")):
-            rows = cur.execute(f"SELECT u.lexeme, count(*) FROM {table} x, unnest(x.tsv) u WHERE x.{key} = %s "
-                               "GROUP BY u.lexeme", (doc_id,)).fetchall()
-            counts.df[collection].subtract(dict(rows))
-            n, terms = cur.execute(f"SELECT count(*), coalesce(sum(n_terms), 0) FROM {table} WHERE {key} = %s",
-                                   (doc_id,)).fetchone()
-            counts.n[collection] -= int(n)
-            counts.terms[collection] -= int(terms)
-        return bool(cur.execute("DELETE FROM documents WHERE id = %s", (doc_id,)).rowcount)
-
-    @staticmethod
-    def _insert(cur: Any, item: DocumentWrite, counts: _Counts) -> None:
-        doc = item.document
-        doc_terms = term_counts(f"{doc.title}. {doc.text}")
-        centroid = item.vectors.mean(axis=0) if len(item.chunks) else None
-        if centroid is not None:
-            norm = float(np.linalg.norm(centroid))
-            centroid = centroid / norm if norm > 0 else centroid
-        cur.execute("INSERT INTO documents (id, title, text, source, published, url, n_chunks, tsv, n_terms, "
-                    "centroid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::tsvector, %s, %s)",
-                    (doc.id, doc.title, doc.text, doc.source, doc.published, doc.url, len(item.chunks),
-                     tsvector_literal(doc_terms), sum(doc_terms.values()), centroid))
-        counts.add("d", doc_terms)
-        if item.sentences:
-            cur.executemany("INSERT INTO sentences VALUES (%s, %s, %s, %s)",
-                            [(doc.id, i, s.start, s.end) for i, s in enumerate(item.sentences)])
-        rows = []
-        for chunk, vector in zip(item.chunks, item.vectors, strict=True):
-            terms = term_counts(f"{doc.title}. {doc.text[chunk.start:chunk.end]}")
-            counts.add("c", terms)
-            rows.append((chunk.chunk_id, chunk.doc_id, chunk.seq, chunk.start, chunk.end,
-                         np.asarray(vector, dtype=np.float32), tsvector_literal(terms), sum(terms.values())))
-        if rows:
-            cur.executemany("INSERT INTO chunks (chunk_id, doc_id, seq, start_at, end_at, embedding, tsv, n_terms) "
-                            "VALUES (%s, %s, %s, %s, %s, %s, %s::tsvector, %s)", rows)
-        # Postings, derived from the tsvectors just stored (what BM25 reads; see pg_migrations v0002).
-        cur.execute("INSERT INTO chunk_terms SELECT u.lexeme, c.rowid, c.doc_id, coalesce(array_length(u.positions, "
-                    "1), 1), c.n_terms FROM chunks c, unnest(c.tsv) u WHERE c.doc_id = %s", (doc.id,))
-        cur.execute("INSERT INTO doc_terms SELECT u.lexeme, d.id, coalesce(array_length(u.positions, 1), 1), "
-                    "d.n_terms FROM documents d, unnest(d.tsv) u WHERE d.id = %s", (doc.id,))
-
-
-class _Counts:
-    """Changes to document frequencies and collection sizes within one write, applied at its end."""
-
-    def __init__(self) -> None:
-        self.df: dict[str, Counter[str]] = {"c": Counter(), "d": Counter()}
-        self.n = {"c": 0, "d": 0}
-        self.terms = {"c": 0, "d": 0}
-
-    def add(self, collection: str, terms: dict[str, int]) -> None:
-        self.df[collection].update(t for t in terms if len(t.encode()) <= MAX_LEXEME_BYTES)
-        self.n[collection] += 1
-        self.terms[collection] += sum(terms.values())
-
-    def apply(self, cur: Any) -> None:
-        for collection, changes in self.df.items():
-            items = sorted((t, d) for t, d in changes.items() if d != 0)
-            if items:
-                cur.execute("INSERT INTO lexemes (collection, lexeme, df) SELECT %s, t, d FROM unnest(%s::text[], "
-                            "%s::int[]) AS u(t, d) ON CONFLICT (collection, lexeme) DO UPDATE "
-                            "SET df = lexemes.df + excluded.df",
-                            (collection, [t for t, _ in items], [d for _, d in items]))
-            cur.execute("UPDATE totals SET n = n + %s, terms = terms + %s WHERE collection = %s",
-                        (self.n[collection], self.terms[collection], collection))
-        cur.execute("DELETE FROM lexemes WHERE df <= 0")
-

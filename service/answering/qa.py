@@ -83,7 +83,7 @@ def build_store(settings: Settings, embedder: Embedder) -> Archive:
         assert settings.database_url is not None  # checked by Settings
         return PgStore(settings.database_url, model_id=embedder.model_id, dimension=embedder.dimension,
                        read_dsn=settings.database_read_url, pool_size=settings.database_pool_size,
-                       bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b)
+                       bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b, ef_search=settings.database_ef_search)
     return Store(settings.data_dir, model_id=embedder.model_id, dimension=embedder.dimension,
                  bm25_k1=settings.bm25_k1, bm25_b=settings.bm25_b,
                  ann_settings=AnnSettings(exact_max=settings.exact_search_max,

@@ -191,25 +191,66 @@ def test_another_model_is_refused_and_a_dead_server_is_a_clear_error(pg_dsn: str
         PgStore(f"postgresql://postgres@127.0.0.1:{pg_server.port + 1}/x", "m", DIM, retries=1)
 
 
-def test_migrating_an_older_schema_backfills_the_postings(pg_dsn: str):
-    """A database at revision 0001 (no postings tables) with articles in it: the next start migrates it to the
-    head revision, fills the postings from the stored tsvectors, and BM25 answers as before."""
+def _write_at_revision_0001(dsn: str, writes: list[DocumentWrite]) -> None:
+    """What the store of revision 0001 wrote: rows with tsvectors (counts as positions), frequencies and totals."""
     import psycopg
+    from pgvector.psycopg import register_vector
 
-    store = PgStore(pg_dsn, "m", DIM)
-    store.write(upserts=corpus(20))
-    snap = store.snapshot()
-    before = snap.lexical_query("harbour strike", doc_weight=0.6).search(8)
-    store.close()
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # back to what revision 0001 left
-        conn.execute("DROP TABLE chunk_terms, doc_terms")
-        conn.execute("UPDATE newsroom_qa_schema_version SET version_num = '0001'")
-    again = PgStore(pg_dsn, "m", DIM)
-    version = again.read(lambda cur: cur.execute("SELECT version_num FROM newsroom_qa_schema_version").fetchone())
-    assert version == ("0002",)
-    after = again.snapshot().lexical_query("harbour strike", doc_weight=0.6).search(8)
-    assert [r for r, _ in after] == [r for r, _ in before]
-    np.testing.assert_allclose([s for _, s in after], [s for _, s in before], rtol=1e-6)
+    def tsv(counts: dict[str, int]) -> str:
+        return " ".join("'" + t.replace("'", "''") + "':" + ",".join(str(i) for i in range(1, min(c, 255) + 1))
+                        for t, c in counts.items())
+
+    df: dict[tuple[str, str], int] = {}
+    sizes = {"c": [0, 0], "d": [0, 0]}
+    with psycopg.connect(dsn) as conn:
+        register_vector(conn)
+        for w in writes:
+            d = w.document
+            doc_counts = term_counts(f"{d.title}. {d.text}")
+            conn.execute("INSERT INTO documents (id, title, text, source, published, url, n_chunks, tsv, n_terms, "
+                         "centroid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::tsvector, %s, %s)",
+                         (d.id, d.title, d.text, d.source, d.published, d.url, len(w.chunks), tsv(doc_counts),
+                          sum(doc_counts.values()), w.vectors.mean(axis=0)))
+            for (collection, counts) in [("d", doc_counts)] + [
+                    ("c", term_counts(f"{d.title}. {d.text[c.start:c.end]}")) for c in w.chunks]:
+                for t in counts:
+                    df[collection, t] = df.get((collection, t), 0) + 1
+                sizes[collection][0] += 1
+                sizes[collection][1] += sum(counts.values())
+            for chunk, vector in zip(w.chunks, w.vectors, strict=True):
+                counts = term_counts(f"{d.title}. {d.text[chunk.start:chunk.end]}")
+                conn.execute("INSERT INTO chunks (chunk_id, doc_id, seq, start_at, end_at, embedding, tsv, n_terms) "
+                             "VALUES (%s, %s, %s, %s, %s, %s, %s::tsvector, %s)",
+                             (chunk.chunk_id, d.id, chunk.seq, chunk.start, chunk.end, vector, tsv(counts),
+                              sum(counts.values())))
+        for (collection, t), n in df.items():
+            conn.execute("INSERT INTO lexemes VALUES (%s, %s, %s)", (collection, t, n))
+        for collection, (n, terms) in sizes.items():
+            conn.execute("UPDATE totals SET n = %s, terms = %s WHERE collection = %s", (n, terms, collection))
+        conn.execute("INSERT INTO meta VALUES ('generation', '1')")
+
+
+def test_migrating_an_older_schema_keeps_bm25_as_it_was(pg_dsn: str, pg_server):  # type: ignore[no-untyped-def]
+    """A database written at revision 0001 (tsvectors, no postings) is migrated to the head on the next start:
+    0002 fills the postings from the tsvectors, 0003 orders them by impact and drops the tsvectors; BM25 then
+    ranks and scores as a database written by today's store."""
+    from index.postgres.schema import migrate
+
+    writes = corpus(20)
+    migrate(pg_dsn, "m", DIM, revision="0001")
+    _write_at_revision_0001(pg_dsn, writes)
+    old = PgStore(pg_dsn, "m", DIM)
+    assert old.read(lambda cur: cur.execute("SELECT version_num FROM newsroom_qa_schema_version").fetchone()) == \
+        ("0003",)
+    fresh = PgStore(pg_server.create_database(f"fresh_{id(writes)}"), "m", DIM)
+    fresh.write(upserts=writes)
+    for query in ("harbour strike", "prison witness appeal"):
+        for doc_weight in (0.0, 0.6):
+            after = by_chunk(old.snapshot(), old.snapshot().lexical_query(query, doc_weight=doc_weight).search(8))
+            today = by_chunk(fresh.snapshot(), fresh.snapshot().lexical_query(query, doc_weight=doc_weight)
+                             .search(8))
+            assert [c for c, _ in after] == [c for c, _ in today]
+            np.testing.assert_allclose([s for _, s in after], [s for _, s in today], rtol=1e-6)
 
 
 def test_a_lost_database_is_a_clear_error_and_the_service_says_503(tmp_path, embedder, nlp, prompts):
