@@ -11,8 +11,9 @@ same run on this machine:
   Dask ``LocalCluster`` of 2 worker processes with one torch thread each (``index add --workers 2``), both writing
   to a data directory; articles/s and chunks/s (worker start-up, which loads the models, reported apart);
 - `/v1/search` and `/v1/ask` p50/p95 over HTTP at ``--size`` chunks on the postgres backend (a local PostgreSQL 18
-  with pgvector 0.8, HNSW m=16, ef_search 100) and on the FAISS backend, the same corpus and questions as
-  ``perf.py`` (10k real chunks, the rest synthetic); recall@10 of pgvector's HNSW against exact search;
+  with pgvector 0.8, HNSW m=16, ef_search from the archive's size) and on the FAISS backend, the same corpus and
+  questions as ``perf.py`` (10k real chunks, the rest synthetic); recall@10 of pgvector's HNSW against exact
+  search; how much of exact BM25's top 10 / top 100 the postgres BM25 finds on the same archive;
 - ``newsroom-qa eval retrieval`` on TIME and NewsQA-500 (test half) with either backend.
 """
 
@@ -96,6 +97,36 @@ def hnsw_recall(dsn: str, model_id: str, vectors: np.ndarray, query_vectors: np.
     return {"recall_at_10": recall, "pgvector_p50_ms": p50}
 
 
+def lexical_agreement(dsn: str, data_dir: Path, model_id: str, queries: list[str], dimension: int) -> dict[str, Any]:
+    """How close the postgres BM25 (each word's postings read to a cut, then exact scores) comes to exact BM25 (the
+    data directory's, over every posting) on the same archive: recall of the top 10 and top 100, tie-aware (the
+    synthetic articles repeat real sentences, so many chunks score alike: a chunk found counts when it scores at
+    least the exact k-th score, scores compared relative to each side's best), for chunk BM25 alone and mixed with
+    whole-article BM25 (``doc_weight`` 0.6, the configured default)."""
+    from index.local.store import Store
+
+    pg = PgStore(dsn, model_id, dimension)
+    local = Store(data_dir, model_id, dimension).snapshot()
+    pg_snap = pg.snapshot()
+    out: dict[str, Any] = {}
+    for doc_weight in (0.0, 0.6):
+        recall: dict[int, list[float]] = {10: [], 100: []}
+        for query in queries:
+            exact = [s for _, s in local.lexical_query(query, doc_weight).search(100)]
+            found = [s for _, s in pg_snap.lexical_query(query, doc_weight).search(100)]
+            if not exact or not found:
+                continue
+            exact_rel, found_rel = np.array(exact) / exact[0], np.array(found) / found[0]
+            for k in recall:
+                kth = exact_rel[min(k, len(exact_rel)) - 1]
+                recall[k].append(min(k, int((found_rel[:k] >= kth - 1e-6).sum())) / min(k, len(exact_rel)))
+        out[f"doc_weight {doc_weight}"] = {"top10_overlap": float(np.mean(recall[10])),
+                                           "top100_overlap": float(np.mean(recall[100])),
+                                           "queries": len(recall[10])}
+    pg.close()
+    return out
+
+
 def retrieval_quality(data: Path, dsn_for: Any, work: Path) -> dict[str, Any]:
     """`newsroom-qa eval retrieval` on TIME and NewsQA-500 (test half), once per backend."""
     exe = Path(sys.executable).with_name("newsroom-qa")
@@ -138,6 +169,17 @@ def write_report(results: dict[str, Any], out: Path) -> None:
                      f"{row['recall_at_10']:.3f} | {row['cold_start_s']:.1f} | {row['search_p50_ms']:.1f} / "
                      f"{row['search_p95_ms']:.1f} | {row['ask_p50_ms']:.0f} / {row['ask_p95_ms']:.0f} | "
                      f"{row['rss_mb']:.0f} |")
+    agreement = results.get("lexical_agreement")
+    if agreement:
+        lines += ["", "BM25 of the postgres backend (each query word's postings read to a cut of the 1,000 with the "
+                  "highest impact, then exact scores for the candidates) against exact BM25 over every posting (the "
+                  "data directory's) on the same archive and questions: tie-aware recall of the exact top 10 and top "
+                  "100 (a chunk found counts when it scores at least the exact k-th score).", "",
+                  "| chunks | BM25 | recall@10 | recall@100 |", "|---|---|---|---|"]
+        for size, modes in agreement.items():
+            for mode, m in modes.items():
+                label = "chunks alone" if mode.endswith(" 0.0") else f"mixed with whole articles ({mode})"
+                lines.append(f"| {int(size):,} | {label} | {m['top10_overlap']:.3f} | {m['top100_overlap']:.3f} |")
     lines += ["", "## Retrieval quality by backend", "",
               "`newsroom-qa eval retrieval`, configured (hybrid) mode and each signal alone.", "",
               "| set | metric | mode | faiss | postgres | difference (points) |", "|---|---|---|---|---|---|"]
@@ -161,7 +203,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--sample", type=int, default=240, help="articles for the ingestion comparison")
-    parser.add_argument("--size", type=int, default=100_000, help="chunks for the latency comparison")
+    parser.add_argument("--size", type=int, nargs="+", default=[10_000, 100_000],
+                        help="archive sizes (chunks) for the latency comparison")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--ask-queries", type=int, default=40)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
@@ -188,29 +231,36 @@ def main() -> None:
             real, real_vectors = perf.real_corpus(service, articles, 10_000)
             query_vectors = service.embedder.embed(qs[-200:])
             model_id = service.store.model_id
-            analysed, vectors = perf.take(real, real_vectors, args.size)
-            n_real = len(vectors)
-            if n_real < args.size:
-                extra, extra_vectors = perf.synthetic(real, real_vectors, args.size - n_real)
-                analysed, vectors = analysed + extra, np.concatenate([vectors, extra_vectors])
             del service
-            rows = []
-            dsn = server.create_database("latency")
-            row: dict[str, Any] = {"backend": "postgres", "chunks": len(vectors), "real_chunks": n_real}
-            row["build_s"] = build_postgres(dsn, analysed, vectors, model_id)
-            row.update(hnsw_recall(dsn, model_id, vectors, query_vectors))
-            row.update(perf.serve_and_measure(work / "pg-service", qs[:args.queries], qs[:args.ask_queries],
-                                              {"NEWSROOM_QA_BACKEND": "postgres", "NEWSROOM_QA_DATABASE_URL": dsn}))
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-            data_dir = work / "faiss"
-            row = {"backend": "faiss", "chunks": len(vectors), "real_chunks": n_real}
-            row["build_s"] = perf.build_data_dir(data_dir, analysed, vectors, model_id)
-            row.update(perf.ann_recall(data_dir, vectors, query_vectors, model_id))
-            row.update(perf.serve_and_measure(data_dir, qs[:args.queries], qs[:args.ask_queries]))
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+            rows, agreement = [], {}
+            for size in args.size:
+                analysed, vectors = perf.take(real, real_vectors, size)
+                n_real = len(vectors)
+                if n_real < size:
+                    extra, extra_vectors = perf.synthetic(real, real_vectors, size - n_real)
+                    analysed, vectors = analysed + extra, np.concatenate([vectors, extra_vectors])
+                dsn = server.create_database(f"latency_{size}")
+                row: dict[str, Any] = {"backend": "postgres", "chunks": len(vectors), "real_chunks": n_real}
+                row["build_s"] = build_postgres(dsn, analysed, vectors, model_id)
+                row.update(hnsw_recall(dsn, model_id, vectors, query_vectors))
+                row.update(perf.serve_and_measure(work / f"pg-service-{size}", qs[:args.queries],
+                                                  qs[:args.ask_queries],
+                                                  {"NEWSROOM_QA_BACKEND": "postgres", "NEWSROOM_QA_DATABASE_URL": dsn}))
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                data_dir = work / f"faiss-{size}"
+                row = {"backend": "faiss", "chunks": len(vectors), "real_chunks": n_real}
+                row["build_s"] = perf.build_data_dir(data_dir, analysed, vectors, model_id)
+                row.update(perf.ann_recall(data_dir, vectors, query_vectors, model_id))
+                row.update(perf.serve_and_measure(data_dir, qs[:args.queries], qs[:args.ask_queries]))
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                agreement[str(len(vectors))] = lexical_agreement(dsn, data_dir, model_id, qs[:args.queries],
+                                                                 vectors.shape[1])
+                print(json.dumps(agreement), flush=True)
+                shutil.rmtree(data_dir, ignore_errors=True)
             results["latency"] = rows
+            results["lexical_agreement"] = agreement
         if "quality" not in args.skip:
             results["quality"] = retrieval_quality(args.data, server.create_database, work / "quality")
             print(json.dumps(results["quality"])[:2000], flush=True)

@@ -1,12 +1,14 @@
 """BM25 in SQL over impact-ordered postings, at a cost that does not grow with the postings of common words.
 
-For each query word the ``cut`` best postings by impact (the front of one index range: ``chunk_terms_impact``) are
-read and summed per chunk; the ``pool`` best chunks by that partial sum, and the chunks of the best articles
-(scored the same way over ``doc_terms``), are then scored exactly by index probes of each query word. Rare words
-(fewer postings than ``cut``) are read whole, so a query of names and rare terms is exact; for a common word the
-cut keeps the postings that can matter: a chunk that none of the query words' best postings holds scores below
-the ``cut``-th of each, which more than ``top_k`` chunks beat. ``benchmarks/scaleout.py`` measures the overlap with
-exact BM25 at 100k chunks and the quality on TIME and NewsQA against the FAISS backend.
+For each query word the ``cut`` postings with the highest impact are read from the front of one index range
+(``chunk_terms_impact``, ``doc_terms_impact``) with their exact contributions. A word with fewer postings than
+that is read whole, so a query of names and rare terms loses nothing; the front of a common word holds the chunks
+where it weighs most, and a chunk outside it gains at most that word's ``cut``-th contribution from it. The
+``pool`` chunks with the best partial sums (mixed with their article's partial sum when whole-article BM25 is
+mixed in, so a chunk of a strong article gets in on its article's account), the chunks of the ``top_k`` best
+articles and any extra rows asked for (the dense candidates) are then scored exactly: the fronts of uncut words
+plus one primary-key probe per cut word. ``benchmarks/scaleout.py`` measures how much of exact BM25's top 10 and
+top 100 this finds at 10k and 100k chunks; on TIME and NewsQA-500 no word is cut and the scores are exact.
 
 The SQL is built here as CTEs that ``PgLexicalQuery`` runs alone and ``index.postgres.candidates`` embeds in the one
 statement of a search. Scores are BM25 as bm25s computes it without its constant ``k1 + 1`` factor.
@@ -27,6 +29,8 @@ __all__ = ["CUT", "POOL", "PgLexicalQuery", "lexical_ctes"]
 
 CUT = 1000  # postings read per query word (all of a rarer word's)
 POOL = 300  # chunks (and articles) scored exactly from the partial sums
+COMMON = 0.05  # a word in more than this share of the collection adds no candidates of its own (it is still scored)
+KEEP = 3  # ... unless it is among the query's rarest three
 
 
 def lexical_ctes(k1: float, b: float, doc_weight: float, allowed: PgRestriction | None,
@@ -46,18 +50,21 @@ def lexical_ctes(k1: float, b: float, doc_weight: float, allowed: PgRestriction 
     def words(collection: str) -> str:
         """The query words with their idf (times the word's weight), the average length, and whether the word has
         more postings than the cut reads."""
-        return f"""SELECT w.lexeme, w.weight * ln(1 + (t.n - l.df + 0.5) / (l.df + 0.5)) AS idfw,
-                          t.terms::float8 / greatest(t.n, 1) AS avgdl, l.df > %(cut)s AS cut
+        return f"""SELECT lexeme, idfw, avgdl, reads, df > reads AS cut FROM (
+                   SELECT w.lexeme, w.weight * ln(1 + (t.n - l.df + 0.5) / (l.df + 0.5)) AS idfw,
+                          t.terms::float8 / greatest(t.n, 1) AS avgdl, l.df,
+                          CASE WHEN row_number() OVER (ORDER BY l.df) <= %(keep)s OR l.df <= %(common)s * t.n
+                               THEN %(cut)s ELSE 0 END AS reads
                    FROM unnest(%(terms)s::text[], %(weights)s::float8[]) AS w(lexeme, weight)
                    JOIN lexemes l ON l.collection = '{collection}' AND l.lexeme = w.lexeme
-                   JOIN totals t ON t.collection = '{collection}'"""
+                   JOIN totals t ON t.collection = '{collection}') x"""
 
     def front(table: str, cols: list[str], q: str) -> str:
         """Each word's ``cut`` best postings by impact, with their exact contribution."""
         return f"""SELECT {", ".join("x." + c for c in cols)}, {q}.cut, {bm25('x', q)} AS s FROM {q}
                    CROSS JOIN LATERAL (SELECT {", ".join("p." + c for c in cols)}, p.tf, p.dl
                                        FROM {table} p {doc_join} WHERE p.lexeme = {q}.lexeme AND {cond}
-                                       ORDER BY p.impact DESC LIMIT %(cut)s) x"""
+                                       ORDER BY p.impact DESC LIMIT {q}.reads) x"""
 
     def exact(keys: str, key: str, hits: str, table: str, q: str) -> str:
         """The exact score of each ``key`` in ``keys``: what the fronts of uncut words hold (all their postings),
@@ -73,11 +80,11 @@ def lexical_ctes(k1: float, b: float, doc_weight: float, allowed: PgRestriction 
 
     extra = f" UNION SELECT rowid FROM ({extra_rowids}) e" if extra_rowids else ""
     chunk_side = f"""qc AS MATERIALIZED ({words('c')}),
-        hc AS MATERIALIZED ({front('chunk_terms', ['rowid', 'doc_id'], 'qc')}),
-        ctop AS MATERIALIZED (SELECT rowid FROM hc GROUP BY rowid ORDER BY sum(s) DESC LIMIT %(pool)s)"""
+        hc AS MATERIALIZED ({front('chunk_terms', ['rowid', 'doc_id'], 'qc')})"""
     w = doc_weight
     if w <= 0:
         return f"""{chunk_side},
+            ctop AS MATERIALIZED (SELECT rowid FROM hc GROUP BY rowid ORDER BY sum(s) DESC LIMIT %(pool)s),
             cand AS MATERIALIZED (SELECT rowid FROM ctop{extra}),
             cs AS MATERIALIZED ({exact('cand', 'rowid', 'hc', 'chunk_terms', 'qc')}),
             lex_top AS (SELECT coalesce((SELECT max(s) FROM cs), 0) AS c, 0.0::float8 AS d),
@@ -85,7 +92,14 @@ def lexical_ctes(k1: float, b: float, doc_weight: float, allowed: PgRestriction 
     return f"""{chunk_side},
         qd AS MATERIALIZED ({words('d')}),
         hd AS MATERIALIZED ({front('doc_terms', ['doc_id'], 'qd')}),
-        dtop AS MATERIALIZED (SELECT doc_id FROM hd GROUP BY doc_id ORDER BY sum(s) DESC LIMIT %(pool)s),
+        pd AS MATERIALIZED (SELECT doc_id, sum(s) AS s FROM hd GROUP BY doc_id),
+        dtop AS MATERIALIZED (SELECT doc_id FROM pd ORDER BY s DESC LIMIT %(pool)s),
+        pc AS MATERIALIZED (SELECT rowid, doc_id, sum(s) AS s FROM hc GROUP BY rowid, doc_id),
+        ctop AS MATERIALIZED (  -- ranked by the same mix of partial sums, so chunks of strong articles get in
+            SELECT pc.rowid FROM pc LEFT JOIN pd ON pd.doc_id = pc.doc_id
+            CROSS JOIN (SELECT greatest((SELECT max(s) FROM pc), 1e-9) AS c,
+                               greatest((SELECT max(s) FROM pd), 1e-9) AS d) m
+            ORDER BY {1 - w} * pc.s / m.c + {w} * coalesce(pd.s, 0) / m.d DESC LIMIT %(pool)s),
         bd AS MATERIALIZED (SELECT * FROM ({exact('dtop', 'doc_id', 'hd', 'doc_terms', 'qd')}) x
                             ORDER BY s DESC LIMIT %(k)s),
         cand AS MATERIALIZED (SELECT rowid FROM ctop
@@ -114,7 +128,7 @@ class PgLexicalQuery:
 
     def params(self, top_k: int) -> dict[str, object]:
         return {"terms": list(self.weights), "weights": list(self.weights.values()), "cut": CUT,
-                "pool": max(POOL, 2 * top_k), "k": top_k}
+                "pool": max(POOL, 2 * top_k), "k": top_k, "keep": KEEP, "common": COMMON}
 
     def ctes(self, allowed: PgRestriction | None, extra_rowids: str | None = None) -> str:
         store = self.snap.store

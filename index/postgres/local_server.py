@@ -87,11 +87,14 @@ class LocalPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     @classmethod
-    def start(cls, root: Path, timeout: float = 30.0, replica_of: LocalPostgres | None = None) -> LocalPostgres:
+    def start(cls, root: Path, timeout: float = 30.0, replica_of: LocalPostgres | None = None,
+              shared_buffers: str = "1GB") -> LocalPostgres:
         """initdb in ``root/pgdata`` (once), then start the server and wait until it accepts connections.
 
         :param replica_of: make this server a streaming read replica of that one instead (``pg_basebackup -R``):
             it follows every write and refuses its own.
+        :param shared_buffers: PostgreSQL's own page cache (its default, 128MB, holds a tenth of a 100k-chunk
+            archive's postings and graph; memory is taken as pages are read, not at start).
         """
         bin_dir = binaries()
         user = _server_user()
@@ -117,7 +120,7 @@ class LocalPostgres:
         log = (root / "server.log").open("ab")
         process = subprocess.Popen(
             [str(bin_dir / "postgres"), "-D", str(pgdata), "-h", "127.0.0.1", "-p", str(port), "-k", str(root),
-             "-c", "fsync=off", "-c", "max_connections=200"],
+             "-c", "fsync=off", "-c", "max_connections=200", "-c", f"shared_buffers={shared_buffers}"],
             stdout=log, stderr=subprocess.STDOUT, **as_user)  # type: ignore[call-overload]
         server = cls(root=root, port=port, process=process)
         deadline = time.monotonic() + timeout

@@ -104,3 +104,23 @@ def test_bm25s_logs_at_the_applications_level_not_its_own_debug():
         assert not logging.getLogger("bm25s").isEnabledFor(logging.INFO)
     finally:
         root.setLevel(saved)
+
+
+def test_folding_strips_the_same_marks_as_decomposing_each_character():
+    """``_fold``'s fast paths (ASCII text as it is, a translate table for the rest) give what the plain definition
+    gives: NFKD, then every combining character dropped, over text from many scripts."""
+    import random
+    import unicodedata
+
+    from index.tokens import _fold
+
+    def plain(text: str) -> str:
+        return "".join(c for c in unicodedata.normalize("NFKD", text.casefold()) if not unicodedata.combining(c))
+
+    rng = random.Random(4)
+    samples = ["Sédnaya SEDNAYA Saydnaya", "plain ASCII only", "Kelvin \u212a sign", "ﬁnance ﬂow", "Ǆemal Ⅻ",
+               "".join(chr(rng.randrange(0x20, 0x3000)) for _ in range(20_000)),
+               "".join(chr(rng.randrange(0x20, 0x110000)) for _ in range(5_000)).encode("utf-8", "replace")
+               .decode("utf-8", "replace")]
+    for text in samples:
+        assert _fold(text) == plain(text)

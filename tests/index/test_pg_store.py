@@ -278,3 +278,63 @@ def test_a_lost_database_is_a_clear_error_and_the_service_says_503(tmp_path, emb
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _index_definitions(store: PgStore) -> set[str]:
+    return {d for (d,) in store.read(lambda cur: cur.execute(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'").fetchall())}
+
+
+def test_a_bulk_load_builds_the_indexes_after_it_and_ranks_as_row_by_row_writes(pg_dsn: str, pg_server):  # type: ignore[no-untyped-def]
+    """One write of more chunks than the bulk threshold drops the big indexes, COPYs, and builds them again: the
+    same index definitions (HNSW with the chosen parameters), the same frequencies and the same rankings as the
+    archive written in small batches that keep every index up to date."""
+    from index.postgres.rows import BULK_MIN_CHUNKS
+
+    writes = corpus(2600, seed=5)
+    assert sum(len(w.chunks) for w in writes) >= BULK_MIN_CHUNKS
+    small = PgStore(pg_server.create_database(f"small_{id(writes)}"), "m", DIM)
+    for first in range(0, len(writes), 500):
+        small.write(upserts=writes[first:first + 500])
+    bulk = PgStore(pg_dsn, "m", DIM)
+    before = _index_definitions(bulk)
+    bulk.write(upserts=writes)
+    assert _index_definitions(bulk) == before == _index_definitions(small)
+    frequencies = "SELECT collection, lexeme, df FROM lexemes ORDER BY 1, 2"
+    assert bulk.read(lambda cur: cur.execute(frequencies).fetchall()) == \
+        small.read(lambda cur: cur.execute(frequencies).fetchall())
+    for query in ("harbour dredging contract", "prison witness appeal"):
+        hits = [by_chunk(s.snapshot(), s.snapshot().lexical_query(query, doc_weight=0.6).search(10))
+                for s in (bulk, small)]
+        np.testing.assert_allclose([s for _, s in hits[0]], [s for _, s in hits[1]], rtol=1e-5)
+        cut = hits[0][-1][1] * (1 + 1e-5)  # equal scores may come in either order (and tie at the cut)
+        assert {c for c, s in hits[0] if s > cut} == {c for c, s in hits[1] if s > cut}
+    vectors = np.concatenate([w.vectors for w in writes])
+    ids = [c.chunk_id for w in writes for c in w.chunks]
+    for q in np.random.default_rng(11).normal(size=(3, DIM)).astype(np.float32):
+        exact = {ids[i] for i in np.argsort(-(vectors @ (q / np.linalg.norm(q))))[:10]}
+        found = {c for c, _ in by_chunk(bulk.snapshot(), bulk.snapshot().dense_search(q / np.linalg.norm(q), 10))}
+        assert len(found & exact) >= 9  # the graph built after the load finds the nearest chunks
+
+
+def test_a_bulk_load_that_fails_leaves_the_archive_and_its_indexes_as_they_were(pg_dsn: str, monkeypatch):  # type: ignore[no-untyped-def]
+    import index.postgres.rows as rows
+    import index.postgres.store as store_module
+
+    store = PgStore(pg_dsn, "m", DIM)
+    store.write(upserts=corpus(5))
+    before = _index_definitions(store)
+    manifest = store.snapshot().manifest
+
+    def fail(*args: object) -> None:
+        raise RuntimeError("the loader died mid-write")
+
+    monkeypatch.setattr(rows, "BULK_MIN_CHUNKS", 10)
+    monkeypatch.setattr(store_module, "insert", fail)
+    with pytest.raises(RuntimeError, match="died"):
+        store.write(upserts=corpus(60, seed=9)[5:])
+    assert _index_definitions(store) == before
+    after = store.snapshot().manifest
+    assert (after.n_documents, after.n_chunks, after.generation) == (manifest.n_documents, manifest.n_chunks,
+                                                                      manifest.generation)
+    assert store.snapshot().lexical_query("harbour strike").search(3)
