@@ -3,12 +3,13 @@
 For each query word the ``cut`` postings with the highest impact are read from the front of one index range
 (``chunk_terms_impact``, ``doc_terms_impact``) with their exact contributions. A word with fewer postings than
 that is read whole, so a query of names and rare terms loses nothing; the front of a common word holds the chunks
-where it weighs most, and a chunk outside it gains at most that word's ``cut``-th contribution from it. The
-``pool`` chunks with the best partial sums (mixed with their article's partial sum when whole-article BM25 is
-mixed in, so a chunk of a strong article gets in on its article's account), the chunks of the ``top_k`` best
-articles and any extra rows asked for (the dense candidates) are then scored exactly: the fronts of uncut words
-plus one primary-key probe per cut word. ``benchmarks/scaleout.py`` measures how much of exact BM25's top 10 and
-top 100 this finds at 10k and 100k chunks; on TIME and NewsQA-500 no word is cut and the scores are exact.
+where it weighs most, and a chunk outside it gains at most that word's ``cut``-th contribution from it. A word in
+more than ``COMMON`` of the chunks ("who", "said") reads no front at all unless it is among the query's ``KEEP``
+rarest: its fronts cost the most and decide the least. The ``pool`` chunks with the best partial sums (mixed with
+their article's partial sum when whole-article BM25 is mixed in, so a chunk of a strong article gets in on its
+article's account), the chunks of the ``top_k`` best articles and any extra rows asked for (the dense candidates)
+are then scored exactly: the fronts of uncut words plus one primary-key probe per cut word.
+``benchmarks/scaleout.py`` measures how much of exact BM25's top 10 and top 100 this finds at 10k and 100k chunks.
 
 The SQL is built here as CTEs that ``PgLexicalQuery`` runs alone and ``index.postgres.candidates`` embeds in the one
 statement of a search. Scores are BM25 as bm25s computes it without its constant ``k1 + 1`` factor.
@@ -29,8 +30,8 @@ __all__ = ["CUT", "POOL", "PgLexicalQuery", "lexical_ctes"]
 
 CUT = 1000  # postings read per query word (all of a rarer word's)
 POOL = 300  # chunks (and articles) scored exactly from the partial sums
-COMMON = 0.05  # a word in more than this share of the collection adds no candidates of its own (it is still scored)
-KEEP = 3  # ... unless it is among the query's rarest three
+COMMON = 0.05  # a word in more than this share of the chunks (and more than CUT) adds no candidates of its own
+KEEP = 3  # ... unless it is among the query's rarest three (it is still scored exactly)
 
 
 def lexical_ctes(k1: float, b: float, doc_weight: float, allowed: PgRestriction | None,
@@ -53,8 +54,8 @@ def lexical_ctes(k1: float, b: float, doc_weight: float, allowed: PgRestriction 
         return f"""SELECT lexeme, idfw, avgdl, reads, df > reads AS cut FROM (
                    SELECT w.lexeme, w.weight * ln(1 + (t.n - l.df + 0.5) / (l.df + 0.5)) AS idfw,
                           t.terms::float8 / greatest(t.n, 1) AS avgdl, l.df,
-                          CASE WHEN row_number() OVER (ORDER BY l.df) <= %(keep)s OR l.df <= %(common)s * t.n
-                               THEN %(cut)s ELSE 0 END AS reads
+                          CASE WHEN row_number() OVER (ORDER BY l.df) <= %(keep)s
+                                    OR l.df <= greatest(%(common)s * t.n, %(cut)s) THEN %(cut)s ELSE 0 END AS reads
                    FROM unnest(%(terms)s::text[], %(weights)s::float8[]) AS w(lexeme, weight)
                    JOIN lexemes l ON l.collection = '{collection}' AND l.lexeme = w.lexeme
                    JOIN totals t ON t.collection = '{collection}') x"""

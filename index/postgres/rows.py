@@ -98,20 +98,22 @@ def insert(cur: Any, items: Sequence[DocumentWrite], k1: float, b: float) -> Non
                 copy.write_row((rowid, chunk.chunk_id, w.document.id, chunk.seq, chunk.start, chunk.end,
                                 np.asarray(vector, dtype=np.float32), ct.length))
                 postings.append((rowid, w.document.id, ct))
+    # Postings in COPY's text format, a chunk's lines formatted at once: a tenth of the cost of a Python call per
+    # row. Lexemes are word characters (no tab, newline or backslash); ids are escaped.
     avgdl = max(chunk_terms / max(n_chunks, 1), 1.0)
-    with cur.copy("COPY chunk_terms (lexeme, rowid, doc_id, tf, dl, impact) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(["text", "int8", "text", "int4", "int4", "float4"])
+    with cur.copy("COPY chunk_terms (lexeme, rowid, doc_id, tf, dl, impact) FROM STDIN") as copy:
         for rowid, doc_id, ct in postings:
             norm = k1 * (1 - b + b * ct.length / avgdl)
-            for lexeme, tf in ct.counts.items():
-                copy.write_row((lexeme, rowid, doc_id, tf, ct.length, tf / (tf + norm)))
+            tail = f"\t{rowid}\t{_escape(doc_id)}\t"
+            copy.write("".join(f"{lexeme}{tail}{tf}\t{ct.length}\t{tf / (tf + norm)!r}\n"
+                               for lexeme, tf in ct.counts.items()))
     avgdl = max(doc_terms / max(n_docs, 1), 1.0)
-    with cur.copy("COPY doc_terms (lexeme, doc_id, tf, dl, impact) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(["text", "text", "int4", "int4", "float4"])
+    with cur.copy("COPY doc_terms (lexeme, doc_id, tf, dl, impact) FROM STDIN") as copy:
         for w, dt in zip(items, docs, strict=True):
             norm = k1 * (1 - b + b * dt.length / avgdl)
-            for lexeme, tf in dt.counts.items():
-                copy.write_row((lexeme, w.document.id, tf, dt.length, tf / (tf + norm)))
+            tail = f"\t{_escape(w.document.id)}\t"
+            copy.write("".join(f"{lexeme}{tail}{tf}\t{dt.length}\t{tf / (tf + norm)!r}\n"
+                               for lexeme, tf in dt.counts.items()))
     for collection, terms, n, total in (("c", new_chunks, n_chunks, chunk_terms), ("d", docs, n_docs, doc_terms)):
         df: Counter[str] = Counter()
         for t in terms:
@@ -120,6 +122,11 @@ def insert(cur: Any, items: Sequence[DocumentWrite], k1: float, b: float) -> Non
                     "AS u(t, d) ON CONFLICT (collection, lexeme) DO UPDATE SET df = lexemes.df + excluded.df",
                     (collection, list(df), list(df.values())))
         cur.execute("UPDATE totals SET n = %s, terms = %s WHERE collection = %s", (n, total, collection))
+
+
+def _escape(value: str) -> str:
+    """``value`` as a field of COPY's text format."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _centroid(vectors: np.ndarray) -> np.ndarray | None:

@@ -3,10 +3,12 @@
 Each posting gets ``impact``, its BM25 term-frequency factor ``tf / (tf + k1 * (1 - b + b * dl / avgdl))`` with
 the collection's average length when it was written, and an index on ``(lexeme, impact DESC)`` holding what
 scoring reads, so a query takes the best postings of each word from the front of one index range and stops
-(``index.postgres.lexical``); candidates are then scored exactly by primary-key probes. The postings' foreign keys
-go (a bulk load writes millions of postings, each checked by a trigger): a write deletes an article's postings
-itself, through the ``rowid`` and ``doc_id`` indexes. The ``tsvector`` columns and their GIN indexes, which nothing
-reads since 0002, are dropped: the postings are the lexical source of truth, written from the same term counts.
+(``index.postgres.lexical``); candidates are then scored exactly by primary-key probes. The primary keys turn
+around to ``(rowid, lexeme)`` and ``(doc_id, lexeme)``, carrying ``tf`` and ``dl``: one index serves both the
+probes (index-only) and a write's deletes of an article's postings, which the separate ``rowid`` and ``doc_id``
+indexes did. The postings' foreign keys go (a bulk load writes millions of postings, each checked by a trigger).
+The ``tsvector`` columns and their GIN indexes, which nothing reads since 0002, are dropped: the postings are the
+lexical source of truth, written from the same term counts.
 
 Revision ID: 0003
 """
@@ -36,6 +38,10 @@ def upgrade() -> None:
     op.execute("""
         ALTER TABLE chunk_terms DROP CONSTRAINT IF EXISTS chunk_terms_rowid_fkey;
         ALTER TABLE doc_terms DROP CONSTRAINT IF EXISTS doc_terms_doc_id_fkey;
+        ALTER TABLE chunk_terms DROP CONSTRAINT chunk_terms_pkey, ADD PRIMARY KEY (rowid, lexeme) INCLUDE (tf, dl);
+        ALTER TABLE doc_terms DROP CONSTRAINT doc_terms_pkey, ADD PRIMARY KEY (doc_id, lexeme) INCLUDE (tf, dl);
+        DROP INDEX IF EXISTS chunk_terms_rowid;
+        DROP INDEX IF EXISTS doc_terms_doc;
         CREATE INDEX chunk_terms_impact ON chunk_terms (lexeme, impact DESC) INCLUDE (rowid, doc_id, tf, dl);
         CREATE INDEX doc_terms_impact ON doc_terms (lexeme, impact DESC) INCLUDE (doc_id, tf, dl);
         DROP INDEX IF EXISTS chunks_tsv;
