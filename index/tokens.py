@@ -77,7 +77,7 @@ def tokenize(text: str) -> list[str]:
 
 def term_counts(text: str) -> dict[str, int]:
     """How often each token of ``tokenize(text)`` occurs: what BM25 needs of a text (the postgres backend stores
-    it as a tsvector)."""
+    it as postings)."""
     counts: dict[str, int] = {}
     for token in tokenize(text):
         counts[token] = counts.get(token, 0) + 1

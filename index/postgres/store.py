@@ -126,15 +126,12 @@ class PgStore:
             raise InvalidInput(f"PostgreSQL cannot store or compare a value given: {first_line(exc)}") from exc
         raise AssertionError("unreachable")
 
-    def read(self, fn: Callable[[Any], T], transaction: bool = False) -> T:
-        """Run ``fn(cursor)`` on a read connection, retried on transient errors."""
+    def read(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(cursor)`` on a read connection (autocommit: each statement its own snapshot, unless ``fn``
+        opens a transaction), retried on transient errors."""
         def once() -> T:
-            with self.read_pool.connection() as conn:
-                if transaction:
-                    with conn.transaction(), conn.cursor() as cur:
-                        return fn(cur)
-                with conn.cursor() as cur:
-                    return fn(cur)
+            with self.read_pool.connection() as conn, conn.cursor() as cur:
+                return fn(cur)
         return self._retrying(once)
 
     def hnsw_settings(self, top_k: int, filtered: bool) -> tuple[str, dict[str, str]]:
@@ -227,7 +224,7 @@ class PgStore:
         self._retrying(once)
 
     def rebuild_indexes(self, embed: Callable[[list[str]], np.ndarray], batch: int = 512) -> PgSnapshot:
-        """Re-embed every chunk (a model's vectors changed) and rebuild the HNSW and GIN indexes."""
+        """Re-embed every chunk (a model's vectors changed) and rebuild the chunks' indexes (HNSW among them)."""
         def apply(cur: Any) -> None:
             rows = cur.execute("SELECT c.rowid, d.title || '. ' || substr(d.text, c.start_at + 1, "
                                "c.end_at - c.start_at) FROM chunks c JOIN documents d ON d.id = c.doc_id "
