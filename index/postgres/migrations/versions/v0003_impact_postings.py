@@ -48,6 +48,7 @@ def upgrade() -> None:
         DROP INDEX IF EXISTS documents_tsv;
         ALTER TABLE chunks DROP COLUMN tsv;
         ALTER TABLE documents DROP COLUMN tsv;
+        ANALYZE totals, meta;  -- searches join them; autovacuum would analyze them only after 50 changed rows
     """)
 
 
