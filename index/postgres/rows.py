@@ -141,7 +141,8 @@ def _centroid(vectors: np.ndarray) -> np.ndarray | None:
 @contextmanager
 def deferred_indexes(cur: Any, adding_chunks: int, hnsw_build: Callable[[int], tuple[int, int]]) -> Iterator[bool]:
     """Around a write of ``adding_chunks``: when that is a bulk load, drop the big tables' indexes (and primary
-    keys) first and build them again afterwards, in the same transaction. Yields whether it did.
+    keys) first and build them again afterwards, in the same transaction. Yields whether it did; the caller then
+    runs VACUUM (ANALYZE), which cannot run inside the transaction and gives the planner the new sizes.
 
     :param hnsw_build: ``(m, ef_construction)`` for the HNSW graph of a given size (the size after the load).
     """
@@ -167,4 +168,3 @@ def deferred_indexes(cur: Any, adding_chunks: int, hnsw_build: Callable[[int], t
         cur.execute(definition)
         if constraint:
             cur.execute(f"ALTER TABLE {table} ADD CONSTRAINT {constraint} PRIMARY KEY USING INDEX {name}")
-    cur.execute("ANALYZE documents, chunks, chunk_terms, doc_terms, lexemes")  # plans for the new sizes

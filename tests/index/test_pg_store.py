@@ -338,3 +338,23 @@ def test_a_bulk_load_that_fails_leaves_the_archive_and_its_indexes_as_they_were(
     assert (after.n_documents, after.n_chunks, after.generation) == (manifest.n_documents, manifest.n_chunks,
                                                                       manifest.generation)
     assert store.snapshot().lexical_query("harbour strike").search(3)
+
+
+def test_ids_with_tabs_backslashes_and_newlines_survive_the_postings_copy(pg_dsn: str):
+    """Postings go in by COPY's text format: an article id with its special characters is stored, found by BM25
+    and deleted with its postings like any other."""
+    store = PgStore(pg_dsn, "m", DIM)
+    rng = np.random.default_rng(2)
+    odd = article(0, rng, text="The harbour dredging contract was signed.")
+    odd_id = "wire\\2024\tharbour\nstory\r1"
+    odd = DocumentWrite(document=odd.document.model_copy(update={"id": odd_id}), sentences=odd.sentences,
+                        chunks=[c.model_copy(update={"doc_id": odd_id}) for c in odd.chunks], vectors=odd.vectors)
+    store.write(upserts=[odd, *corpus(10)[1:]])
+    snap = store.snapshot()
+    hits = snap.passages(snap.lexical_query("harbour dredging contract", doc_weight=0.6).search(3))
+    assert hits[0][1].doc_id == odd_id
+    store.write(deletes=[odd_id])
+    left = store.read(lambda cur: cur.execute("SELECT count(*) FROM chunk_terms WHERE doc_id = %s UNION ALL "
+                                              "SELECT count(*) FROM doc_terms WHERE doc_id = %s",
+                                              (odd_id, odd_id)).fetchall())
+    assert left == [(0,), (0,)]
