@@ -38,6 +38,7 @@ def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts:
     from service.answering.readers.calibration import Calibration
     from service.answering.readers.span_model import SpanModel
     from service.answering.readers.transformer import BUNDLED_READER, TransformerReader
+    from service.answering.relations import Relations, load_relation_rules
     from service.answering.span_types import SpanTypes
     from service.answering.stances import load_stances
 
@@ -59,5 +60,6 @@ def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts:
     return TransformerReader(model, calibration, abstain_below=settings.abstain_below,
                              span_types=SpanTypes(nlp, prompts), core=AnswerCore(nlp, prompts),
                              stances=load_stances(prompts_dir / "stances.toml"),
+                             relations=Relations(nlp, load_relation_rules(prompts_dir / "relations.toml")),
                              attributor=attributor or Attributor(nlp, load_attribution_rules(
                                  prompts_dir / "attribution.toml")))

@@ -24,6 +24,7 @@ from service.answering.readers.base import AnswerCandidate, CandidateSentence, R
 from service.answering.readers.calibration import Calibration
 from service.answering.readers.span_model import SpanModel
 from service.answering.readers.squad_metrics import normalize_answer
+from service.answering.relations import Relations
 from service.answering.span_types import SpanTypes
 from service.answering.stances import StanceCues
 
@@ -132,12 +133,14 @@ class TransformerReader:
     def __init__(self, model: SpanModel, calibration: Calibration, abstain_below: float | None = None,
                  top_n: int = 8, span_types: SpanTypes | None = None, stances: StanceCues | None = None,
                  promoted_min: float = 0.5, attributor: Attributor | None = None,
-                 core: AnswerCore | None = None) -> None:
+                 core: AnswerCore | None = None, relations: Relations | None = None) -> None:
         """:param span_types: keeps only spans of the type the question asks for (None: any span).
         :param promoted_min: the confidence a span needs when spans the reader preferred were of the wrong type.
         :param attributor: for "What did <person> say ...?", reads only what that person is reported to have said.
         :param core: cuts an answer to "What did X urge Y to do?" to the action, without the clause after it.
-        :param stances: for a question about doubt (and the like), reads only the sentences expressing it."""
+        :param stances: for a question about doubt (and the like), reads only the sentences expressing it.
+        :param relations: answers "X is the capital of which country?" from the parse of the passages' sentences."""
+        self.relations = relations
         self.span_types = span_types
         self.core = core
         self.promoted_min = promoted_min
@@ -187,6 +190,11 @@ class TransformerReader:
                                                     _sentence_at(sentences[a.doc_id], a.answer_start, a.answer_end),
                                                     strict=True)))
                        for _, a in typed]
+        related = self._related(question, answers, segments, documents, sentences)
+        if related is not None:
+            answers = [related, *(a for a in answers if (a.doc_id, a.answer_start, a.answer_end)
+                                  != (related.doc_id, related.answer_start, related.answer_end))]
+            threshold = self.abstain_below
         answers = [self._without_repeated_lead(question, a) for a in answers]
         if self.core is not None and answers:
             answers[0] = self._core_of(question, answers[0], documents[answers[0].doc_id].text)
@@ -203,6 +211,22 @@ class TransformerReader:
                           answer_start=best.answer_start, answer_end=best.answer_end,
                           sentence_start=best.sentence_start, sentence_end=best.sentence_end, sentences=pool,
                           alternatives=others, best_guess=best)
+
+    def _related(self, question: str, answers: list[AnswerCandidate], segments: list[_Segment],
+                 documents: dict[str, Document], sentences: dict[str, list[Sentence]]) -> AnswerCandidate | None:
+        """The answer the passages' parse gives to a relational question (``Relations``), None for other questions
+        or when no sentence ties the subject to the relation. Its confidence is the one measured for such answers,
+        or the reader's own for the same span if that is higher."""
+        if self.relations is None or not self.relations.asks(question):
+            return None
+        required = self.span_types.required(question) if self.span_types is not None else None
+        read = ((d, s.start, documents[d].text[s.start:s.end]) for d, _, s in _sentences_in(segments, sentences))
+        found = self.relations.answer(question, read, required.labels if required is not None else None)
+        if found is None:
+            return None
+        surest = max((a.confidence for a in answers if (a.doc_id, a.answer_start, a.answer_end)
+                      == (found.doc_id, found.answer_start, found.answer_end)), default=0.0)
+        return found.model_copy(update={"confidence": max(found.confidence, surest)})
 
     def _stance_sentences(self, question: str, segments: list[_Segment], documents: dict[str, Document],
                           sentences: dict[str, list[Sentence]]) -> list[_Segment]:
