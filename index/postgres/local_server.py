@@ -74,6 +74,12 @@ def _hand_over(path: Path, user: str | None) -> None:
     path.chmod(0o700)
 
 
+def maintenance_workers() -> int:
+    """Parallel workers for an index build on this machine: one per core beyond the leader's."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, cores - 1)
+
+
 @dataclass
 class LocalPostgres:
     """One running server: its data directory, port and process."""
@@ -95,6 +101,10 @@ class LocalPostgres:
             it follows every write and refuses its own.
         :param shared_buffers: PostgreSQL's own page cache (its default, 128MB, holds a tenth of a 100k-chunk
             archive's postings and graph; memory is taken as pages are read, not at start).
+
+        Index builds use one worker fewer than the machine has cores (with the leader, one process per core): the
+        default two workers on a 2-core machine made three processes share two cores: the HNSW graph of 100k chunks
+        took 16.8-20.5 s with two, 15.0-16.5 s with one, 28 s with none (2-core AMD EPYC Zen 4).
         """
         bin_dir = binaries()
         user = _server_user()
@@ -120,7 +130,8 @@ class LocalPostgres:
         log = (root / "server.log").open("ab")
         process = subprocess.Popen(
             [str(bin_dir / "postgres"), "-D", str(pgdata), "-h", "127.0.0.1", "-p", str(port), "-k", str(root),
-             "-c", "fsync=off", "-c", "max_connections=200", "-c", f"shared_buffers={shared_buffers}"],
+             "-c", "fsync=off", "-c", "max_connections=200", "-c", f"shared_buffers={shared_buffers}",
+             "-c", f"max_parallel_maintenance_workers={maintenance_workers()}"],
             stdout=log, stderr=subprocess.STDOUT, **as_user)  # type: ignore[call-overload]
         server = cls(root=root, port=port, process=process)
         deadline = time.monotonic() + timeout

@@ -281,8 +281,11 @@ def test_a_lost_database_is_a_clear_error_and_the_service_says_503(tmp_path, emb
 
 
 def _index_definitions(store: PgStore) -> set[str]:
+    """Every index and every constraint (primary and foreign keys among them) of the schema."""
     return {d for (d,) in store.read(lambda cur: cur.execute(
-        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'").fetchall())}
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' UNION ALL "
+        "SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE connamespace = 'public'::regnamespace").fetchall())}
 
 
 def test_a_bulk_load_builds_the_indexes_after_it_and_ranks_as_row_by_row_writes(pg_dsn: str, pg_server):  # type: ignore[no-untyped-def]
@@ -300,6 +303,12 @@ def test_a_bulk_load_builds_the_indexes_after_it_and_ranks_as_row_by_row_writes(
     before = _index_definitions(bulk)
     bulk.write(upserts=writes)
     assert _index_definitions(bulk) == before == _index_definitions(small)
+    assert any("FOREIGN KEY" in d for d in before)  # the keys dropped for the load are back, and hold:
+    bulk.write(deletes=[writes[0].document.id])
+    orphans = ("SELECT (SELECT count(*) FROM sentences WHERE doc_id = %(d)s) + "
+               "(SELECT count(*) FROM chunks WHERE doc_id = %(d)s)")
+    assert bulk.read(lambda cur: cur.execute(orphans, {"d": writes[0].document.id}).fetchone())[0] == 0
+    small.write(deletes=[writes[0].document.id])
     frequencies = "SELECT collection, lexeme, df FROM lexemes ORDER BY 1, 2"
     assert bulk.read(lambda cur: cur.execute(frequencies).fetchall()) == \
         small.read(lambda cur: cur.execute(frequencies).fetchall())
