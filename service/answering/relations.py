@@ -95,10 +95,10 @@ class Relations:
         for r in sent:
             if noun not in (r.lower_, r.lemma_.lower()) or not any(self._linked(r, x) for x in subjects):
                 continue
-            answer = self._related(r)
-            if answer is None or any(t.lower_ in subject for t in answer):
+            related = self._related(r)
+            if related is None or any(t.lower_ in subject for t in related[0]):
                 continue
-            edges = self._typed(sent, answer, labels)
+            edges = self._typed(sent, *related, labels)
             if edges is not None:
                 return edges
         return None
@@ -112,28 +112,29 @@ class Relations:
         return (noun.head == subject.head and noun.head.lemma_ == "be" and noun.dep_ in roles
                 and subject.dep_ in roles and noun.dep_ != subject.dep_)
 
-    def _related(self, noun: Token) -> list[Token] | None:
-        """What the noun relates to: its possessor ("Kazakhstan's"), else the noun phrase after its preposition."""
+    def _related(self, noun: Token) -> tuple[list[Token], Token] | None:
+        """What the noun relates to, with the word heading it: its possessor ("Kazakhstan's"), else the noun phrase
+        after its preposition ("the capital of Kazakhstan")."""
         for child in noun.children:
             if child.dep_ == self.rules.possessor:
-                return [t for t in child.subtree if t.dep_ != "case"]
+                return [t for t in child.subtree if t.dep_ != "case"], child
         for child in noun.children:
             if child.dep_ == "prep" and child.lower_ in self.rules.prepositions:
                 for obj in child.children:
                     if obj.dep_ == "pobj":
                         chunk = next((c for c in obj.doc.noun_chunks if c.start <= obj.i < c.end), None)
-                        return list(chunk) if chunk is not None else [obj]
+                        return (list(chunk) if chunk is not None else [obj]), obj
         return None
 
     @staticmethod
-    def _typed(sent: Span, answer: list[Token], labels: list[str] | None) -> tuple[int, int] | None:
+    def _typed(sent: Span, answer: list[Token], head: Token, labels: list[str] | None) -> tuple[int, int] | None:
         """Character edges of the answer in the sentence: the whole phrase for an untyped question, else the entity
-        of the asked-for type within it (None if there is none)."""
+        of the asked-for type that holds the phrase's head word (None if there is none: in "the capital of
+        Kazakhstan's neighbour" the answer is the neighbour, not Kazakhstan)."""
         base = sent.start_char
         if labels is None:
             return answer[0].idx - base, answer[-1].idx + len(answer[-1].text) - base
-        held = {t.i for t in answer}
-        entity = next((e for e in sent.ents if e.label_ in labels and any(t.i in held for t in e)), None)
+        entity = next((e for e in sent.ents if e.label_ in labels and e.start <= head.i < e.end), None)
         if entity is None:
             return None
         return entity.start_char - base, entity.end_char - base

@@ -61,6 +61,9 @@ def test_no_answer_without_the_syntactic_link(relations: Relations) -> None:
     # The right link, but the answer is not of the asked-for type.
     assert _answer(relations, "Quito is the capital of which country?",
                    "Quito, the capital of commerce, grew fast.") is None
+    # The country named is not what the capital belongs to.
+    assert _answer(relations, "Quito is the capital of which country?",
+                   "Quito, the capital of Ecuador's ally, hosted the talks.") is None
     # Not a relational question at all.
     assert _answer(relations, "Who visited Quito, the capital of Ecuador?",
                    "Quito, the capital of Ecuador, was visited by Ana Ruiz.") is None
