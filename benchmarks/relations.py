@@ -12,15 +12,16 @@ Needs ``../shared/data`` (never copied into the repository).
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
+
+from scipy.stats import binomtest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from index.pipeline.sentences import load_nlp  # noqa: E402
+from service.answering.readers.squad_data import load_squad  # noqa: E402
 from service.answering.readers.squad_metrics import score_prediction  # noqa: E402
 from service.answering.relations import Relations, load_relation_rules  # noqa: E402
 from service.answering.span_types import SpanTypes  # noqa: E402
@@ -32,14 +33,9 @@ FILES = ["squad11_dev/squad11-dev.shared.json", "squad2_dev_half/dev-v2.0.shared
          "qa_extra/quoref_superni.json", "qa_extra/covid_qa.json", "newsqa/newsqa-500.shared.json"]
 
 
-def wilson_lower(right: int, n: int, z: float = 1.96) -> float:
-    """Lower bound of the Wilson score interval for ``right`` of ``n``."""
-    if n == 0:
-        return 0.0
-    p = right / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - spread) / (1 + z * z / n)
+def wilson_lower(right: int, n: int) -> float:
+    """Lower bound of the 95% Wilson score interval for ``right`` of ``n`` (scipy, which scikit-learn brings)."""
+    return float(binomtest(right, n).proportion_ci(method="wilson").low) if n else 0.0
 
 
 def main() -> None:
@@ -57,25 +53,21 @@ def main() -> None:
         path = args.data / name
         if not path.is_file():
             continue
-        for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
-            for paragraph in article["paragraphs"]:
-                context = paragraph["context"]
-                for qa in paragraph["qas"]:
-                    question = qa["question"]
-                    if not relations.asks(question):
-                        continue
-                    asked += 1
-                    required = types.required(question)
-                    sentences = [("p", s.start_char, s.text) for s in nlp(context).sents]
-                    answer = relations.answer(question, sentences, required.labels if required else None)
-                    if answer is None:
-                        continue
-                    found += 1
-                    golds = [a["text"] for a in qa["answers"]]
-                    ok = score_prediction(golds, answer.answer)[1] >= 0.5
-                    right += ok
-                    print(f"{'right' if ok else 'wrong'}  {name.split('/')[-1]}  {question!r} -> {answer.answer!r} "
-                          f"(gold {golds[:1] or ['unanswerable']})")
+        for ex in load_squad(path):
+            if not relations.asks(ex.question):
+                continue
+            asked += 1
+            required = types.required(ex.question)
+            sentences = [("p", s.start_char, s.text) for s in nlp(ex.context).sents]
+            answer = relations.answer(ex.question, sentences, required.labels if required else None)
+            if answer is None:
+                continue
+            found += 1
+            golds = [text for _, text in ex.answers]
+            ok = score_prediction(golds, answer.answer)[1] >= 0.5
+            right += ok
+            print(f"{'right' if ok else 'wrong'}  {name.split('/')[-1]}  {ex.question!r} -> {answer.answer!r} "
+                  f"(gold {golds[:1] or ['unanswerable']})")
     print(f"\n{asked} questions of the relational forms, {found} answered by the parse, {right} right; "
           f"95% Wilson lower bound {wilson_lower(right, found):.2f}")
 

@@ -19,21 +19,16 @@ from pathlib import Path
 import httpx
 from load import service_at
 
+from service.answering.readers.squad_metrics import holds_accepted
+
 ROOT = Path(__file__).resolve().parent.parent
 DEV = ROOT.parent / "shared" / "seeds_dev_questions.jsonl"
 
 
 def verdict(row: dict[str, object], body: dict[str, object], extra_words: int) -> bool:
-    accepted = [str(a) for a in row["any"]]  # type: ignore[attr-defined]
-    answer = body.get("answer")
-    if not accepted:
-        return bool(body["abstained"])
-    if not isinstance(answer, str):
-        return False
-    if not any(a.lower() in answer.lower() for a in accepted):
-        return False
-    allowed = {w for a in accepted for w in a.lower().split()}
-    return sum(w not in allowed for w in answer.lower().split()) <= extra_words
+    answer = None if body["abstained"] else body.get("answer")
+    return holds_accepted(answer if isinstance(answer, str) else None,
+                          [str(a) for a in row["any"]], extra_words)  # type: ignore[attr-defined]
 
 
 def table(rows: list[dict[str, object]], bodies: list[dict[str, object]], extra_words: int) -> str:

@@ -503,3 +503,15 @@ def test_same_claim_needs_the_same_report_not_two_names():
                       "The Fishermen's Guild reported in March that catches fell 55 percent from 2019 to 2021.")
     assert not same_claim("Lindqvist said he had no information about the pipe.",
                           "Voss, the head of the office, said the pipe carried waste and that she had information.")
+
+
+def test_holds_accepted_judges_an_answer_as_the_seed_dev_set_does() -> None:
+    from service.answering.readers.squad_metrics import holds_accepted
+
+    assert holds_accepted("Saydnaya military prison", ["Saydnaya", "Sednaya"])
+    assert holds_accepted("Stuart Jones", ["Jones", "Stuart Jones"])
+    assert not holds_accepted("the prison north of Damascus called Saydnaya", ["Saydnaya"])  # six other words
+    assert holds_accepted("the prison north of Damascus called Saydnaya", ["Saydnaya"], extra_words=6)
+    assert not holds_accepted("Turkey", ["Kazakhstan"])
+    assert not holds_accepted(None, ["Kazakhstan"])  # abstained on an answerable question
+    assert holds_accepted(None, []) and not holds_accepted("Assad", [])  # the seeds do not answer it

@@ -11,7 +11,7 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 
-__all__ = ["exact_match", "f1_score", "normalize_answer", "score_prediction"]
+__all__ = ["exact_match", "f1_score", "holds_accepted", "normalize_answer", "score_prediction"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
@@ -46,3 +46,16 @@ def score_prediction(golds: Sequence[str], prediction: str) -> tuple[float, floa
     """(EM, F1) of a prediction ("" = abstained) against all gold answers (none = unanswerable), max over golds."""
     golds = [g for g in golds if normalize_answer(g)] or [""]
     return max(exact_match(g, prediction) for g in golds), max(f1_score(g, prediction) for g in golds)
+
+
+def holds_accepted(answer: str | None, accepted: Sequence[str], extra_words: int = 4) -> bool:
+    """The judgement of the seeds' development questions: ``answer`` holds one of ``accepted`` (case aside) and at
+    most ``extra_words`` words that are in none of them; with nothing accepted (the seeds do not answer), right
+    only when there is no answer."""
+    if not accepted:
+        return answer is None
+    if answer is None:
+        return False
+    lowered = answer.lower()
+    allowed = {w for a in accepted for w in a.lower().split()}
+    return any(a.lower() in lowered for a in accepted) and sum(w not in allowed for w in lowered.split()) <= extra_words
