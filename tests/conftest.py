@@ -96,7 +96,8 @@ def reader_for(settings: Settings, embedder: Embedder, nlp, prompts: Prompts):  
     """The reader the settings name, loaded once per test session (the trained model takes a second to load)."""
     from service.answering.readers.factory import build_reader
 
-    key = (settings.reader, settings.reader_model, settings.abstain_below, settings.reader_max_length)
+    key = (settings.reader, settings.reader_model, settings.abstain_below, settings.reader_max_length,
+           settings.reader_calibration)
     if key not in _READERS:
         _READERS[key] = build_reader(settings, embedder, nlp, prompts)
     return _READERS[key]

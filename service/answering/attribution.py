@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from index.models import Sentence
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["AttributionRules", "Attributor", "Speaker", "load_attribution_rules"]
 
 _SUBJECT_DEPS = {"nsubj", "nsubjpass"}
+_SPEAKING_ENTITIES = ("PERSON", "ORG", "NORP", "GPE")
 _PRONOUNS = {"he", "she", "they", "i", "we"}
 _WORDS = re.compile(r"[a-z0-9']+")
 _QUESTION_WORDS = {"who", "whom", "said", "says", "say", "told", "tell", "according", "to", "the", "a", "an", "is",
@@ -32,18 +33,22 @@ _QUOTED = re.compile(r'"[^"]*"|\u201c[^\u201d]*\u201d|\u201c[^\u201d]*$|^[^\u201
 
 class Speaker(NamedTuple):
     """Who said it (``text[start:end]``: a name), and how the reporting sentence calls them (``mention``: the
-    name itself, or "he", "The Assistant Secretary")."""
+    name itself, or "he", "The Assistant Secretary"). ``named``: the speaker is a named person, organisation or
+    group, not a phrase such as "the song" or "it" (a subject the parse took for a speaker)."""
 
     start: int
     end: int
     mention_start: int
     mention_end: int
+    named: bool = False
 
 
 class AttributionRules(BaseModel):
     question_patterns: list[str]
     reporting_verbs: list[str]
     statement_patterns: list[str] = []
+    # how often a named speaker of the sentence quoting the question is the answer (measured; 0: never trusted alone)
+    named_speaker_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 def load_attribution_rules(path: Path) -> AttributionRules:
@@ -56,6 +61,7 @@ class Attributor:
 
     def __init__(self, nlp: Language, rules: AttributionRules) -> None:
         self.nlp = nlp
+        self.named_speaker_confidence = rules.named_speaker_confidence
         self._questions = [re.compile(p, re.IGNORECASE) for p in rules.question_patterns]
         self._verbs = set(rules.reporting_verbs)
         self._statements = [re.compile(p, re.IGNORECASE) for p in rules.statement_patterns]
@@ -128,12 +134,14 @@ class Attributor:
                 continue
             mention = (s.start + found[0], s.start + found[1])
             phrase = text[mention[0]:mention[1]]
-            if phrase.lower() in _PRONOUNS:
-                named = self._antecedent(text, sentences, i)
-            else:
-                named = self._titled_person(text, sentences, i, phrase) or mention
-            return None if named is None else Speaker(start=named[0], end=named[1], mention_start=mention[0],
-                                                      mention_end=mention[1])
+            # a pronoun's antecedent and a title's holder are people the parse named
+            person = self._antecedent(text, sentences, i) if phrase.lower() in _PRONOUNS \
+                else self._titled_person(text, sentences, i, phrase)
+            if person is None and phrase.lower() in _PRONOUNS:
+                return None
+            start, end = person or mention
+            named = person is not None or _is_named(doc, found[0], found[1])
+            return Speaker(start=start, end=end, mention_start=mention[0], mention_end=mention[1], named=named)
         return None
 
     def _titled_person(self, text: str, sentences: list[Sentence], index: int, phrase: str) -> tuple[int, int] | None:
@@ -175,7 +183,7 @@ class Attributor:
     def _name_span(doc: Doc, head: Token) -> tuple[int, int]:
         """The named entity around the subject's head if there is one ("Geoffrey Mock"), else the subject phrase."""
         for ent in doc.ents:
-            if ent.start <= head.i < ent.end and ent.label_ in ("PERSON", "ORG", "NORP", "GPE"):
+            if ent.start <= head.i < ent.end and ent.label_ in _SPEAKING_ENTITIES:
                 return ent.start_char, ent.end_char
         subtree: Span = doc[head.left_edge.i:head.right_edge.i + 1]
         # Keep the core phrase: drop a trailing apposition or clause after a comma ("Mock, a researcher at ...").
@@ -193,3 +201,10 @@ class Attributor:
             if people:
                 return s.start + people[-1].start_char, s.start + people[-1].end_char
         return None
+
+
+def _is_named(doc: Doc, start: int, end: int) -> bool:
+    """Whether ``doc.text[start:end]`` holds a named entity of a kind that speaks, or a proper noun."""
+    if any(e.start_char < end and e.end_char > start and e.label_ in _SPEAKING_ENTITIES for e in doc.ents):
+        return True
+    return any(start <= t.idx < end and t.pos_ == "PROPN" for t in doc)

@@ -290,7 +290,8 @@ class QAService:
              vector: np.ndarray | None = None) -> ReadResult:
         """The reading step: the reader's answer, kept only if its article names what the question names, with
         the speaker as the answer for "who said" questions."""
-        result = self.reader.run(question, passages, snap, question_vector=vector)
+        result = self.speaker_if_withheld(question, self.reader.run(question, passages, snap, question_vector=vector),
+                                           snap)
         if result.answer is not None and result.doc_id is not None and self.grounding is not None:
             missing = self.grounding.missing(question, snap.document(result.doc_id).text)
             action = None if missing else self.grounding.missing_action(question, self._around(snap, result))
@@ -311,6 +312,30 @@ class QAService:
             return ""
         first, last = max(0, held[0] - 1), min(len(sentences) - 1, held[-1] + 1)
         return snap.document(result.doc_id).text[sentences[first].start:sentences[last].end]
+
+    def speaker_if_withheld(self, question: str, result: ReadResult, snap: Snapshot) -> ReadResult:
+        """A "who said ...?" answer the reader withheld, given after all when one of the candidate sentences holds
+        most of the question's words and its speaker is named: such answers are right at a rate of their own,
+        whatever the reader's span (``named_speaker_confidence``, measured by ``benchmarks/speakers.py``). The
+        answer's sentence and speaker are then settled by ``attribute``, as for any answered "who said"."""
+        if self.attributor is None or result.answer is not None or not result.sentences \
+                or not self.attributor.asks_for_speaker(question):
+            return result
+        confidence = self.attributor.named_speaker_confidence
+        if confidence <= result.confidence or confidence < float(getattr(self.reader, "abstain_below", 0.5)):
+            return result
+        quoted = self.attributor.quoted_sentence(question, [(c.doc_id, c.start, c.text) for c in result.sentences])
+        if quoted is None:
+            return result
+        doc_id, s_start = quoted
+        s_end = s_start + next(len(c.text) for c in result.sentences if (c.doc_id, c.start) == quoted)
+        doc = snap.document(doc_id)
+        found = self.attributor.speaker(doc.text, snap.sentences(doc_id), s_start, s_end)
+        if found is None or not found.named:
+            return result
+        return result.model_copy(update={"answer": doc.text[found.start:found.end], "confidence": confidence,
+                                         "doc_id": doc_id, "answer_start": found.start, "answer_end": found.end,
+                                         "sentence_start": s_start, "sentence_end": s_end})
 
     def attribute(self, question: str, result: ReadResult, snap: Snapshot) -> ReadResult:
         """For "who said ..." questions, answer with the speaker the reporting verb names, not the quote.
