@@ -57,6 +57,11 @@ class SearchSnapshot(Protocol):
 
     def passages(self, scored: list[tuple[int, float]]) -> list[tuple[int, Passage]]: ...
 
+    def candidates(self, query: str, vector: np.ndarray, allowed: Any, options: RetrievalOptions) -> Candidates:
+        """Both signals' candidates with every score fusion needs: ``gather_candidates`` over the calls above, or
+        one request where the backend can gather them at once (PostgreSQL)."""
+        ...
+
 
 class RetrievalOptions(BaseModel):
     """How to rank; defaults are the tuned ones."""
@@ -140,9 +145,7 @@ def gather_candidates(snap: SearchSnapshot, query: str, vector: np.ndarray, allo
 def rank_chunks(snap: SearchSnapshot, query: str, vector: np.ndarray, allowed: Any,
                 options: RetrievalOptions) -> list[tuple[int, float, float, float]]:
     """(rowid, fused, dense, lexical) for the union of both signals' candidates, best first."""
-    gather = getattr(snap, "candidates", None)  # a backend that gathers in one request (postgres)
-    found: Candidates = gather(query, vector, allowed, options) if gather is not None else \
-        gather_candidates(snap, query, vector, allowed, options)
+    found = snap.candidates(query, vector, allowed, options)
     rowids = found.rowids
     if not rowids:
         return []

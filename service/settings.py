@@ -80,11 +80,11 @@ class Settings(BaseSettings):
         "Hugging Face extractive-QA model named by reader_model; 'heuristic': no QA model, sentence + entity rules.")
     reader_model: str | None = Field(default=None, description="Path or hub id of the QA model ('transformers').")
     reader_max_length: int = Field(default=384, ge=32, le=4096)  # tokens per window the reader reads
-    # Which of the reader's calibrations maps its scores to confidence: "open", refitted over an archive (several
-    # passages, most without the answer: abstains far more often on questions the archive does not answer, and on
-    # some it does; docs/reader-quality.md, "Abstention over an archive"), or "gold", fitted with the answer's
-    # paragraph given.
-    reader_calibration: Literal["open", "gold"] = "gold"
+    # Which of the reader's calibrations maps its scores to confidence: "open", refitted over an archive as the
+    # service reads (several passages, most without the answer), or "gold", fitted with the answer's paragraph
+    # given, which is too sure over an archive and answers about half the questions it does not answer
+    # (docs/reader-quality.md, "Abstention over an archive").
+    reader_calibration: Literal["open", "gold"] = "open"
     # what runs the reader's forward pass; auto: OpenVINO where it loads and matches PyTorch (docs/performance.md)
     reader_backend: Literal["auto", "torch", "openvino"] = "auto"
     # Answers whose confidence falls below this are withheld: the service says the archive does not answer.

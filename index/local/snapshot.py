@@ -21,6 +21,7 @@ from index.errors import DocumentNotFound
 from index.local.lexical import LexicalIndex
 from index.local.segment import Segment, SegmentView
 from index.models import Document, Filters, Manifest, Passage, Sentence
+from index.retrieval import Candidates, RetrievalOptions, gather_candidates
 
 __all__ = ["LexicalQuery", "Snapshot", "row_to_document"]
 
@@ -150,6 +151,11 @@ class Snapshot:
         if filters is None or filters.is_empty():
             return None
         return self._allowed_rowids(filters)
+
+    def candidates(self, query: str, vector: np.ndarray, allowed: np.ndarray | None,
+                   options: RetrievalOptions) -> Candidates:
+        """Both signals' candidates, gathered from the in-process indexes call by call."""
+        return gather_candidates(self, query, vector, allowed, options)
 
     def dense_search(self, vector: np.ndarray, top_k: int, allowed: np.ndarray | None = None
                      ) -> list[tuple[int, float]]:

@@ -146,10 +146,19 @@ class Store:
         seg = self._segments.get(name)
         if seg is None:
             path = self.segments_dir / name
-            if not (path / "segment.json").is_file():
-                raise DataDirError(f"segment {name} is missing from {self.segments_dir}; run `newsroom-qa index "
+            missing = DataDirError(f"segment {name} is missing from {self.segments_dir}; run `newsroom-qa index "
                                    "verify`")
-            seg = self._segments[name] = Segment(path)
+            if not (path / "segment.json").is_file():
+                raise missing
+            try:
+                seg = Segment(path)
+            except (OSError, RuntimeError) as exc:  # FAISS reports a missing file as a RuntimeError
+                if (path / "segment.json").is_file():
+                    raise
+                # collected while being opened (two newer generations published meanwhile): as missing, which
+                # ``snapshot`` answers by opening the newer generation
+                raise missing from exc
+            self._segments[name] = seg
         return seg
 
     def _views(self, manifest: Manifest) -> list[SegmentView]:

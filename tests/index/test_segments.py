@@ -269,3 +269,29 @@ def test_small_segments_are_searched_with_numpy_exactly_as_faiss_would(tmp_path)
     left_out = segment.search(query, 5, excluded=ids[:2])[1]
     assert not set(ids[:2].tolist()) & set(left_out.tolist()) and left_out[0] == ids[2]
     assert segment.search(query, 5, allowed=ids[3:4])[1].tolist() == [ids[3]]
+
+
+def test_a_snapshot_whose_segments_are_collected_as_it_opens_them_opens_the_newer_generation(tmp_path, monkeypatch):
+    """Another process (or this one's writer) may publish twice, collecting a generation's segments, between a
+    reader's look at CURRENT and its opening of the files: the reader then opens the newer generation."""
+    import index.local.store as store_module
+
+    writer = Store(tmp_path, "m", DIM, merges="off")
+    for i in range(3):
+        writer.write(upserts=[make_write(f"d{i}", seed=i)])
+    reader = Store(tmp_path, "m", DIM, merges="off")
+    opened = store_module.Segment
+    calls: list[Path] = []
+
+    def racing(path: Path) -> object:
+        calls.append(path)
+        if len(calls) == 1:  # two publications while the reader opens its first segment: its generation is gone
+            writer.optimize()
+            writer.write(upserts=[make_write("late", seed=9)])
+            assert not path.exists()
+        return opened(path)
+
+    monkeypatch.setattr(store_module, "Segment", racing)
+    snap = reader.snapshot()
+    assert {d.id for d in snap.documents()} == {"d0", "d1", "d2", "late"}
+    assert len(calls) > 1 and verify(tmp_path).ok

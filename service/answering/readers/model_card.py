@@ -84,7 +84,7 @@ def _open(model_dir: Path) -> str:
     if not (model_dir / OPEN_CALIBRATION_FILE).is_file():
         return ""
     c = Calibration.load(model_dir, "open")
-    return ("\n- Calibration over an archive (`newsroom-qa calibrate-reader --open`; the service uses it with "
+    return ("\n- Calibration over an archive (`newsroom-qa calibrate-reader --open`; the service's default, "
             "`READER_CALIBRATION=open`):\n"
             f"  sigmoid({c.slope:.4f} * margin + {c.intercept:.4f}); abstain below {c.threshold} ({c.fitted_on}).")
 
