@@ -288,8 +288,8 @@ class QAService:
 
     def read(self, question: str, passages: list[Passage], snap: Snapshot,
              vector: np.ndarray | None = None) -> ReadResult:
-        """The reading step: the reader's answer, kept only if its article names what the question names, with
-        the speaker as the answer for "who said" questions."""
+        """The reading step: the reader's answer (or, withheld, a named speaker for a "who said" question), kept
+        only if its article names what the question names, with the speaker as the answer for "who said" questions."""
         result = self.speaker_if_withheld(question, self.reader.run(question, passages, snap, question_vector=vector),
                                            snap)
         if result.answer is not None and result.doc_id is not None and self.grounding is not None:
@@ -324,11 +324,10 @@ class QAService:
         confidence = self.attributor.named_speaker_confidence
         if confidence <= result.confidence or confidence < float(getattr(self.reader, "abstain_below", 0.5)):
             return result
-        quoted = self.attributor.quoted_sentence(question, [(c.doc_id, c.start, c.text) for c in result.sentences])
+        quoted = self._quoted_sentence(question, result)
         if quoted is None:
             return result
-        doc_id, s_start = quoted
-        s_end = s_start + next(len(c.text) for c in result.sentences if (c.doc_id, c.start) == quoted)
+        doc_id, s_start, s_end = quoted
         doc = snap.document(doc_id)
         found = self.attributor.speaker(doc.text, snap.sentences(doc_id), s_start, s_end)
         if found is None or not found.named:
@@ -336,6 +335,16 @@ class QAService:
         return result.model_copy(update={"answer": doc.text[found.start:found.end], "confidence": confidence,
                                          "doc_id": doc_id, "answer_start": found.start, "answer_end": found.end,
                                          "sentence_start": s_start, "sentence_end": s_end})
+
+    def _quoted_sentence(self, question: str, result: ReadResult) -> tuple[str, int, int] | None:
+        """(doc_id, start, end) of the candidate sentence holding most of the question's words (at least half):
+        the one a "who said" question quotes, a surer guide than where the reader's span fell."""
+        assert self.attributor is not None
+        quoted = self.attributor.quoted_sentence(question, [(c.doc_id, c.start, c.text) for c in result.sentences])
+        if quoted is None:
+            return None
+        doc_id, start = quoted
+        return doc_id, start, start + next(len(c.text) for c in result.sentences if (c.doc_id, c.start) == quoted)
 
     def attribute(self, question: str, result: ReadResult, snap: Snapshot) -> ReadResult:
         """For "who said ..." questions, answer with the speaker the reporting verb names, not the quote.
@@ -347,11 +356,8 @@ class QAService:
                 or result.sentence_start is None or result.sentence_end is None \
                 or not self.attributor.asks_for_speaker(question):
             return result
-        doc_id, s_start, s_end = result.doc_id, result.sentence_start, result.sentence_end
-        quoted = self.attributor.quoted_sentence(question, [(c.doc_id, c.start, c.text) for c in result.sentences])
-        if quoted is not None:
-            doc_id, s_start = quoted
-            s_end = s_start + next(len(c.text) for c in result.sentences if (c.doc_id, c.start) == quoted)
+        doc_id, s_start, s_end = self._quoted_sentence(question, result) \
+            or (result.doc_id, result.sentence_start, result.sentence_end)
         doc = snap.document(doc_id)
         found = self.attributor.speaker(doc.text, snap.sentences(doc.id), s_start, s_end)
         if found is None:
