@@ -41,8 +41,7 @@ def main() -> None:
                                                           for s in sentences])
         if quoted is None:
             continue
-        start = quoted[1]
-        end = next(s.end for s in sentences if s.start == start)
+        _, start, end = quoted
         speaker = attributor.speaker(ex.context, sentences, start, end)
         if speaker is None:
             continue

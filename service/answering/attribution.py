@@ -100,8 +100,8 @@ class Attributor:
         return (a, b) if min_words <= len(text[a:b].split()) <= max_words else None
 
     def quoted_sentence(self, question: str, sentences: list[tuple[str, int, str]],
-                        min_overlap: float = 0.5) -> tuple[str, int] | None:
-        """The (doc_id, start) of the sentence that best contains the question's words, if it holds at least
+                        min_overlap: float = 0.5) -> tuple[str, int, int] | None:
+        """The (doc_id, start, end) of the sentence that best contains the question's words, if it holds at least
         ``min_overlap`` of them: for "Who said there is still a lot to test?" the sentence quoting it."""
         wanted = {w for w in _WORDS.findall(question.lower()) if w not in _QUESTION_WORDS}
         if not wanted:
@@ -110,7 +110,7 @@ class Attributor:
         for doc_id, start, text in sentences:
             overlap = len(wanted & set(_WORDS.findall(text.lower()))) / len(wanted)
             if overlap > best_overlap or (best is None and overlap == min_overlap):  # "at least"
-                best, best_overlap = (doc_id, start), overlap
+                best, best_overlap = (doc_id, start, start + len(text)), overlap
         return best
 
     def speaker(self, text: str, sentences: list[Sentence], sentence_start: int, sentence_end: int

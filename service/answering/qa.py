@@ -24,7 +24,7 @@ from index.pipeline.indexer import Indexer
 from index.pipeline.ingest import iter_paths, load_path, parse_file
 from index.pipeline.sentences import load_nlp
 from index.retrieval import RetrievalOptions, retrieve
-from service.answering.attribution import Attributor, load_attribution_rules
+from service.answering.attribution import Attributor, Speaker, load_attribution_rules
 from service.answering.disagreement import differing_answers, same_claim
 from service.answering.grounding import Grounding, load_grounding_rules
 from service.answering.readers.base import Reader, ReadResult
@@ -290,8 +290,8 @@ class QAService:
              vector: np.ndarray | None = None) -> ReadResult:
         """The reading step: the reader's answer (or, withheld, a named speaker for a "who said" question), kept
         only if its article names what the question names, with the speaker as the answer for "who said" questions."""
-        result = self.speaker_if_withheld(question, self.reader.run(question, passages, snap, question_vector=vector),
-                                           snap)
+        read = self.reader.run(question, passages, snap, question_vector=vector)
+        result = self.speaker_if_withheld(question, read, snap)
         if result.answer is not None and result.doc_id is not None and self.grounding is not None:
             missing = self.grounding.missing(question, snap.document(result.doc_id).text)
             action = None if missing else self.grounding.missing_action(question, self._around(snap, result))
@@ -300,7 +300,7 @@ class QAService:
                             if missing else f"sentences say nothing of {action!r}")
                 result = ReadResult(answer=None, confidence=result.confidence, sentences=result.sentences,
                                     best_guess=result.best_guess)
-        return self.attribute(question, result, snap)
+        return result if result is not read else self.attribute(question, result, snap)
 
     @staticmethod
     def _around(snap: Snapshot, result: ReadResult) -> str:
@@ -316,15 +316,15 @@ class QAService:
     def speaker_if_withheld(self, question: str, result: ReadResult, snap: Snapshot) -> ReadResult:
         """A "who said ...?" answer the reader withheld, given after all when one of the candidate sentences holds
         most of the question's words and its speaker is named: such answers are right at a rate of their own,
-        whatever the reader's span (``named_speaker_confidence``, measured by ``benchmarks/speakers.py``). The
-        answer's sentence and speaker are then settled by ``attribute``, as for any answered "who said"."""
+        whatever the reader's span (``named_speaker_confidence``, measured by ``benchmarks/speakers.py``). Returns
+        ``result`` itself when it gives nothing."""
         if self.attributor is None or result.answer is not None or not result.sentences \
                 or not self.attributor.asks_for_speaker(question):
             return result
         confidence = self.attributor.named_speaker_confidence
         if confidence <= result.confidence or confidence < float(getattr(self.reader, "abstain_below", 0.5)):
             return result
-        quoted = self._quoted_sentence(question, result)
+        quoted = self.attributor.quoted_sentence(question, [(c.doc_id, c.start, c.text) for c in result.sentences])
         if quoted is None:
             return result
         doc_id, s_start, s_end = quoted
@@ -332,19 +332,8 @@ class QAService:
         found = self.attributor.speaker(doc.text, snap.sentences(doc_id), s_start, s_end)
         if found is None or not found.named:
             return result
-        return result.model_copy(update={"answer": doc.text[found.start:found.end], "confidence": confidence,
-                                         "doc_id": doc_id, "answer_start": found.start, "answer_end": found.end,
-                                         "sentence_start": s_start, "sentence_end": s_end})
-
-    def _quoted_sentence(self, question: str, result: ReadResult) -> tuple[str, int, int] | None:
-        """(doc_id, start, end) of the candidate sentence holding most of the question's words (at least half):
-        the one a "who said" question quotes, a surer guide than where the reader's span fell."""
-        assert self.attributor is not None
-        quoted = self.attributor.quoted_sentence(question, [(c.doc_id, c.start, c.text) for c in result.sentences])
-        if quoted is None:
-            return None
-        doc_id, start = quoted
-        return doc_id, start, start + next(len(c.text) for c in result.sentences if (c.doc_id, c.start) == quoted)
+        return self._with_speaker(result, snap, doc, s_start, s_end, found).model_copy(
+            update={"confidence": confidence})
 
     def attribute(self, question: str, result: ReadResult, snap: Snapshot) -> ReadResult:
         """For "who said ..." questions, answer with the speaker the reporting verb names, not the quote.
@@ -356,25 +345,30 @@ class QAService:
                 or result.sentence_start is None or result.sentence_end is None \
                 or not self.attributor.asks_for_speaker(question):
             return result
-        doc_id, s_start, s_end = self._quoted_sentence(question, result) \
+        doc_id, s_start, s_end = self.attributor.quoted_sentence(
+            question, [(c.doc_id, c.start, c.text) for c in result.sentences]) \
             or (result.doc_id, result.sentence_start, result.sentence_end)
         doc = snap.document(doc_id)
         found = self.attributor.speaker(doc.text, snap.sentences(doc.id), s_start, s_end)
-        if found is None:
-            return result
-        start, end = found.start, found.end
-        # The quote must show the speaker: widen it to the sentence that names them ("... ," Jones said.) when that
-        # is another one. A pronoun or a title ("The Assistant Secretary said") is resolved to a name further back;
-        # the sentence that gives the name is then cited as well (``cite``), not everything in between.
+        return result if found is None else self._with_speaker(result, snap, doc, s_start, s_end, found)
+
+    @staticmethod
+    def _with_speaker(result: ReadResult, snap: Snapshot, doc: Document, s_start: int, s_end: int,
+                      found: Speaker) -> ReadResult:
+        """``result`` answered by the speaker ``found`` for the sentence ``doc.text[s_start:s_end]``.
+
+        The quote must show the speaker: it is widened to the sentence that names them ("... ," Jones said.) when
+        that is another one. A pronoun or a title ("The Assistant Secretary said") is resolved to a name further
+        back; the sentence that gives the name is then cited as well (``cite``), not everything in between."""
         stored = snap.sentences(doc.id)
         quote_at = next((i for i, s in enumerate(stored) if s.start < s_end and s.end > s_start), 0)
         for point in (found.mention_start, found.start):
             at = next((i for i, s in enumerate(stored) if s.start <= point < s.end), None)
             if at is not None and abs(at - quote_at) <= 1:
                 s_start, s_end = min(s_start, stored[at].start), max(s_end, stored[at].end)
-        return result.model_copy(update={"answer": doc.text[start:end], "doc_id": doc_id, "answer_start": start,
-                                         "answer_end": end, "sentence_start": s_start, "sentence_end": s_end,
-                                         "alternatives": []})
+        return result.model_copy(update={"answer": doc.text[found.start:found.end], "doc_id": doc.id,
+                                         "answer_start": found.start, "answer_end": found.end,
+                                         "sentence_start": s_start, "sentence_end": s_end, "alternatives": []})
 
     # --- citing --------------------------------------------------------------------------------------
     @staticmethod
