@@ -279,6 +279,59 @@ def test_open_calibration_is_refit_from_the_gold_one_and_preferred_where_it_exis
 
 
 # --- grounding, sources that differ, speakers -------------------------------------------------------------------------
+def _tune_paragraphs(dataset: str, count: int) -> list[dict[str, object]]:
+    """SQuAD paragraphs of fictional towns that fall in ``dataset``'s tune split, each with a question its text
+    answers and one it does not."""
+    people = ["Ilse Varga", "Tomas Berglund", "Priya Anand", "Kofi Mensah", "Lena Sorvik", "Marco Ruiz",
+              "Aiko Tanabe", "Nils Ekdahl", "Rosa Quint", "Omar Haddad", "Vera Lind", "Jonas Falk"]
+    paragraphs: list[dict[str, object]] = []
+    for i in range(400):
+        mayor, town = people[i % len(people)], f"Brackwater-{i}"
+        context = (f"{mayor}, the mayor of {town}, opened the new harbour bridge in March. The council said the "
+                   f"bridge cost 4 million euros and would carry {100 + i} lorries a day.")
+        if split_of(dataset, context) != "tune":
+            continue
+        paragraphs.append({"context": context, "qas": [
+            {"id": f"a{i}", "question": f"Who opened the harbour bridge of {town}?", "is_impossible": False,
+             "answers": [{"text": mayor, "answer_start": 0}]},
+            {"id": f"u{i}", "question": f"Who designed the lighthouse of {town}?", "is_impossible": True,
+             "answers": []}]})
+        if len(paragraphs) == count:
+            return paragraphs
+    raise AssertionError("too few tune paragraphs")
+
+
+@pytest.mark.integration
+def test_calibrate_reader_open_refits_over_an_archive_and_the_service_loads_it(tmp_path, embedder, nlp, prompts):
+    """``calibrate-reader --open`` answers the tune questions over an archive of every paragraph and writes
+    calibration-open.json beside the model, leaving the gold calibration alone; the package ships one and the
+    reader loads it by default."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from service.answering.readers.transformer import BUNDLED_READER
+    from service.cli import cli
+
+    model = shutil.copytree(BUNDLED_READER, tmp_path / "reader")
+    (model / "calibration-open.json").unlink()
+    gold = (model / "calibration.json").read_text(encoding="utf-8")
+    data = tmp_path / "towns-v2.0.json"
+    data.write_text(json.dumps({"version": "v2.0", "data": [
+        {"title": "Towns", "paragraphs": _tune_paragraphs("squad2", 8)}]}), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["calibrate-reader", str(data), "--model", str(model), "--open"])
+    assert result.exit_code == 0, result.output
+    assert "open-setting calibration" in result.output
+    refit = Calibration.load(model, "open")
+    assert refit.fitted_on == "open setting, tune split of towns-v2.0.json (16 q)"
+    assert refit.slope > 0 and 0.0 <= refit.threshold <= 0.95
+    assert (model / "calibration.json").read_text(encoding="utf-8") == gold  # the gold one untouched
+    shipped = Calibration.load(BUNDLED_READER, "open")
+    assert shipped.fitted_on.startswith("open setting") and shipped != Calibration.load(BUNDLED_READER, "gold")
+    reader = build_service(make_settings(tmp_path / "data", reader="trained"), embedder, nlp, prompts).reader
+    assert reader.calibration == shipped  # type: ignore[attr-defined]  # READER_CALIBRATION=open, the default
+
+
 def test_differ_compares_numbers_names_and_ignores_containment():
     assert differ("between 5,000 and 11,000", "between 5,000 and 13,000")
     assert differ("Tomas Lindqvist", "Clara Voss")
