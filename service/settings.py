@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # given, which is too sure over an archive and answers about half the questions it does not answer
     # (docs/reader-quality.md, "Abstention over an archive").
     reader_calibration: Literal["open", "gold"] = "open"
+    # Reorder the reader's best spans by how close each one's sentence is to the question (cosine and the question's
+    # words it holds, weights fitted with the model, ranking.json); costs embedding two or three sentences when the
+    # spans stand in different ones (docs/reader-quality.md, "Spans ranked by their sentence"). Off: the model's order.
+    reader_span_ranking: bool = True
     # what runs the reader's forward pass; auto: OpenVINO where it loads and matches PyTorch (docs/performance.md)
     reader_backend: Literal["auto", "torch", "openvino"] = "auto"
     # Answers whose confidence falls below this are withheld: the service says the archive does not answer.

@@ -97,7 +97,7 @@ def reader_for(settings: Settings, embedder: Embedder, nlp, prompts: Prompts):  
     from service.answering.readers.factory import build_reader
 
     key = (settings.reader, settings.reader_model, settings.abstain_below, settings.reader_max_length,
-           settings.reader_calibration)
+           settings.reader_calibration, settings.reader_span_ranking)
     if key not in _READERS:
         _READERS[key] = build_reader(settings, embedder, nlp, prompts)
     return _READERS[key]

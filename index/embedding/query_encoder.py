@@ -239,7 +239,11 @@ class OnnxQueryEncoder:
 
     def encode(self, text: str) -> np.ndarray:
         """One unit-length float32 vector for ``text`` (truncated to the model's window)."""
-        batch = self.tokenizer([text], truncation=True, max_length=self.max_length, return_tensors="np")
+        return self.encode_many([text])[0]
+
+    def encode_many(self, texts: list[str]) -> np.ndarray:
+        """Unit-length float32 vectors for a few short texts in one run (padded to the longest)."""
+        batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
         feeds = {n: batch[n].astype(np.int64) for n in self.input_names}
         tokens = self.session.run(None, feeds)[0]
-        return pool_tokens(tokens, batch["attention_mask"], self.pooling)[0]
+        return pool_tokens(tokens, batch["attention_mask"], self.pooling)

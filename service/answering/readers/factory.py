@@ -37,6 +37,7 @@ def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts:
     from service.answering.attribution import load_attribution_rules
     from service.answering.readers.calibration import Calibration
     from service.answering.readers.span_model import SpanModel
+    from service.answering.readers.span_ranking import SpanRanking
     from service.answering.readers.transformer import BUNDLED_READER, TransformerReader
     from service.answering.relations import Relations, load_relation_rules
     from service.answering.span_types import SpanTypes
@@ -56,8 +57,10 @@ def build_reader(settings: Settings, embedder: Embedder, nlp: Language, prompts:
                       cache_dir=settings.cache_dir or default_cache_dir())
     # A local model directory may carry its own calibration.json (ours does); a hub model is uncalibrated.
     calibration = Calibration.load(Path(name), settings.reader_calibration) if Path(name).is_dir() else Calibration()
+    ranking = SpanRanking.load(Path(name)) if Path(name).is_dir() and settings.reader_span_ranking else None
     prompts_dir = settings.prompts_dir
-    return TransformerReader(model, calibration, abstain_below=settings.abstain_below,
+    return TransformerReader(model, calibration, abstain_below=settings.abstain_below, ranking=ranking,
+                             embed=embedder.embed_few if embedder is not None else None,  # None: a reader alone
                              span_types=SpanTypes(nlp, prompts), core=AnswerCore(nlp, prompts),
                              stances=load_stances(prompts_dir / "stances.toml"),
                              relations=Relations(nlp, load_relation_rules(prompts_dir / "relations.toml")),

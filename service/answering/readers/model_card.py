@@ -9,6 +9,7 @@ from typing import Any
 
 from index.errors import QAError
 from service.answering.readers.calibration import OPEN_CALIBRATION_FILE, Calibration
+from service.answering.readers.span_ranking import RANKING_FILE, SpanRanking
 from service.answering.readers.squad_data import SPLIT_FRACTIONS, dataset_name, load_squad
 
 __all__ = ["write_model_card"]
@@ -89,6 +90,15 @@ def _open(model_dir: Path) -> str:
             f"  sigmoid({c.slope:.4f} * margin + {c.intercept:.4f}); abstain below {c.threshold} ({c.fitted_on}).")
 
 
+def _ranking(model_dir: Path) -> str:
+    if not (model_dir / RANKING_FILE).is_file():
+        return ""
+    r = SpanRanking.load(model_dir)
+    return (f"\n- Span ranking (`ranking.json`): the best {r.candidates} spans are reordered by score + "
+            f"{r.sentence_weight} * cosine(question, the span's sentence) (the archive's sentence encoder) + "
+            f"{r.coverage_weight} * the share of the question's words that sentence holds ({r.fitted_on}).")
+
+
 def write_model_card(model_dir: Path, files: Sequence[Path], calibration: Calibration) -> Path:
     """Write ``README.md``; a results section already in the card (below the marker) is kept.
 
@@ -98,6 +108,7 @@ def write_model_card(model_dir: Path, files: Sequence[Path], calibration: Calibr
         files = [Path(f) for f in _files(stages[-1]["data"])]
     max_length = stages[-1]["config"]["max_length"]
     card_path = model_dir / "README.md"
+    extra = _open(model_dir) + _ranking(model_dir)
     kept = ""
     if card_path.is_file() and RESULTS_MARKER in (old := card_path.read_text(encoding="utf-8")):
         kept = old[old.index(RESULTS_MARKER):]
@@ -119,7 +130,7 @@ token of the answer in a (question, passage) window of up to {max_length} tokens
   held out, 5% tune. Figures are measured on the held-out split only; the threshold and calibration come from the tune
   split.
 - Calibration: confidence = sigmoid({calibration.slope:.4f} * margin + {calibration.intercept:.4f}) where margin =
-  best span score - no-answer score; abstain below {calibration.threshold} ({calibration.fitted_on}).{_open(model_dir)}
+  best span score - no-answer score; abstain below {calibration.threshold} ({calibration.fitted_on}).{extra}
 
 Training stages:
 

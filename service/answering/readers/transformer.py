@@ -8,7 +8,7 @@ exact offsets of the stored article. The same span found through several passage
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,8 @@ from service.answering.attribution import Attributor
 from service.answering.disagreement import content_words
 from service.answering.readers.base import AnswerCandidate, CandidateSentence, ReadResult
 from service.answering.readers.calibration import Calibration
-from service.answering.readers.span_model import SpanModel
+from service.answering.readers.span_model import SpanModel, SpanPrediction
+from service.answering.readers.span_ranking import SpanRanking
 from service.answering.readers.squad_metrics import normalize_answer
 from service.answering.relations import Relations
 from service.answering.span_types import SpanTypes
@@ -133,14 +134,19 @@ class TransformerReader:
     def __init__(self, model: SpanModel, calibration: Calibration, abstain_below: float | None = None,
                  top_n: int = 8, span_types: SpanTypes | None = None, stances: StanceCues | None = None,
                  promoted_min: float = 0.5, attributor: Attributor | None = None,
-                 core: AnswerCore | None = None, relations: Relations | None = None) -> None:
-        """:param span_types: keeps only spans of the type the question asks for (None: any span).
+                 core: AnswerCore | None = None, relations: Relations | None = None,
+                 ranking: SpanRanking | None = None, embed: Callable[[list[str]], np.ndarray] | None = None) -> None:
+        """:param ranking: weighs each span's sentence against the question (``embed``: the sentence encoder the
+            question vector comes from); None: spans in the span model's order.
+        :param span_types: keeps only spans of the type the question asks for (None: any span).
         :param promoted_min: the confidence a span needs when spans the reader preferred were of the wrong type.
         :param attributor: for "What did <person> say ...?", reads only what that person is reported to have said.
         :param core: cuts an answer to "What did X urge Y to do?" to the action, without the clause after it.
         :param stances: for a question about doubt (and the like), reads only the sentences expressing it.
         :param relations: answers "X is the capital of which country?" from the parse of the passages' sentences."""
         self.relations = relations
+        self.ranking = ranking if embed is not None else None
+        self.embed = embed
         self.span_types = span_types
         self.core = core
         self.promoted_min = promoted_min
@@ -154,7 +160,8 @@ class TransformerReader:
 
     def run(self, question: str, passages: list[Passage], snapshot: Snapshot,
             question_vector: np.ndarray | None = None) -> ReadResult:
-        """Read ``passages`` (best first) for an answer; ``question_vector`` is unused (the model reads text)."""
+        """Read ``passages`` (best first) for an answer; ``question_vector`` (the question embedded as the archive
+        is) weighs the spans' sentences when a ranking is set, embedded here when not given."""
         if not passages:
             return ReadResult(answer=None, confidence=0.0, sentences=[])
         segments = merge_passages(passages)
@@ -165,6 +172,8 @@ class TransformerReader:
         segments = stance or spoken or segments
         contexts = [documents[s.doc_id].text[s.start:s.end] for s in segments]
         predictions = self.model.predict(question, contexts, top_n=self.top_n)
+        if self.ranking is not None and self.embed is not None and predictions:
+            predictions = self._by_sentence(question, question_vector, predictions, segments, documents, sentences)
 
         answers: list[AnswerCandidate] = []
         seen: set[tuple[str, str]] = set()
@@ -211,6 +220,25 @@ class TransformerReader:
                           answer_start=best.answer_start, answer_end=best.answer_end,
                           sentence_start=best.sentence_start, sentence_end=best.sentence_end, sentences=pool,
                           alternatives=others, best_guess=best)
+
+    def _by_sentence(self, question: str, question_vector: np.ndarray | None, predictions: list[SpanPrediction],
+                     segments: list[_Segment], documents: dict[str, Document], sentences: dict[str, list[Sentence]]
+                     ) -> list[SpanPrediction]:
+        """``predictions`` reordered by ``self.ranking``: span score plus how close the span's sentence is to the
+        question (cosine, and the question's words it holds)."""
+        assert self.ranking is not None and self.embed is not None
+        texts = []
+        for p in predictions[:self.ranking.candidates]:
+            seg = segments[p.context_index]
+            s_start, s_end = _sentence_at(sentences[seg.doc_id], seg.start + p.start, seg.start + p.end)
+            texts.append(documents[seg.doc_id].text[s_start:s_end])
+        vector = question_vector if question_vector is not None else self.embed([question])[0]
+
+        def pool() -> list[str]:
+            return [documents[d].text[s.start:s.end] for d, _, s in _sentences_in(segments, sentences)]
+
+        order = self.ranking.order([p.score for p in predictions], texts, question, vector, self.embed, pool)
+        return [predictions[i] for i in order]
 
     def _related(self, question: str, answers: list[AnswerCandidate], segments: list[_Segment],
                  documents: dict[str, Document], sentences: dict[str, list[Sentence]]) -> AnswerCandidate | None:
