@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
+from itertools import takewhile
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ class SpanRanking(BaseModel):
         their place. ``pool`` gives the sentences read, over which a word's rarity is counted (asked for only when
         candidates can change places)."""
         reach = self.sentence_weight * MAX_SPREAD + self.coverage_weight
-        head = sum(1 for s in scores[:self.candidates] if scores[0] - s < reach)
+        head = len(list(takewhile(lambda s: scores[0] - s < reach, scores[:self.candidates])))
         if head < 2:
             return list(range(len(scores)))
         distinct = list(dict.fromkeys(sentences[:head]))
