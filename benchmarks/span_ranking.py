@@ -26,15 +26,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.relations import DATA  # noqa: E402
 from service.answering.qa import QAService  # noqa: E402
-from service.answering.readers.span_ranking import SpanRanking, word_coverage  # noqa: E402
+from service.answering.readers.span_ranking import SpanRanking  # noqa: E402
 from service.answering.readers.squad_data import load_squad, split_of  # noqa: E402
 from service.answering.readers.squad_metrics import score_prediction  # noqa: E402
 from service.answering.readers.transformer import BUNDLED_READER, TransformerReader, _sentence_at  # noqa: E402
 from service.cli.common import _service  # noqa: E402
 from service.evaluation.reader import _documents, paragraph_id  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
 FILES = ("squad11_dev/squad11-dev.shared.json", "squad2_dev_half/dev-v2.0.shared.json",
          "newsqa/newsqa-500.shared.json")
 Question = tuple[str, np.ndarray, np.ndarray, np.ndarray]  # split, features (candidates x 3), F1s, sentence right
@@ -56,11 +56,12 @@ def candidates_of(service: QAService, path: Path, head: int) -> list[Question]:
             continue
         golds = [t for _, t in ex.answers]
         spans = [_sentence_at(sentences, p.start, p.end) for p in predictions]
-        texts = [text[a:b] for a, b in spans]
-        cosines = service.embedder.embed_few(texts) @ service.embedder.embed_query(ex.question)
-        shares = word_coverage(ex.question, texts, [text[s.start:s.end] for s in sentences])
+        pool = [text[s.start:s.end] for s in sentences]
+        by_sentence = SpanRanking().features([text[a:b] for a, b in spans], ex.question,
+                                             service.embedder.embed_query(ex.question), service.embedder.embed_few,
+                                             pool.copy)
         best = predictions[0].score
-        features = np.array([[p.score - best, c, w] for p, c, w in zip(predictions, cosines, shares, strict=True)])
+        features = np.column_stack([[p.score - best for p in predictions], by_sentence])
         f1s = np.array([score_prediction(golds, text[p.start:p.end])[1] for p in predictions])
         held = np.array([any(g in text[a:b] for g in golds) for a, b in spans])
         out.append((split_of(ex.dataset, ex.context), features, f1s, held))

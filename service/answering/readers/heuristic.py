@@ -16,8 +16,6 @@ It is the light, always-available reader: no QA model is needed, only the embedd
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +25,7 @@ from index.archive import ArchiveSnapshot as Snapshot
 from index.embedding.embedder import Embedder
 from index.models import Document, Passage
 from service.answering.readers.base import CandidateSentence, ReadResult
+from service.answering.readers.coverage import idf_coverage
 from service.prompts import Prompts, QuestionType
 
 if TYPE_CHECKING:
@@ -98,7 +97,8 @@ class HeuristicReader:
         if question_vector is None:
             question_vector = self.embedder.embed_query(question)
         similarity = self.embedder.embed(texts) @ question_vector
-        coverage = self._coverage(q_terms, [_terms(d) for d in parsed])
+        sentence_terms = [_terms(d) for d in parsed]
+        coverage = idf_coverage(q_terms, sentence_terms, sentence_terms)  # rarity over the pool read
         candidates = sorted(
             (CandidateSentence(doc_id=d, start=s, end=e, text=t, coverage=c, similarity=float(sim),
                                score=0.5 * c + 0.5 * max(float(sim), 0.0))
@@ -142,17 +142,6 @@ class HeuristicReader:
                     seen.add(key)
                     pool.append((passage.doc_id, sent.start, sent.end))
         return documents, pool[: self.max_sentences]
-
-    @staticmethod
-    def _coverage(q_terms: set[str], sentence_terms: list[set[str]]) -> list[float]:
-        """Share of the question's content each sentence covers, rare words weighted up (idf over the pool)."""
-        if not q_terms:
-            return [0.0] * len(sentence_terms)
-        n = len(sentence_terms)
-        df = Counter(t for terms in sentence_terms for t in q_terms & terms)
-        weight = {t: math.log((n + 1) / (df.get(t, 0) + 0.5)) for t in q_terms}
-        total = sum(weight.values()) or 1.0
-        return [sum(weight[t] for t in q_terms & terms) / total for terms in sentence_terms]
 
     @staticmethod
     def _spans(sent: Doc, qtype: QuestionType, q_terms: set[str], q_verbs: set[str]) -> list[_Span]:

@@ -14,8 +14,6 @@ without one ranks by its score alone. Confidence is still the chosen span's own 
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from collections.abc import Callable, Sequence
 from itertools import takewhile
 from pathlib import Path
@@ -25,6 +23,7 @@ from pydantic import BaseModel
 from spacy.lang.en.stop_words import STOP_WORDS
 
 from index.tokens import tokenize
+from service.answering.readers.coverage import idf_coverage
 
 __all__ = ["RANKING_FILE", "SpanRanking", "word_coverage"]
 
@@ -37,16 +36,11 @@ MAX_SPREAD = 1.0
 
 
 def word_coverage(question: str, sentences: Sequence[str], pool: Sequence[str]) -> list[float]:
-    """Share of the question's words each of ``sentences`` holds, each word weighted by its rarity among the
-    sentences of ``pool`` (what was read): ``log((n + 1) / (df + 0.5))``. Question words ("who", "which") and other
-    stop words do not count: a relative "who" in a sentence says nothing of the question."""
+    """Share of the question's words each of ``sentences`` holds, rarer words among the sentences of ``pool`` (what
+    was read) weighing more (``idf_coverage``). Question words ("who", "which") and other stop words do not count:
+    a relative "who" in a sentence says nothing of the question."""
     asked = {t for t in tokenize(question) if t not in STOP_WORDS}
-    if not asked:
-        return [0.0] * len(sentences)
-    df = Counter(t for text in pool for t in asked & set(tokenize(text)))
-    weight = {t: math.log((len(pool) + 1) / (df.get(t, 0) + 0.5)) for t in asked}
-    total = sum(weight.values()) or 1.0
-    return [sum(weight[t] for t in asked & set(tokenize(text))) / total for text in sentences]
+    return idf_coverage(asked, [set(tokenize(t)) for t in sentences], [set(tokenize(t)) for t in pool])
 
 
 class SpanRanking(BaseModel):
@@ -65,8 +59,22 @@ class SpanRanking(BaseModel):
     def save(self, model_dir: Path) -> None:
         (Path(model_dir) / RANKING_FILE).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
-    def order(self, scores: Sequence[float], sentences: Sequence[str], question: str, question_vector: np.ndarray,
-              embed: Callable[[list[str]], np.ndarray], pool: Callable[[], Sequence[str]]) -> list[int]:
+    def features(self, sentences: list[str], question: str, question_vector: np.ndarray | None,
+                 embed: Callable[[list[str]], np.ndarray], pool: Callable[[], Sequence[str]],
+                 cosine: bool = True, words: bool = True) -> np.ndarray:
+        """Per sentence, its cosine with the question (the question embedded here when no vector is given) and the
+        share of the question's words it holds; a column not asked for is 0 and costs nothing."""
+        out = np.zeros((len(sentences), 2))
+        if cosine:
+            vector = question_vector if question_vector is not None else embed([question])[0]
+            out[:, 0] = embed(sentences) @ vector
+        if words:
+            out[:, 1] = word_coverage(question, sentences, pool())
+        return out
+
+    def order(self, scores: Sequence[float], sentences: Sequence[str], question: str,
+              question_vector: np.ndarray | None, embed: Callable[[list[str]], np.ndarray],
+              pool: Callable[[], Sequence[str]]) -> list[int]:
         """Indices of the candidates (given best first by the span model's score), best first. Only the first
         ``candidates`` are reordered, and of those only the ones close enough to the best to overtake it:
         ``sentences[i]`` is the sentence of candidate i among them (each distinct one embedded once); the rest keep
@@ -79,11 +87,9 @@ class SpanRanking(BaseModel):
         distinct = list(dict.fromkeys(sentences[:head]))
         if len(distinct) < 2:
             return list(range(len(scores)))  # one sentence: it lifts every candidate alike
-        bonus = np.zeros(len(distinct))
-        if self.sentence_weight:
-            bonus += self.sentence_weight * (embed(distinct) @ question_vector)
-        if self.coverage_weight:
-            bonus += self.coverage_weight * np.array(word_coverage(question, distinct, pool()))
+        found = self.features(distinct, question, question_vector, embed, pool, cosine=bool(self.sentence_weight),
+                              words=bool(self.coverage_weight))
+        bonus = found @ np.array([self.sentence_weight, self.coverage_weight])
         by_sentence = dict(zip(distinct, bonus.tolist(), strict=True))
         ranked = [scores[i] + by_sentence[sentences[i]] for i in range(head)]
         return sorted(range(head), key=lambda i: -ranked[i]) + list(range(head, len(scores)))

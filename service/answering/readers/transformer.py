@@ -232,12 +232,10 @@ class TransformerReader:
             seg = segments[p.context_index]
             s_start, s_end = _sentence_at(sentences[seg.doc_id], seg.start + p.start, seg.start + p.end)
             texts.append(documents[seg.doc_id].text[s_start:s_end])
-        vector = question_vector if question_vector is not None else self.embed([question])[0]
-
         def pool() -> list[str]:
             return [documents[d].text[s.start:s.end] for d, _, s in _sentences_in(segments, sentences)]
 
-        order = self.ranking.order([p.score for p in predictions], texts, question, vector, self.embed, pool)
+        order = self.ranking.order([p.score for p in predictions], texts, question, question_vector, self.embed, pool)
         return [predictions[i] for i in order]
 
     def _related(self, question: str, answers: list[AnswerCandidate], segments: list[_Segment],
