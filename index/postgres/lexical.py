@@ -43,7 +43,7 @@ def lexical_ctes(k1: float, b: float, doc_weight: float, allowed: PgRestriction 
     :param extra_rowids: a SQL set of more row ids to score (the dense candidates), or None.
     """
     cond = condition(allowed)
-    doc_join = "" if allowed is None else "JOIN documents d ON d.id = p.doc_id"
+    doc_join = "" if allowed is None else "JOIN documents d ON d.docno = p.docno"
 
     def bm25(alias: str, q: str) -> str:
         return f"{q}.idfw * {alias}.tf / ({alias}.tf + {k1} * (1 - {b} + {b} * {alias}.dl / {q}.avgdl))"
@@ -51,8 +51,8 @@ def lexical_ctes(k1: float, b: float, doc_weight: float, allowed: PgRestriction 
     def words(collection: str) -> str:
         """The query words with their idf (times the word's weight), the average length, and whether the word has
         more postings than the cut reads."""
-        return f"""SELECT lexeme, idfw, avgdl, reads, df > reads AS cut FROM (
-                   SELECT w.lexeme, w.weight * ln(1 + (t.n - l.df + 0.5) / (l.df + 0.5)) AS idfw,
+        return f"""SELECT term, idfw, avgdl, reads, df > reads AS cut FROM (
+                   SELECT l.id AS term, w.weight * ln(1 + (t.n - l.df + 0.5) / (l.df + 0.5)) AS idfw,
                           t.terms::float8 / greatest(t.n, 1) AS avgdl, l.df,
                           CASE WHEN row_number() OVER (ORDER BY l.df) <= %(keep)s
                                     OR l.df <= greatest(%(common)s * t.n, %(cut)s) THEN %(cut)s ELSE 0 END AS reads
@@ -64,7 +64,7 @@ def lexical_ctes(k1: float, b: float, doc_weight: float, allowed: PgRestriction 
         """Each word's ``cut`` best postings by impact, with their exact contribution."""
         return f"""SELECT {", ".join("x." + c for c in cols)}, {q}.cut, {bm25('x', q)} AS s FROM {q}
                    CROSS JOIN LATERAL (SELECT {", ".join("p." + c for c in cols)}, p.tf, p.dl
-                                       FROM {table} p {doc_join} WHERE p.lexeme = {q}.lexeme AND {cond}
+                                       FROM {table} p {doc_join} WHERE p.term = {q}.term AND {cond}
                                        ORDER BY p.impact DESC LIMIT {q}.reads) x"""
 
     def exact(keys: str, key: str, hits: str, table: str, q: str) -> str:
@@ -75,13 +75,13 @@ def lexical_ctes(k1: float, b: float, doc_weight: float, allowed: PgRestriction 
                        SELECT h.{key}, h.s FROM {hits} h WHERE NOT h.cut AND h.{key} IN (SELECT {key} FROM {keys})
                        UNION ALL
                        SELECT k.{key}, {bm25('p', q)} FROM {keys} k CROSS JOIN {q} CROSS JOIN LATERAL (
-                           SELECT p.tf, p.dl FROM {table} p WHERE p.lexeme = {q}.lexeme AND p.{key} = k.{key}
+                           SELECT p.tf, p.dl FROM {table} p WHERE p.term = {q}.term AND p.{key} = k.{key}
                            LIMIT 1) p WHERE {q}.cut) u
                    GROUP BY u.{key}"""
 
     extra = f" UNION SELECT rowid FROM ({extra_rowids}) e" if extra_rowids else ""
     chunk_side = f"""qc AS MATERIALIZED ({words('c')}),
-        hc AS MATERIALIZED ({front('chunk_terms', ['rowid', 'doc_id'], 'qc')})"""
+        hc AS MATERIALIZED ({front('chunk_terms', ['rowid', 'docno'], 'qc')})"""
     w = doc_weight
     if w <= 0:
         return f"""{chunk_side},
@@ -92,30 +92,32 @@ def lexical_ctes(k1: float, b: float, doc_weight: float, allowed: PgRestriction 
             lex AS (SELECT cs.rowid, cs.s FROM cs)"""
     return f"""{chunk_side},
         qd AS MATERIALIZED ({words('d')}),
-        hd AS MATERIALIZED ({front('doc_terms', ['doc_id'], 'qd')}),
-        pd AS MATERIALIZED (SELECT doc_id, sum(s) AS s FROM hd GROUP BY doc_id),
-        dtop AS MATERIALIZED (SELECT doc_id FROM pd ORDER BY s DESC LIMIT %(pool)s),
-        pc AS MATERIALIZED (SELECT rowid, doc_id, sum(s) AS s FROM hc GROUP BY rowid, doc_id),
+        hd AS MATERIALIZED ({front('doc_terms', ['docno'], 'qd')}),
+        pd AS MATERIALIZED (SELECT docno, sum(s) AS s FROM hd GROUP BY docno),
+        dtop AS MATERIALIZED (SELECT docno FROM pd ORDER BY s DESC LIMIT %(pool)s),
+        pc AS MATERIALIZED (SELECT rowid, docno, sum(s) AS s FROM hc GROUP BY rowid, docno),
         ctop AS MATERIALIZED (  -- ranked by the same mix of partial sums, so chunks of strong articles get in
-            SELECT pc.rowid FROM pc LEFT JOIN pd ON pd.doc_id = pc.doc_id
+            SELECT pc.rowid FROM pc LEFT JOIN pd ON pd.docno = pc.docno
             CROSS JOIN (SELECT greatest((SELECT max(s) FROM pc), 1e-9) AS c,
                                greatest((SELECT max(s) FROM pd), 1e-9) AS d) m
             ORDER BY {1 - w} * pc.s / m.c + {w} * coalesce(pd.s, 0) / m.d DESC LIMIT %(pool)s),
-        bd AS MATERIALIZED (SELECT * FROM ({exact('dtop', 'doc_id', 'hd', 'doc_terms', 'qd')}) x
+        bd AS MATERIALIZED (SELECT * FROM ({exact('dtop', 'docno', 'hd', 'doc_terms', 'qd')}) x
                             ORDER BY s DESC LIMIT %(k)s),
         cand AS MATERIALIZED (SELECT rowid FROM ctop
-                              UNION SELECT c.rowid FROM bd JOIN chunks c ON c.doc_id = bd.doc_id{extra}),
-        cdocs AS MATERIALIZED (SELECT DISTINCT c.doc_id FROM cand k JOIN chunks c ON c.rowid = k.rowid
-                               WHERE c.doc_id NOT IN (SELECT doc_id FROM bd)),
+                              UNION SELECT c.rowid FROM bd JOIN documents d ON d.docno = bd.docno
+                                    JOIN chunks c ON c.doc_id = d.id{extra}),
+        kd AS MATERIALIZED (SELECT k.rowid, d.docno FROM cand k JOIN chunks c ON c.rowid = k.rowid
+                            JOIN documents d ON d.id = c.doc_id),
+        cdocs AS MATERIALIZED (SELECT DISTINCT docno FROM kd WHERE docno NOT IN (SELECT docno FROM bd)),
         cs AS MATERIALIZED ({exact('cand', 'rowid', 'hc', 'chunk_terms', 'qc')}),
-        ds AS MATERIALIZED (SELECT doc_id, s FROM bd
-                            UNION ALL {exact('cdocs', 'doc_id', 'hd', 'doc_terms', 'qd')}),
+        ds AS MATERIALIZED (SELECT docno, s FROM bd
+                            UNION ALL {exact('cdocs', 'docno', 'hd', 'doc_terms', 'qd')}),
         lex_top AS (SELECT coalesce((SELECT max(s) FROM cs), 0) AS c, coalesce((SELECT max(s) FROM ds), 0) AS d),
         lex AS (SELECT k.rowid, CASE WHEN t.c > 0 AND t.d > 0
                                      THEN {1 - w} * coalesce(cs.s, 0) / t.c + {w} * coalesce(ds.s, 0) / t.d
                                      ELSE coalesce(cs.s, 0) END AS s
-                FROM cand k JOIN chunks c ON c.rowid = k.rowid LEFT JOIN cs ON cs.rowid = k.rowid
-                LEFT JOIN ds ON ds.doc_id = c.doc_id CROSS JOIN lex_top t)"""
+                FROM kd k LEFT JOIN cs ON cs.rowid = k.rowid
+                LEFT JOIN ds ON ds.docno = k.docno CROSS JOIN lex_top t)"""
 
 
 class PgLexicalQuery:

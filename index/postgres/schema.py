@@ -13,7 +13,7 @@ from index.errors import DataDirError, ModelMismatch
 
 __all__ = ["SCHEMA_HEAD", "migrate", "sqlalchemy_url"]
 
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 _LOCK = 7_265_011  # advisory lock key: "newsroom-qa migrations"
 _SCRIPTS = Path(__file__).resolve().parent / "migrations"
 

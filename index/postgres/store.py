@@ -195,16 +195,18 @@ class PgStore:
                 raise DocumentNotFound(f"no document with id {missing[0]!r}")
             remove(cur, [item.document.id for item in upserts])
             adding = sum(len(item.chunks) for item in upserts)
-            with deferred_indexes(cur, adding, hnsw_build_parameters) as bulk:
-                insert(cur, upserts, self.bm25_k1, self.bm25_b)
-            loaded[0] = bulk
+            with deferred_indexes(cur, adding, hnsw_build_parameters) as load:
+                insert(cur, upserts, self.bm25_k1, self.bm25_b, load)
+            loaded[0] = load.bulk
             self.n_chunks = int(cur.execute("SELECT n FROM totals WHERE collection = 'c'").fetchone()[0])
 
         loaded = [False]
         self._write(apply)
         if loaded[0]:
-            # A bulk load leaves no page marked all-visible, so every index-only scan of the postings would visit
-            # the table (searches 5x slower) until autovacuum came by; VACUUM cannot run inside the transaction.
+            # A bulk load leaves pages not marked all-visible (all of them, unless it was written frozen into an
+            # empty archive: then those a COPY batch began part-full), and every index-only scan of the postings
+            # would visit the table there (searches 5x slower) until autovacuum came by; VACUUM cannot run inside
+            # the transaction, and skips the pages already all-visible.
             # Every table gets statistics: without them for the two-row ``totals`` (autovacuum analyzes a table
             # only after 50 changed rows) searches were planned 1.4x slower.
             self._retrying(lambda: self._vacuum("chunks", "chunk_terms", "doc_terms", "documents", "sentences",

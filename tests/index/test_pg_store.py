@@ -232,16 +232,16 @@ def _write_at_revision_0001(dsn: str, writes: list[DocumentWrite]) -> None:
 
 def test_migrating_an_older_schema_keeps_bm25_as_it_was(pg_dsn: str, pg_server):  # type: ignore[no-untyped-def]
     """A database written at revision 0001 (tsvectors, no postings) is migrated to the head on the next start:
-    0002 fills the postings from the tsvectors, 0003 orders them by impact and drops the tsvectors; BM25 then
-    ranks and scores as a database written by today's store."""
-    from index.postgres.schema import migrate
+    0002 fills the postings from the tsvectors, 0003 orders them by impact and drops the tsvectors, 0004 keys them
+    by word ids and article numbers; BM25 then ranks and scores as a database written by today's store."""
+    from index.postgres.schema import SCHEMA_HEAD, migrate
 
     writes = corpus(20)
     migrate(pg_dsn, "m", DIM, revision="0001")
     _write_at_revision_0001(pg_dsn, writes)
     old = PgStore(pg_dsn, "m", DIM)
     assert old.read(lambda cur: cur.execute("SELECT version_num FROM newsroom_qa_schema_version").fetchone()) == \
-        ("0003",)
+        (SCHEMA_HEAD,)
     fresh = PgStore(pg_server.create_database(f"fresh_{id(writes)}"), "m", DIM)
     fresh.write(upserts=writes)
     for query in ("harbour strike", "prison witness appeal"):
@@ -288,10 +288,14 @@ def _index_definitions(store: PgStore) -> set[str]:
         "WHERE connamespace = 'public'::regnamespace").fetchall())}
 
 
-def test_a_bulk_load_builds_the_indexes_after_it_and_ranks_as_row_by_row_writes(pg_dsn: str, pg_server):  # type: ignore[no-untyped-def]
+def test_a_bulk_load_builds_the_indexes_after_it_and_ranks_as_row_by_row_writes(pg_dsn: str, pg_server,  # type: ignore[no-untyped-def]
+                                                                                 monkeypatch):
     """One write of more chunks than the bulk threshold drops the big indexes, COPYs, and builds them again: the
     same index definitions (HNSW with the chosen parameters), the same frequencies and the same rankings as the
-    archive written in small batches that keep every index up to date."""
+    archive written in small batches that keep every index up to date. Into an empty archive the rows go in
+    frozen: most pages are all-visible before the VACUUM after the load, every page after it."""
+    import psycopg
+
     from index.postgres.rows import BULK_MIN_CHUNKS
 
     writes = corpus(2600, seed=5)
@@ -301,8 +305,23 @@ def test_a_bulk_load_builds_the_indexes_after_it_and_ranks_as_row_by_row_writes(
         small.write(upserts=writes[first:first + 500])
     bulk = PgStore(pg_dsn, "m", DIM)
     before = _index_definitions(bulk)
+
+    tables = ("chunks", "chunk_terms", "doc_terms", "documents", "sentences")
+
+    def visible() -> list[float]:
+        """Each table's share of pages marked all-visible, as counted now (ANALYZE reads the visibility map)."""
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f"ANALYZE {', '.join(tables)}")
+            return [v / n for n, v in conn.execute("SELECT relpages, relallvisible FROM pg_class WHERE relname = "
+                                                   "ANY(%s)", (list(tables),)).fetchall()]
+
+    vacuum = bulk._vacuum
+    before_vacuum: list[float] = []
+    monkeypatch.setattr(bulk, "_vacuum", lambda *names: (before_vacuum.extend(visible()), vacuum(*names)))
     bulk.write(upserts=writes)
     assert _index_definitions(bulk) == before == _index_definitions(small)
+    assert len(before_vacuum) == 5 and min(before_vacuum) > 0.5, before_vacuum  # written frozen (no FREEZE: 0)
+    assert visible() == [1.0] * 5
     assert any("FOREIGN KEY" in d for d in before)  # the keys dropped for the load are back, and hold:
     bulk.write(deletes=[writes[0].document.id])
     orphans = ("SELECT (SELECT count(*) FROM sentences WHERE doc_id = %(d)s) + "
@@ -362,8 +381,12 @@ def test_ids_with_tabs_backslashes_and_newlines_survive_the_postings_copy(pg_dsn
     snap = store.snapshot()
     hits = snap.passages(snap.lexical_query("harbour dredging contract", doc_weight=0.6).search(3))
     assert hits[0][1].doc_id == odd_id
+    docno, rowids = store.read(lambda cur: cur.execute(
+        "SELECT d.docno, array_agg(c.rowid) FROM documents d JOIN chunks c ON c.doc_id = d.id WHERE d.id = %s "
+        "GROUP BY d.docno", (odd_id,)).fetchone())
+    postings = "SELECT count(*) FROM chunk_terms WHERE rowid = ANY(%s) UNION ALL " \
+        "SELECT count(*) FROM doc_terms WHERE docno = %s"
+    assert all(n > 0 for (n,) in store.read(lambda cur: cur.execute(postings, (rowids, docno)).fetchall()))
     store.write(deletes=[odd_id])
-    left = store.read(lambda cur: cur.execute("SELECT count(*) FROM chunk_terms WHERE doc_id = %s UNION ALL "
-                                              "SELECT count(*) FROM doc_terms WHERE doc_id = %s",
-                                              (odd_id, odd_id)).fetchall())
+    left = store.read(lambda cur: cur.execute(postings, (rowids, docno)).fetchall())
     assert left == [(0,), (0,)]

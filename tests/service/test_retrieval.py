@@ -97,16 +97,16 @@ def _check_consistent(service) -> set[str]:
     spans = snap.chunk_spans()
     rowids = set(spans)
     if isinstance(snap, PgSnapshot):  # one table holds both signals; the BM25 frequencies must match its rows
-        for collection, table, key in (("c", "chunk_terms", "rowid"), ("d", "doc_terms", "doc_id")):
+        for collection, table, key in (("c", "chunk_terms", "rowid"), ("d", "doc_terms", "docno")):
             off = service.store.read(lambda cur, c=collection, t=table, k=key: cur.execute(
-                f"SELECT count(*) FROM (SELECT lexeme, count(DISTINCT {k}) AS df FROM {t} GROUP BY lexeme) a "
-                f"FULL JOIN (SELECT lexeme, df FROM lexemes WHERE collection = '{c}') b "
-                "ON a.lexeme = b.lexeme WHERE a.df IS DISTINCT FROM b.df").fetchone()[0])
+                f"SELECT count(*) FROM (SELECT term, count(DISTINCT {k}) AS df FROM {t} GROUP BY term) a "
+                f"FULL JOIN (SELECT id, df FROM lexemes WHERE collection = '{c}') b "
+                "ON a.term = b.id WHERE a.df IS DISTINCT FROM b.df").fetchone()[0])
             assert off == 0
         postings = service.store.read(lambda cur: cur.execute(  # every posting belongs to a stored chunk
             "SELECT count(*) FROM chunk_terms p LEFT JOIN chunks c ON c.rowid = p.rowid WHERE c.rowid IS NULL "
-            "UNION ALL SELECT count(*) FROM doc_terms p LEFT JOIN documents d ON d.id = p.doc_id "
-            "WHERE d.id IS NULL").fetchall())
+            "UNION ALL SELECT count(*) FROM doc_terms p LEFT JOIN documents d ON d.docno = p.docno "
+            "WHERE d.docno IS NULL").fetchall())
         assert postings == [(0,), (0,)]
         assert snap.manifest.n_chunks == len(rowids)
         return {doc_id for doc_id, _, _ in spans.values()}
