@@ -8,13 +8,18 @@ import logging
 import re
 import sys
 import unicodedata
+from collections.abc import Sequence
 from functools import lru_cache
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from rapidfuzz import fuzz, process
 
-__all__ = ["VARIANT_MAX_DF", "VARIANT_MIN_CHARS", "VARIANT_WEIGHT", "closest_variants", "may_have_variants",
-           "term_counts", "tokenize"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["VARIANT_MAX_DF", "VARIANT_MIN_CHARS", "VARIANT_WEIGHT", "closest_variants", "count_terms",
+           "may_have_variants", "term_counts", "tokenize"]
 
 VARIANT_MIN_CHARS = 5  # shorter words have too many look-alikes to expand safely
 
@@ -82,6 +87,26 @@ def term_counts(text: str) -> dict[str, int]:
     for token in tokenize(text):
         counts[token] = counts.get(token, 0) + 1
     return counts
+
+
+def count_terms(token_lists: Sequence[list[str]], vocab: dict[str, int]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """How often each word occurs in each text, for many texts at once: ``(counts, rows, indptr, lengths)``, a
+    sparse matrix stored by word (CSC: word ``i``'s texts are ``rows[indptr[i]:indptr[i + 1]]``, ascending, with
+    their ``counts``) over the words of ``vocab`` (a word's id; new words are added to it), and each text's length
+    in tokens. Both backends count with it, so their BM25 sees the same frequencies and lengths."""
+    import numpy as np
+    from scipy import sparse
+
+    lengths = np.array([len(t) for t in token_lists], dtype=np.int64)  # float32 sums lose counts past 2^24
+    cols = np.fromiter((vocab.setdefault(t, len(vocab)) for tokens in token_lists for t in tokens),
+                       dtype=np.int64, count=int(lengths.sum()))
+    rows = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths)
+    matrix = sparse.csc_array((np.ones(len(cols), np.float32), (rows, cols)),
+                              shape=(len(token_lists), max(len(vocab), 1)))
+    matrix.sum_duplicates()
+    return (matrix.data.astype(np.float32), matrix.indices.astype(np.int32), matrix.indptr.astype(np.int64),
+            lengths)
 
 
 def may_have_variants(token: str, df: int, max_df: int) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from index.local.mapped import advise_random
-from index.tokens import VARIANT_MIN_CHARS
+from index.tokens import VARIANT_MIN_CHARS, count_terms
 
 __all__ = ["Postings", "TermCounts"]
 
@@ -101,12 +101,8 @@ class TermCounts:
         vocab: dict[str, int] = {}
 
         def matrix(token_lists: Sequence[list[str]]) -> tuple[Postings, np.ndarray]:
-            lengths = np.array([len(t) for t in token_lists], dtype=np.int64)  # float32 sums lose counts past 2^24
-            cols = np.fromiter((vocab.setdefault(t, len(vocab)) for toks in token_lists for t in toks),
-                               dtype=np.int64, count=int(lengths.sum()))
-            rows = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths)
-            return Postings.from_coo(rows, cols, np.ones(len(cols), np.float32), len(token_lists),
-                                      max(len(vocab), 1)), lengths
+            counts, rows, indptr, lengths = count_terms(token_lists, vocab)
+            return Postings(counts, rows, indptr, len(token_lists)), lengths
 
         chunks, chunk_len = matrix(chunk_tokens)
         docs = doc_len = None

@@ -3,9 +3,9 @@ postings of every chunk and article, each table in one COPY stream (binary for r
 sentences, formatted an article at a time; the postings as one binary buffer NumPy lays out, since a posting is five
 or six fixed-width integers and floats).
 
-Words are counted as the data directory counts them (``index.local.term_counts.TermCounts.from_tokens``: one
-vocabulary, a sparse matrix per collection), so both backends hold the same term frequencies and lengths, and the
-postings come out of the matrices as arrays, not a Python object per posting.
+Words are counted as the data directory counts them (``index.tokens.count_terms``: one vocabulary, a sparse
+matrix per collection), so both backends hold the same term frequencies and lengths, and the postings come out of
+the matrices as arrays, not a Python object per posting.
 
 A write that adds at least as many chunks as the archive holds (the first load of an archive, a migration from a
 data directory) drops the large indexes first and builds them once after the load (``deferred_indexes``): an
@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from index.local.term_counts import TermCounts
 from index.models import DocumentWrite
-from index.tokens import tokenize
+from index.tokens import count_terms, tokenize
 
 __all__ = ["BULK_MIN_CHUNKS", "MAX_LEXEME_BYTES", "Load", "deferred_indexes", "insert", "remove"]
 
@@ -80,14 +79,12 @@ def insert(cur: Any, items: Sequence[DocumentWrite], k1: float, b: float, load: 
     if not items:
         return
     n_new = sum(len(w.chunks) for w in items)
-    counts = TermCounts.from_tokens(
-        [tokenize(f"{w.document.title}. {w.document.text[c.start:c.end]}") for w in items for c in w.chunks],
-        np.zeros(n_new, dtype=np.int64),
-        [tokenize(f"{w.document.title}. {w.document.text}") for w in items],
-        np.repeat(np.arange(len(items), dtype=np.int64), [len(w.chunks) for w in items]))
-    assert counts.docs is not None
-    chunk_len = counts.chunk_len.astype(np.int64)
-    doc_len = counts.doc_len.astype(np.int64)
+    vocab: dict[str, int] = {}
+    chunk_counts = count_terms([tokenize(f"{w.document.title}. {w.document.text[c.start:c.end]}")
+                                for w in items for c in w.chunks], vocab)
+    doc_counts = count_terms([tokenize(f"{w.document.title}. {w.document.text}") for w in items], vocab)
+    words = list(vocab)  # in id order
+    chunk_len, doc_len = chunk_counts[3], doc_counts[3]
     totals = {c: (int(n), int(t)) for c, n, t in cur.execute("SELECT collection, n, terms FROM totals").fetchall()}
     n_docs, doc_terms = totals.get("d", (0, 0))
     n_chunks, chunk_terms = totals.get("c", (0, 0))
@@ -119,11 +116,13 @@ def insert(cur: Any, items: Sequence[DocumentWrite], k1: float, b: float, load: 
                 rowid, length = next(rows)
                 copy.write_row((rowid, chunk.chunk_id, w.document.id, chunk.seq, chunk.start, chunk.end,
                                 np.asarray(vector, dtype=np.float32), length))
-    doc_of_chunk = docnos[counts.doc_of_chunk]
-    for collection, postings, lengths, n, total in (("c", counts.chunks, chunk_len, n_chunks, chunk_terms),
-                                                    ("d", counts.docs, doc_len, n_docs, doc_terms)):
-        rows_, cols, tfs = postings.coo()
-        terms = _term_ids(cur, collection, counts.words, postings.df())
+    doc_of_chunk = np.repeat(docnos, [len(w.chunks) for w in items])
+    for collection, (tfs, rows_, indptr, lengths), n, total in (("c", chunk_counts, n_chunks, chunk_terms),
+                                                                ("d", doc_counts, n_docs, doc_terms)):
+        df = np.diff(indptr)  # over the words known when this collection was counted: the rest are in none of it
+        df = np.pad(df, (0, max(0, len(words) - len(df))))
+        cols = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+        terms = _term_ids(cur, collection, words, df)
         keep = terms[cols] >= 0  # words too long for an index entry count in lengths only
         rows_, term, tf = rows_[keep], terms[cols[keep]], tfs[keep]
         dl = lengths[rows_]

@@ -188,6 +188,9 @@ class PgStore:
             if item.vectors.shape != (len(item.chunks), self.dimension):
                 raise ValueError(f"document {item.document.id!r}: {len(item.chunks)} chunks but vectors of shape "
                                  f"{item.vectors.shape}")
+        # The same id twice in one write (two identical articles get the same derived id): the last one stands, as
+        # in a data directory; COPY would otherwise break the primary key.
+        upserts = list({item.document.id: item for item in upserts}.values())
 
         def apply(cur: Any) -> None:
             missing = sorted(set(deletes) - remove(cur, list(dict.fromkeys(deletes))))
