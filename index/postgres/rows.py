@@ -117,28 +117,29 @@ def insert(cur: Any, items: Sequence[DocumentWrite], k1: float, b: float, load: 
                 copy.write_row((rowid, chunk.chunk_id, w.document.id, chunk.seq, chunk.start, chunk.end,
                                 np.asarray(vector, dtype=np.float32), length))
     doc_of_chunk = np.repeat(docnos, [len(w.chunks) for w in items])
-    for collection, (tfs, rows_, indptr, lengths), n, total in (("c", chunk_counts, n_chunks, chunk_terms),
+    # Per collection: each posting's count, its owner (the chunk or article, by position in this write) and word.
+    for collection, (tfs, owners, indptr, lengths), n, total in (("c", chunk_counts, n_chunks, chunk_terms),
                                                                 ("d", doc_counts, n_docs, doc_terms)):
         df = np.diff(indptr)  # over the words known when this collection was counted: the rest are in none of it
         df = np.pad(df, (0, max(0, len(words) - len(df))))
         cols = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
         terms = _term_ids(cur, collection, words, df)
         keep = terms[cols] >= 0  # words too long for an index entry count in lengths only
-        rows_, term, tf = rows_[keep], terms[cols[keep]], tfs[keep]
-        dl = lengths[rows_]
+        owners, term, tf = owners[keep], terms[cols[keep]], tfs[keep]
+        dl = lengths[owners]
         avgdl = max(total / max(n, 1), 1.0)
         impact = (tf / (tf + k1 * (1 - b + b * dl / avgdl))).astype(np.float32)
         order = np.lexsort((-impact, term))  # the impact index's order: its build then sorts sorted input
-        rows_, term, tf, dl, impact = rows_[order], term[order], tf[order], dl[order], impact[order]
+        owners, term, tf, dl, impact = owners[order], term[order], tf[order], dl[order], impact[order]
         if collection == "c":
             _copy_binary(cur, "COPY chunk_terms (rowid, term, docno, tf, dl, impact) FROM STDIN"
                          f"{load.copy_options(binary=True)}",
-                         [(">i8", rowids[rows_]), (">i4", term), (">i4", doc_of_chunk[rows_]), (">i4", tf),
+                         [(">i8", rowids[owners]), (">i4", term), (">i4", doc_of_chunk[owners]), (">i4", tf),
                           (">i4", dl), (">f4", impact)])
         else:
             _copy_binary(cur, "COPY doc_terms (docno, term, tf, dl, impact) FROM STDIN"
                          f"{load.copy_options(binary=True)}",
-                         [(">i4", docnos[rows_]), (">i4", term), (">i4", tf), (">i4", dl), (">f4", impact)])
+                         [(">i4", docnos[owners]), (">i4", term), (">i4", tf), (">i4", dl), (">f4", impact)])
         cur.execute("UPDATE totals SET n = %s, terms = %s WHERE collection = %s", (n, total, collection))
 
 
