@@ -11,15 +11,15 @@ import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from rapidfuzz import fuzz, process
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["VARIANT_MAX_DF", "VARIANT_MIN_CHARS", "VARIANT_WEIGHT", "closest_variants", "count_terms",
-           "may_have_variants", "term_counts", "tokenize"]
+__all__ = ["VARIANT_MAX_DF", "VARIANT_MIN_CHARS", "VARIANT_WEIGHT", "TermMatrix", "closest_variants", "count_terms",
+           "may_have_variants", "tokenize"]
 
 VARIANT_MIN_CHARS = 5  # shorter words have too many look-alikes to expand safely
 
@@ -80,21 +80,25 @@ def tokenize(text: str) -> list[str]:
     return list(_stemmer().stemWords(words))
 
 
-def term_counts(text: str) -> dict[str, int]:
-    """How often each token of ``tokenize(text)`` occurs: what BM25 needs of a text (the postgres backend stores
-    it as postings)."""
-    counts: dict[str, int] = {}
-    for token in tokenize(text):
-        counts[token] = counts.get(token, 0) + 1
-    return counts
+class TermMatrix(NamedTuple):
+    """How often each word occurs in each of many texts: a sparse matrix stored by word (CSC: word ``i``'s texts are
+    ``rows[indptr[i]:indptr[i + 1]]``, ascending, with their ``counts``), and each text's length in tokens."""
+
+    counts: np.ndarray
+    rows: np.ndarray
+    indptr: np.ndarray
+    lengths: np.ndarray
+
+    def words(self) -> np.ndarray:
+        """The word of each entry (parallel to ``rows`` and ``counts``)."""
+        import numpy as np
+
+        return np.repeat(np.arange(len(self.indptr) - 1, dtype=np.int64), np.diff(self.indptr))
 
 
-def count_terms(token_lists: Sequence[list[str]], vocab: dict[str, int]
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """How often each word occurs in each text, for many texts at once: ``(counts, rows, indptr, lengths)``, a
-    sparse matrix stored by word (CSC: word ``i``'s texts are ``rows[indptr[i]:indptr[i + 1]]``, ascending, with
-    their ``counts``) over the words of ``vocab`` (a word's id; new words are added to it), and each text's length
-    in tokens. Both backends count with it, so their BM25 sees the same frequencies and lengths."""
+def count_terms(token_lists: Sequence[list[str]], vocab: dict[str, int]) -> TermMatrix:
+    """The term matrix of many texts at once, over the words of ``vocab`` (a word's id; new words are added to it).
+    Both backends count with it, so their BM25 sees the same frequencies and lengths."""
     import numpy as np
     from scipy import sparse
 
@@ -105,8 +109,8 @@ def count_terms(token_lists: Sequence[list[str]], vocab: dict[str, int]
     matrix = sparse.csc_array((np.ones(len(cols), np.float32), (rows, cols)),
                               shape=(len(token_lists), max(len(vocab), 1)))
     matrix.sum_duplicates()
-    return (matrix.data.astype(np.float32), matrix.indices.astype(np.int32), matrix.indptr.astype(np.int64),
-            lengths)
+    return TermMatrix(matrix.data.astype(np.float32), matrix.indices.astype(np.int32),
+                      matrix.indptr.astype(np.int64), lengths)
 
 
 def may_have_variants(token: str, df: int, max_df: int) -> bool:

@@ -101,8 +101,8 @@ class TermCounts:
         vocab: dict[str, int] = {}
 
         def matrix(token_lists: Sequence[list[str]]) -> tuple[Postings, np.ndarray]:
-            counts, rows, indptr, lengths = count_terms(token_lists, vocab)
-            return Postings(counts, rows, indptr, len(token_lists)), lengths
+            m = count_terms(token_lists, vocab)
+            return Postings(m.counts, m.rows, m.indptr, len(token_lists)), m.lengths
 
         chunks, chunk_len = matrix(chunk_tokens)
         docs = doc_len = None

@@ -84,7 +84,7 @@ def insert(cur: Any, items: Sequence[DocumentWrite], k1: float, b: float, load: 
                                 for w in items for c in w.chunks], vocab)
     doc_counts = count_terms([tokenize(f"{w.document.title}. {w.document.text}") for w in items], vocab)
     words = list(vocab)  # in id order
-    chunk_len, doc_len = chunk_counts[3], doc_counts[3]
+    chunk_len, doc_len = chunk_counts.lengths, doc_counts.lengths
     totals = {c: (int(n), int(t)) for c, n, t in cur.execute("SELECT collection, n, terms FROM totals").fetchall()}
     n_docs, doc_terms = totals.get("d", (0, 0))
     n_chunks, chunk_terms = totals.get("c", (0, 0))
@@ -117,16 +117,16 @@ def insert(cur: Any, items: Sequence[DocumentWrite], k1: float, b: float, load: 
                 copy.write_row((rowid, chunk.chunk_id, w.document.id, chunk.seq, chunk.start, chunk.end,
                                 np.asarray(vector, dtype=np.float32), length))
     doc_of_chunk = np.repeat(docnos, [len(w.chunks) for w in items])
-    # Per collection: each posting's count, its owner (the chunk or article, by position in this write) and word.
-    for collection, (tfs, owners, indptr, lengths), n, total in (("c", chunk_counts, n_chunks, chunk_terms),
-                                                                ("d", doc_counts, n_docs, doc_terms)):
-        df = np.diff(indptr)  # over the words known when this collection was counted: the rest are in none of it
+    for collection, matrix, n, total in (("c", chunk_counts, n_chunks, chunk_terms),
+                                         ("d", doc_counts, n_docs, doc_terms)):
+        df = np.diff(matrix.indptr)  # over the words known when this collection was counted: the rest are in none
         df = np.pad(df, (0, max(0, len(words) - len(df))))
-        cols = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
         terms = _term_ids(cur, collection, words, df)
+        cols = matrix.words()
         keep = terms[cols] >= 0  # words too long for an index entry count in lengths only
-        owners, term, tf = owners[keep], terms[cols[keep]], tfs[keep]
-        dl = lengths[owners]
+        # each posting's owner (the chunk or article, by position in this write), word id and count
+        owners, term, tf = matrix.rows[keep], terms[cols[keep]], matrix.counts[keep]
+        dl = matrix.lengths[owners]
         avgdl = max(total / max(n, 1), 1.0)
         impact = (tf / (tf + k1 * (1 - b + b * dl / avgdl))).astype(np.float32)
         order = np.lexsort((-impact, term))  # the impact index's order: its build then sorts sorted input

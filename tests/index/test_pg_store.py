@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from index.errors import DataDirError, DocumentNotFound, ModelMismatch
 from index.local.store import DocumentWrite, Store
 from index.models import Chunk, Document, Filters, Sentence
 from index.postgres.store import PgStore
-from index.tokens import term_counts
+from index.tokens import tokenize
 
 pytest.importorskip("psycopg")
 
@@ -20,6 +21,11 @@ DIM = 8
 WORDS = ["harbour", "council", "budget", "dredging", "contract", "ferry", "strike", "minister", "prison", "report",
          "witness", "court", "appeal", "election", "turnout", "mayor", "river", "flood", "bridge", "tender", "audit",
          "police", "union", "teacher", "hospital"]
+
+
+def _counts(text: str) -> dict[str, int]:
+    """How often each token of ``text`` occurs: the frequencies BM25 must hold, counted independently of the store."""
+    return dict(Counter(tokenize(text)))
 
 
 def article(n: int, rng: np.random.Generator, source: str = "Wire", published: date | None = None,
@@ -110,9 +116,9 @@ def test_frequencies_stay_exact_through_replaces_and_deletes(pg_dsn: str, tmp_pa
     doc_df: dict[str, int] = {}
     for w in final.values():
         for c in w.chunks:
-            for t in term_counts(f"{w.document.title}. {c.text}"):
+            for t in _counts(f"{w.document.title}. {c.text}"):
                 chunk_df[t] = chunk_df.get(t, 0) + 1
-        for t in term_counts(f"{w.document.title}. {w.document.text}"):
+        for t in _counts(f"{w.document.title}. {w.document.text}"):
             doc_df[t] = doc_df.get(t, 0) + 1
     stored = store.read(lambda cur: cur.execute("SELECT collection, lexeme, df FROM lexemes").fetchall())
     assert {t: df for c, t, df in stored if c == "c"} == chunk_df
@@ -206,19 +212,19 @@ def _write_at_revision_0001(dsn: str, writes: list[DocumentWrite]) -> None:
         register_vector(conn)
         for w in writes:
             d = w.document
-            doc_counts = term_counts(f"{d.title}. {d.text}")
+            doc_counts = _counts(f"{d.title}. {d.text}")
             conn.execute("INSERT INTO documents (id, title, text, source, published, url, n_chunks, tsv, n_terms, "
                          "centroid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::tsvector, %s, %s)",
                          (d.id, d.title, d.text, d.source, d.published, d.url, len(w.chunks), tsv(doc_counts),
                           sum(doc_counts.values()), w.vectors.mean(axis=0)))
             for (collection, counts) in [("d", doc_counts)] + [
-                    ("c", term_counts(f"{d.title}. {d.text[c.start:c.end]}")) for c in w.chunks]:
+                    ("c", _counts(f"{d.title}. {d.text[c.start:c.end]}")) for c in w.chunks]:
                 for t in counts:
                     df[collection, t] = df.get((collection, t), 0) + 1
                 sizes[collection][0] += 1
                 sizes[collection][1] += sum(counts.values())
             for chunk, vector in zip(w.chunks, w.vectors, strict=True):
-                counts = term_counts(f"{d.title}. {d.text[chunk.start:chunk.end]}")
+                counts = _counts(f"{d.title}. {d.text[chunk.start:chunk.end]}")
                 conn.execute("INSERT INTO chunks (chunk_id, doc_id, seq, start_at, end_at, embedding, tsv, n_terms) "
                              "VALUES (%s, %s, %s, %s, %s, %s, %s::tsvector, %s)",
                              (chunk.chunk_id, d.id, chunk.seq, chunk.start, chunk.end, vector, tsv(counts),
