@@ -17,6 +17,8 @@ from index.pipeline.sentences import split_sentences
 if TYPE_CHECKING:
     from spacy.language import Language
 
+_Analysed = tuple[Document, list[Sentence], list[Chunk]]
+
 __all__ = ["AddedDocument", "DocumentPipeline", "Indexer", "derive_doc_id", "fingerprint"]
 
 
@@ -28,6 +30,12 @@ def fingerprint(doc: Document) -> str:
 
 def _same(stored: Document | None, new: Document) -> bool:
     return stored is not None and fingerprint(stored) == fingerprint(new)
+
+
+def _last_of_each_id(analysed: list[_Analysed]) -> list[_Analysed]:
+    """One article per id, the last given (as the stores keep the last of an id in one write): two copies of an
+    article submitted without ids get the same derived id, and embedding both would be wasted work."""
+    return list({doc.id: (doc, sentences, chunks) for doc, sentences, chunks in analysed}.values())
 
 
 def derive_doc_id(doc: DocumentIn) -> str:
@@ -48,7 +56,7 @@ class DocumentPipeline:
         self.chunk_max_chars = chunk_max_chars
         self.chunk_overlap_sentences = chunk_overlap_sentences
 
-    def analyse(self, doc: DocumentIn) -> tuple[Document, list[Sentence], list[Chunk]]:
+    def analyse(self, doc: DocumentIn) -> _Analysed:
         """Clean, split and chunk one article (no embedding, no storage)."""
         doc_id = doc.id or derive_doc_id(doc)
         text = clean_text(doc.text, self.rules)
@@ -63,14 +71,18 @@ class DocumentPipeline:
                             url=doc.url, n_chunks=len(chunks))
         return document, sentences, chunks
 
-    def prepare(self, docs: list[DocumentIn], show_progress: bool = False) -> list[DocumentWrite]:
-        """Analyse articles, then embed all their chunks in large batches (much faster than per article)."""
+    def analyse_many(self, docs: list[DocumentIn],
+                     show_progress: bool = False) -> list[_Analysed]:
+        """``analyse`` for each article, with a progress bar."""
         from tqdm import tqdm
 
-        analysed = [self.analyse(d) for d in tqdm(docs, desc="analysing", unit="doc", disable=not show_progress)]
-        return self.embed_analysed(analysed, show_progress)
+        return [self.analyse(d) for d in tqdm(docs, desc="analysing", unit="doc", disable=not show_progress)]
 
-    def embed_analysed(self, analysed: list[tuple[Document, list[Sentence], list[Chunk]]],
+    def prepare(self, docs: list[DocumentIn], show_progress: bool = False) -> list[DocumentWrite]:
+        """Analyse articles, then embed all their chunks in large batches (much faster than per article)."""
+        return self.embed_analysed(self.analyse_many(docs, show_progress), show_progress)
+
+    def embed_analysed(self, analysed: list[_Analysed],
                        show_progress: bool = False) -> list[DocumentWrite]:
         # The title travels with every chunk into the embedding: a passage is found by its headline too.
         texts = [f"{doc.title}. {c.text}" for doc, _, chunks in analysed for c in chunks]
@@ -103,12 +115,13 @@ class Indexer:
         duplicates = sorted(i for i, n in Counter(d.id for d in docs if d.id).items() if n > 1)
         if duplicates:
             raise InvalidInput(f"the same document id appears more than once in one request: {duplicates}")
-        writes = self.prepare(docs, show_progress=show_progress)
+        analysed = self.pipeline.analyse_many(docs, show_progress)
+        writes = self.embed_analysed(_last_of_each_id(analysed), show_progress)
         snapshot = self.store.snapshot()
         existing = {w.document.id for w in writes if snapshot.has_document(w.document.id)}
         self.store.write(upserts=writes)
-        return [AddedDocument(id=w.document.id, title=w.document.title, chunks=len(w.chunks),
-                              replaced=w.document.id in existing) for w in writes]
+        return [AddedDocument(id=doc.id, title=doc.title, chunks=len(chunks), replaced=doc.id in existing)
+                for doc, _, chunks in analysed]
 
     def add_in_batches(self, docs: list[DocumentIn], batch_size: int = 256,
                        show_progress: bool = False) -> list[AddedDocument]:
@@ -126,7 +139,7 @@ class Indexer:
                 batch = [self.analyse(d) for d in docs[first:first + batch_size]]
                 snapshot = self.store.snapshot()
                 stored = {doc.id: snapshot.document(doc.id) for doc, _, _ in batch if snapshot.has_document(doc.id)}
-                todo = [item for item in batch if not _same(stored.get(item[0].id), item[0])]
+                todo = [item for item in _last_of_each_id(batch) if not _same(stored.get(item[0].id), item[0])]
                 writes = self.embed_analysed(todo)
                 if writes:
                     self.store.write(upserts=writes)

@@ -55,6 +55,29 @@ def test_same_wire_story_in_two_outlets_is_one_result_with_both_sources(fresh):
     assert ungrouped[0].also_in  # grouping is deterministic
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_two_copies_of_an_article_without_ids_are_embedded_and_stored_once(fresh, monkeypatch, batched):
+    """Copies of one article given without ids get one derived id: embedded once, stored once, and every copy
+    reported with that id (one entry per article given, as clients pair them up)."""
+    embedded: list[str] = []
+    embedder = fresh.indexer.pipeline.embedder
+    real_embed = embedder.embed
+
+    def counting(texts, **kwargs):  # type: ignore[no-untyped-def]
+        embedded.extend(texts)
+        return real_embed(texts, **kwargs)
+
+    monkeypatch.setattr(embedder, "embed", counting)
+    copy = DocumentIn(title="Kelling floods", text=WIRE, source="Outlet A")
+    before = len(fresh.store.snapshot().documents())
+    added = (fresh.indexer.add_in_batches([copy, copy], batch_size=8) if batched
+             else fresh.indexer.add([copy, copy]))
+    assert len(added) == 2 and added[0].id == added[1].id and added[0].chunks >= 1
+    assert len(embedded) == added[0].chunks  # one copy's chunks, not two
+    assert len(fresh.store.snapshot().documents()) == before + 1
+    assert fresh.search("Kelling flood families", top_k=1).results[0].doc_id == added[0].id
+
+
 def test_filters_by_source_date_and_id(fresh):
     fresh.add_documents([
         DocumentIn(id="old", title="Kelling floods 2019", text=WIRE, source="Outlet A", published=date(2019, 3, 1)),
