@@ -102,6 +102,7 @@ def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | No
     from tqdm import tqdm
 
     from service.answering.readers.calibrate import calibrate_model
+    from service.answering.readers.calibration import Calibration
     from service.answering.readers.model_card import write_model_card
     from service.answering.readers.span_model import SpanModel
     from service.answering.readers.squad_data import load_squad
@@ -113,6 +114,8 @@ def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | No
     _quiet_libraries()
     if open_setting:
         calibration = _calibrate_open(target, squad_files, bundled=model_dir is None)
+        if (target / "training.json").is_file():  # the card states both calibrations
+            write_model_card(target, squad_files, Calibration.load(target, "gold"))
         click.echo(f"open-setting calibration: slope {calibration.slope:.3f}, intercept {calibration.intercept:.3f}, "
                    f"abstain below {calibration.threshold}")
         return

@@ -304,8 +304,8 @@ def _tune_paragraphs(dataset: str, count: int) -> list[dict[str, object]]:
 @pytest.mark.integration
 def test_calibrate_reader_open_refits_over_an_archive_and_the_service_loads_it(tmp_path, embedder, nlp, prompts):
     """``calibrate-reader --open`` answers the tune questions over an archive of every paragraph and writes
-    calibration-open.json beside the model, leaving the gold calibration alone; the package ships one and the
-    reader loads it by default."""
+    calibration-open.json beside the model (and into its model card), leaving the gold calibration alone; the
+    package ships one and the reader loads it by default."""
     import shutil
 
     from click.testing import CliRunner
@@ -326,6 +326,8 @@ def test_calibrate_reader_open_refits_over_an_archive_and_the_service_loads_it(t
     assert refit.fitted_on == "open setting, tune split of towns-v2.0.json (16 q)"
     assert refit.slope > 0 and 0.0 <= refit.threshold <= 0.95
     assert (model / "calibration.json").read_text(encoding="utf-8") == gold  # the gold one untouched
+    card = (model / "README.md").read_text(encoding="utf-8")  # the model card states the refit
+    assert f"sigmoid({refit.slope:.4f} * margin + {refit.intercept:.4f}); abstain below {refit.threshold}" in card
     shipped = Calibration.load(BUNDLED_READER, "open")
     assert shipped.fitted_on.startswith("open setting") and shipped != Calibration.load(BUNDLED_READER, "gold")
     reader = build_service(make_settings(tmp_path / "data", reader="trained"), embedder, nlp, prompts).reader

@@ -129,8 +129,9 @@ token of the answer in a (question, passage) window of up to {max_length} tokens
   Splits are fixed by a hash of each paragraph (`service/answering/readers/squad_data.py`): {splits}; other files 10%
   held out, 5% tune. Figures are measured on the held-out split only; the threshold and calibration come from the tune
   split.
-- Calibration: confidence = sigmoid({calibration.slope:.4f} * margin + {calibration.intercept:.4f}) where margin =
-  best span score - no-answer score; abstain below {calibration.threshold} ({calibration.fitted_on}).{extra}
+- Calibration with the answer's paragraph given (`READER_CALIBRATION=gold`): confidence =
+  sigmoid({calibration.slope:.4f} * margin + {calibration.intercept:.4f}) where margin = best span score - no-answer
+  score; abstain below {calibration.threshold} ({calibration.fitted_on}).{extra}
 
 Training stages:
 
