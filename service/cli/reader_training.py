@@ -94,8 +94,12 @@ def train_reader_command(squad_files: tuple[Path, ...], run_dir: Path, export_di
 @click.option("--open", "open_setting", is_flag=True,
               help="Refit over an archive, as the service reads (every paragraph of each file stored, questions "
                    "answered through retrieval): writes calibration-open.json, used with READER_CALIBRATION=open.")
+@click.option("--with-rank", is_flag=True,
+              help="With --open: fit the answer's article rank among those retrieved beside its margin (answers "
+                   "from lower-ranked articles are less sure; see docs/reader-quality.md for what it trades).")
 @_friendly_errors
-def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | None, open_setting: bool) -> None:
+def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | None, open_setting: bool,
+                             with_rank: bool) -> None:
     """Refit a reader's calibration and abstention threshold on the tune split (after changing how spans are
     ranked, or for a model trained elsewhere); rewrites calibration.json (or with --open calibration-open.json)
     and the model card."""
@@ -108,12 +112,14 @@ def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | No
     from service.answering.readers.squad_data import load_squad
     from service.answering.readers.transformer import BUNDLED_READER
 
+    if with_rank and not open_setting:
+        raise click.UsageError("--with-rank refits the calibration over an archive: give --open too")
     for path in squad_files:
         load_squad(path)  # a malformed file fails before the model loads
     target = model_dir or BUNDLED_READER
     _quiet_libraries()
     if open_setting:
-        calibration = _calibrate_open(target, squad_files, bundled=model_dir is None)
+        calibration = _calibrate_open(target, squad_files, bundled=model_dir is None, with_rank=with_rank)
         if (target / "training.json").is_file():  # the card states both calibrations
             write_model_card(target, squad_files, Calibration.load(target, "gold"))
         click.echo(f"open-setting calibration: slope {calibration.slope:.3f}, intercept {calibration.intercept:.3f}, "
@@ -134,9 +140,11 @@ def _bar(items: Iterable[Any], desc: str) -> Iterable[Any]:
     return tqdm(list(items), desc=desc, unit="q")
 
 
-def _calibrate_open(target: Path, squad_files: tuple[Path, ...], bundled: bool) -> Calibration:
+def _calibrate_open(target: Path, squad_files: tuple[Path, ...], bundled: bool, with_rank: bool = False
+                    ) -> Calibration:
     """Answer each file's tune questions over an archive of all its paragraphs with no threshold, refit the gold
-    calibration on what came back (``refit_open``) and save it beside the model as calibration-open.json."""
+    calibration (``with_rank``: and the weight of the answer's article rank) on what came back (``refit_open``) and
+    save it beside the model as calibration-open.json."""
     import tempfile
 
     from service.answering.readers.calibration import Calibration, refit_open
@@ -146,6 +154,7 @@ def _calibrate_open(target: Path, squad_files: tuple[Path, ...], bundled: bool) 
     confidences: list[float | None] = []
     f1s: list[float] = []
     answerable: list[bool] = []
+    ranks: list[int | None] = []
     for path in squad_files:
         with tempfile.TemporaryDirectory(prefix="newsroom-qa-calibrate-") as tmp:
             service = _service(Path(tmp), seed_if_empty=False, reader="trained" if bundled else "transformers",
@@ -158,10 +167,12 @@ def _calibrate_open(target: Path, squad_files: tuple[Path, ...], bundled: bool) 
             confidences.append(q["confidence"] if q["prediction"] else None)
             f1s.append(q["f1"])
             answerable.append(q["answerable"])
+            ranks.append(q["doc_rank"])
     names = ", ".join(p.name for p in squad_files)
     try:
         calibration = refit_open(base, confidences, f1s, answerable,
-                                 fitted_on=f"open setting, tune split of {names} ({len(answerable)} q)")
+                                 fitted_on=f"open setting, tune split of {names} ({len(answerable)} q)",
+                                 ranks=ranks if with_rank else None)
     except ValueError as exc:  # too few questions, or none answered right
         raise click.ClickException(str(exc)) from exc
     calibration.save(target, "open")

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from index.models import DocumentIn, Passage
 from service.answering.qa import QAService
+from service.answering.readers.calibration import article_ranks
 from service.answering.readers.squad_data import Split, SquadExample, load_squad
 from service.answering.readers.squad_metrics import normalize_answer, score_prediction
 
@@ -41,6 +42,7 @@ class QuestionResult(BaseModel):
     guess_f1: float
     sentence_right: bool | None  # answerable and answered: does the supporting sentence hold a gold answer?
     doc_right: bool | None  # open mode, answered: is the cited article the gold paragraph?
+    doc_rank: int | None = None  # answered: the cited article's place among the articles retrieved (0: the first)
     reader_ms: float
 
 
@@ -85,8 +87,9 @@ def evaluate_reader(service: QAService, path: Path, mode: Literal["gold", "open"
         em, f1 = score_prediction(golds, prediction)
         guess = read.best_guess.answer if read.best_guess else prediction
         _, guess_f1 = score_prediction(golds, guess) if guess else (0.0, 0.0)
-        sentence_right = doc_right = None
+        sentence_right = doc_right = doc_rank = None
         if read.answer is not None and read.doc_id is not None:
+            doc_rank = article_ranks(p.doc_id for p in passages).get(read.doc_id)
             sentence = snap.document(read.doc_id).text[read.sentence_start:read.sentence_end]
             if golds:
                 sentence_right = any(normalize_answer(g) in normalize_answer(sentence) for g in golds)
@@ -95,7 +98,7 @@ def evaluate_reader(service: QAService, path: Path, mode: Literal["gold", "open"
         results.append(QuestionResult(
             id=ex.id, answerable=bool(golds), prediction=prediction, best_guess=guess, confidence=read.confidence,
             em=em, f1=f1, guess_f1=guess_f1 if golds else 0.0, sentence_right=sentence_right, doc_right=doc_right,
-            reader_ms=reader_ms))
+            doc_rank=doc_rank, reader_ms=reader_ms))
     return {"file": str(path), "mode": mode, "splits": list(splits), "reader": service.reader.name,
             "abstain_below": getattr(service.reader, "abstain_below", None),
             "calibration": service.settings.reader_calibration,

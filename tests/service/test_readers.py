@@ -4,6 +4,7 @@ answers mapped to exact article offsets, disagreement and speaker attribution.""
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -278,6 +279,38 @@ def test_open_calibration_is_refit_from_the_gold_one_and_preferred_where_it_exis
     assert Calibration.load(tmp_path, "gold").fitted_on == "gold"
 
 
+def test_open_calibration_weighs_the_answers_article_rank_and_keeps_abstaining_on_unanswerable_questions():
+    """Over an archive an answer from a lower-ranked article is right less often than its margin says: the refit
+    learns how much less, and its threshold abstains on at least as many unanswerable questions as without it."""
+    from service.answering.readers.calibration import refit_open
+
+    base = Calibration(slope=0.25, intercept=-1.0, threshold=0.3, fitted_on="gold")
+    rng = random.Random(11)
+    margins = [rng.uniform(-10, 20) for _ in range(1200)]
+    ranks = [rng.choice([0, 0, 1, 2, 3, 4]) for _ in margins]
+    answerable = [rng.random() < 0.7 for _ in margins]
+    # right as sigmoid(0.25 * m - 2) for the first article, 1.5 logits less per log(1 + rank) below it
+    right = [a and rng.random() < 1 / (1 + math.exp(-(0.25 * m - 2.0 - 1.5 * math.log1p(r))))
+             for m, r, a in zip(margins, ranks, answerable, strict=True)]
+    f1s = [1.0 if r else 0.0 for r in right]
+    confidences: list[float | None] = [base.confidence(m) for m in margins]
+    plain = refit_open(base, confidences, f1s, answerable, "open")
+    ranked = refit_open(base, confidences, f1s, answerable, "open", ranks=ranks)
+    # drawn with 1.5 per log(1 + rank); answers to unanswerable questions, wrong at any rank, pull it down (0.90)
+    assert plain.rank_weight == 0.0 and 0.6 < ranked.rank_weight < 2.5
+    shuffled = ranks[:]
+    rng.shuffle(shuffled)  # the same ranks, no longer tied to being right: nothing to learn
+    assert refit_open(base, confidences, f1s, answerable, "open", ranks=shuffled).rank_weight < 0.1
+    assert ranked.confidence(10, rank=3) < ranked.confidence(10, rank=1) < ranked.confidence(10, rank=0)
+    assert ranked.confidence(10, rank=0) > plain.confidence(10)  # the first article's answers, held down before
+
+    def abstained(c: Calibration, rank_of: list[int]) -> float:
+        held = [c.confidence(m, r) < c.threshold for m, r, a in zip(margins, rank_of, answerable, strict=True) if not a]
+        return sum(held) / len(held)
+
+    assert abstained(ranked, ranks) >= abstained(plain, [0] * len(margins)) - 1e-9
+
+
 # --- grounding, sources that differ, speakers -------------------------------------------------------------------------
 def _tune_paragraphs(dataset: str, count: int) -> list[dict[str, object]]:
     """SQuAD paragraphs of fictional towns that fall in ``dataset``'s tune split, each with a question its text
@@ -326,8 +359,11 @@ def test_calibrate_reader_open_refits_over_an_archive_and_the_service_loads_it(t
     assert refit.fitted_on == "open setting, tune split of towns-v2.0.json (16 q)"
     assert refit.slope > 0 and 0.0 <= refit.threshold <= 0.95
     assert (model / "calibration.json").read_text(encoding="utf-8") == gold  # the gold one untouched
+    assert refit.rank_weight == 0.0  # the article's rank only with --with-rank
     card = (model / "README.md").read_text(encoding="utf-8")  # the model card states the refit
-    assert f"sigmoid({refit.slope:.4f} * margin + {refit.intercept:.4f}); abstain below {refit.threshold}" in card
+    assert f"sigmoid({refit.slope:.4f} * margin + {refit.intercept:.4f}); abstain below {refit.threshold} (" in card
+    refused = CliRunner().invoke(cli, ["calibrate-reader", str(data), "--model", str(model), "--with-rank"])
+    assert refused.exit_code == 2 and "give --open too" in refused.output
     shipped = Calibration.load(BUNDLED_READER, "open")
     assert shipped.fitted_on.startswith("open setting") and shipped != Calibration.load(BUNDLED_READER, "gold")
     reader = build_service(make_settings(tmp_path / "data", reader="trained"), embedder, nlp, prompts).reader
@@ -538,6 +574,10 @@ def test_eval_reader_command_writes_report_and_plot(tmp_path, mode):
     assert "f1" in result.output
     if mode == "--open":
         assert "document_accuracy" in figures
+    answered = [q for q in body["questions"] if q["prediction"]]
+    assert answered and all(isinstance(q["doc_rank"], int) and q["doc_rank"] >= 0 for q in answered)
+    if mode == "--gold-context":
+        assert {q["doc_rank"] for q in answered} == {0}  # one paragraph read: its article is the first
 
 
 def test_eval_reader_refuses_a_file_that_is_not_squad(tmp_path):

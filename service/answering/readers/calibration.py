@@ -3,33 +3,40 @@
 Platt scaling (a one-feature logistic regression, scikit-learn) fitted on the ``tune`` split: among answers given
 confidence 0.8, about 80% were right there. "Right" means token F1 >= 0.5 against a gold answer; an answer to an
 unanswerable question is wrong. The threshold is the confidence that maximised F1-with-abstention on that split.
+
+Over an archive the answer's article has a rank among those retrieved, and an answer from a lower-ranked article is
+right less often than its margin says (the best spans of a question often come from different articles): the open
+calibration also takes ``rank_weight * log(1 + rank)`` off, fitted with the margin on what the service answered,
+its threshold held to abstain on at least as many unanswerable tune questions as without the rank.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
 
-__all__ = ["Calibration", "best_threshold", "fit_calibration", "refit_open"]
+__all__ = ["Calibration", "article_ranks", "best_threshold", "fit_calibration", "refit_open"]
 
 CALIBRATION_FILE = "calibration.json"  # fitted with the gold paragraph given (``calibrate_model``)
 OPEN_CALIBRATION_FILE = "calibration-open.json"  # refitted over an archive, as the service reads (``refit_open``)
 
 
 class Calibration(BaseModel):
-    """``confidence = sigmoid(slope * margin + intercept)``; abstain below ``threshold``."""
+    """``confidence = sigmoid(slope * margin + intercept - rank_weight * log(1 + rank))``, ``rank`` the answer's
+    article's place among the articles read (0: the first); abstain below ``threshold``."""
 
     slope: float = 1.0
     intercept: float = 0.0
+    rank_weight: float = 0.0
     threshold: float = 0.5
     fitted_on: str = "uncalibrated: sigmoid of the raw margin"
 
-    def confidence(self, margin: float) -> float:
-        z = self.slope * margin + self.intercept
+    def confidence(self, margin: float, rank: int = 0) -> float:
+        z = self.slope * margin + self.intercept - self.rank_weight * math.log1p(rank)
         return 1.0 / (1.0 + math.exp(-z)) if z > -60 else 0.0
 
     @classmethod
@@ -47,9 +54,15 @@ class Calibration(BaseModel):
         (Path(model_dir) / name).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
     def margin(self, confidence: float) -> float:
-        """The margin this calibration maps to ``confidence`` (the inverse of ``confidence``)."""
+        """The margin this calibration maps to ``confidence`` for an answer from the first article (the inverse of
+        ``confidence``)."""
         p = min(max(confidence, 1e-12), 1 - 1e-12)
         return (math.log(p / (1 - p)) - self.intercept) / self.slope
+
+
+def article_ranks(doc_ids: Iterable[str]) -> dict[str, int]:
+    """Each article's place among the retrieved passages' articles (``doc_ids`` best first; 0: the first)."""
+    return {doc_id: i for i, doc_id in enumerate(dict.fromkeys(doc_ids))}
 
 
 def fit_calibration(margins: Sequence[float], right: Sequence[bool], f1_if_answered: Sequence[float],
@@ -75,33 +88,68 @@ def fit_calibration(margins: Sequence[float], right: Sequence[bool], f1_if_answe
     return calibration
 
 
-def best_threshold(confidences: Sequence[float], f1_if_answered: Sequence[float], answerable: Sequence[bool]) -> float:
-    """The confidence below which abstaining maximises mean F1 (abstaining scores 1 on an unanswerable question)."""
+def best_threshold(confidences: Sequence[float], f1_if_answered: Sequence[float], answerable: Sequence[bool],
+                   min_abstained: float = 0.0) -> float:
+    """The confidence below which abstaining maximises mean F1 (abstaining scores 1 on an unanswerable question),
+    among those abstaining on at least ``min_abstained`` of the unanswerable questions."""
     import numpy as np
 
     conf = np.asarray(confidences, dtype=float)
     f1 = np.asarray(f1_if_answered, dtype=float)
-    abstain_score = np.array([0.0 if a else 1.0 for a in answerable])
+    unanswerable = ~np.asarray(answerable, dtype=bool)
+    abstain_score = unanswerable.astype(float)
     best_t, best_f1 = 0.0, -1.0
     for t in np.linspace(0.0, 0.95, 96):
+        if unanswerable.any() and float((conf[unanswerable] < t).mean()) < min_abstained - 1e-9:
+            continue
         mean_f1 = float(np.where(conf >= t, f1, abstain_score).mean())
         if mean_f1 > best_f1 + 1e-9:
             best_t, best_f1 = float(t), mean_f1
     return round(best_t, 3)
 
 
+def _abstained(confidences: Sequence[float], threshold: float, answerable: Sequence[bool]) -> float:
+    """Share of the unanswerable questions abstained on at ``threshold``."""
+    held = [c < threshold for c, a in zip(confidences, answerable, strict=True) if not a]
+    return sum(held) / len(held) if held else 0.0
+
+
 def refit_open(base: Calibration, confidences: Sequence[float | None], f1_if_answered: Sequence[float],
-               answerable: Sequence[bool], fitted_on: str) -> Calibration:
+               answerable: Sequence[bool], fitted_on: str, ranks: Sequence[int | None] | None = None) -> Calibration:
     """Refit ``base`` on what the service answers over an archive: per question, the confidence ``base`` gave the
     answer the service would give with no threshold (None where it abstained for another reason: nothing
     retrieved, a name the article lacks), and that answer's F1. The margins are recovered from ``base`` and fitted
-    again; the threshold is the one that maximises mean F1 with abstention over all the questions."""
+    again; the threshold is the one that maximises mean F1 with abstention over all the questions.
+
+    :param ranks: each answer's article rank among those retrieved: when given, the margin and the rank are fitted
+        together, and the threshold must abstain on as many unanswerable questions as the fit without them does.
+    """
     margins = [base.margin(c) if c is not None else None for c in confidences]
     answered = [i for i, c in enumerate(confidences) if c is not None]
     calibration = fit_calibration([m for m in margins if m is not None],
                                   [f1_if_answered[i] >= 0.5 for i in answered], [f1_if_answered[i] for i in answered],
                                   [answerable[i] for i in answered], fitted_on=fitted_on)
     # never answered (-1): abstained for another reason, whatever the threshold
-    calibration.threshold = best_threshold([calibration.confidence(m) if m is not None else -1.0 for m in margins],
-                                           f1_if_answered, answerable)
-    return calibration
+    confidences_now = [calibration.confidence(m) if m is not None else -1.0 for m in margins]
+    calibration.threshold = best_threshold(confidences_now, f1_if_answered, answerable)
+    if ranks is None:
+        return calibration
+    floor = _abstained(confidences_now, calibration.threshold, answerable)
+    ranked = _fit_with_ranks([m for m in margins if m is not None], [ranks[i] or 0 for i in answered],
+                             [f1_if_answered[i] >= 0.5 for i in answered], fitted_on)
+    ranked.threshold = best_threshold([ranked.confidence(m, r or 0) if m is not None else -1.0
+                                       for m, r in zip(margins, ranks, strict=True)],
+                                      f1_if_answered, answerable, min_abstained=floor)
+    return ranked
+
+
+def _fit_with_ranks(margins: Sequence[float], ranks: Sequence[int], right: Sequence[bool], fitted_on: str
+                    ) -> Calibration:
+    """Platt scaling on two features, the margin and -log(1 + the article's rank), fitted together."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.column_stack([np.asarray(margins, dtype=float), -np.log1p(np.asarray(ranks, dtype=float))])
+    model = LogisticRegression(C=1e4).fit(x, np.asarray(right, dtype=int))
+    return Calibration(slope=float(model.coef_[0][0]), intercept=float(model.intercept_[0]),
+                       rank_weight=round(float(model.coef_[0][1]), 4), fitted_on=fitted_on)

@@ -87,7 +87,12 @@ def _open(model_dir: Path) -> str:
     c = Calibration.load(model_dir, "open")
     return ("\n- Calibration over an archive (`newsroom-qa calibrate-reader --open`; the service's default, "
             "`READER_CALIBRATION=open`):\n"
-            f"  sigmoid({c.slope:.4f} * margin + {c.intercept:.4f}); abstain below {c.threshold} ({c.fitted_on}).")
+            f"  sigmoid({c.slope:.4f} * margin + {c.intercept:.4f}{_rank_term(c)}); abstain below {c.threshold} "
+            f"({c.fitted_on}).")
+
+
+def _rank_term(c: Calibration) -> str:
+    return f" - {c.rank_weight} * ln(1 + the answer's article's rank among those retrieved)" if c.rank_weight else ""
 
 
 def _ranking(model_dir: Path) -> str:

@@ -21,7 +21,7 @@ from service.answering.answer_core import AnswerCore
 from service.answering.attribution import Attributor
 from service.answering.disagreement import content_words
 from service.answering.readers.base import AnswerCandidate, CandidateSentence, ReadResult
-from service.answering.readers.calibration import Calibration
+from service.answering.readers.calibration import Calibration, article_ranks
 from service.answering.readers.span_model import SpanModel, SpanPrediction
 from service.answering.readers.span_ranking import SpanRanking
 from service.answering.readers.squad_metrics import normalize_answer
@@ -177,6 +177,7 @@ class TransformerReader:
 
         answers: list[AnswerCandidate] = []
         seen: set[tuple[str, str]] = set()
+        rank = article_ranks(p.doc_id for p in passages)
         for p in predictions:
             seg = segments[p.context_index]
             start, end = seg.start + p.start, seg.start + p.end
@@ -188,7 +189,7 @@ class TransformerReader:
             s_start, s_end = _sentence_at(sentences[seg.doc_id], start, end)
             answers.append(AnswerCandidate(doc_id=seg.doc_id, answer=text, answer_start=start, answer_end=end,
                                            sentence_start=s_start, sentence_end=s_end,
-                                           confidence=self.calibration.confidence(p.margin)))
+                                           confidence=self.calibration.confidence(p.margin, rank[seg.doc_id])))
         threshold = self.abstain_below
         if self.span_types is not None and answers:
             typed = self.span_types.select(question, answers, documents)
