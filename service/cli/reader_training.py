@@ -122,8 +122,9 @@ def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | No
         calibration = _calibrate_open(target, squad_files, bundled=model_dir is None, with_rank=with_rank)
         if (target / "training.json").is_file():  # the card states both calibrations
             write_model_card(target, squad_files, Calibration.load(target, "gold"))
-        click.echo(f"open-setting calibration: slope {calibration.slope:.3f}, intercept {calibration.intercept:.3f}, "
-                   f"abstain below {calibration.threshold}")
+        rank = f", article rank weight {calibration.rank_weight:.3f}" if with_rank else ""
+        click.echo(f"open-setting calibration: slope {calibration.slope:.3f}, intercept {calibration.intercept:.3f}"
+                   f"{rank}, abstain below {calibration.threshold}")
         return
     calibration = calibrate_model(SpanModel(target), list(squad_files),
                                   progress=lambda it: tqdm(list(it), desc="calibrating", unit="q"))

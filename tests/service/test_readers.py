@@ -370,6 +370,36 @@ def test_calibrate_reader_open_refits_over_an_archive_and_the_service_loads_it(t
     assert reader.calibration == shipped  # type: ignore[attr-defined]  # READER_CALIBRATION=open, the default
 
 
+@pytest.mark.integration
+def test_the_reader_weighs_the_answers_article_rank_when_its_calibration_does(tmp_path, embedder, nlp, prompts):
+    """With a rank weight (``calibrate-reader --open --with-rank``) the same answer is less sure when its article
+    was retrieved second than first; without one the rank changes nothing."""
+    import copy
+
+    service = build_service(make_settings(tmp_path / "data", seeds_dir=tmp_path / "none", reader="trained"),
+                            embedder, nlp, prompts)
+    service.add_documents([
+        DocumentIn(id="dam", title="Dam opens", text="The new dam opened on Friday. Engineer Ada Lune led the work."),
+        DocumentIn(id="fair", title="Harvest fair", text="The harvest fair opened on Saturday with apples and pears.")])
+    snap = service.store.snapshot()
+
+    def whole(doc_id: str) -> Passage:
+        doc = snap.document(doc_id)
+        return Passage(doc_id=doc_id, title=doc.title, chunk_id=f"{doc_id}:all", text=doc.text, start=0,
+                       end=len(doc.text), score=1.0)
+
+    question = "Who led the work on the dam?"
+    plain = service.reader
+    ranked = copy.copy(plain)  # the session's reader is shared: the weight goes on a copy
+    ranked.calibration = plain.calibration.model_copy(update={"rank_weight": 2.0})  # type: ignore[attr-defined]
+    first = ranked.run(question, [whole("dam"), whole("fair")], snap)
+    second = ranked.run(question, [whole("fair"), whole("dam")], snap)
+    assert first.best_guess and second.best_guess and "Ada Lune" in second.best_guess.answer
+    assert second.best_guess.doc_id == "dam" and first.best_guess.answer == second.best_guess.answer
+    assert second.confidence < first.confidence
+    assert plain.run(question, [whole("fair"), whole("dam")], snap).confidence == pytest.approx(first.confidence)
+
+
 def test_differ_compares_numbers_names_and_ignores_containment():
     assert differ("between 5,000 and 11,000", "between 5,000 and 13,000")
     assert differ("Tomas Lindqvist", "Clara Voss")
