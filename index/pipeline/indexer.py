@@ -17,9 +17,9 @@ from index.pipeline.sentences import split_sentences
 if TYPE_CHECKING:
     from spacy.language import Language
 
-_Analysed = tuple[Document, list[Sentence], list[Chunk]]
+AnalysedArticle = tuple[Document, list[Sentence], list[Chunk]]  # cleaned, split and chunked, not yet embedded
 
-__all__ = ["AddedDocument", "DocumentPipeline", "Indexer", "derive_doc_id", "fingerprint"]
+__all__ = ["AddedDocument", "AnalysedArticle", "DocumentPipeline", "Indexer", "derive_doc_id", "fingerprint"]
 
 
 def fingerprint(doc: Document) -> str:
@@ -32,7 +32,7 @@ def _same(stored: Document | None, new: Document) -> bool:
     return stored is not None and fingerprint(stored) == fingerprint(new)
 
 
-def _last_of_each_id(analysed: list[_Analysed]) -> list[_Analysed]:
+def _last_of_each_id(analysed: list[AnalysedArticle]) -> list[AnalysedArticle]:
     """One article per id, the last given (as the stores keep the last of an id in one write): two copies of an
     article submitted without ids get the same derived id, and embedding both would be wasted work."""
     return list({doc.id: (doc, sentences, chunks) for doc, sentences, chunks in analysed}.values())
@@ -56,7 +56,7 @@ class DocumentPipeline:
         self.chunk_max_chars = chunk_max_chars
         self.chunk_overlap_sentences = chunk_overlap_sentences
 
-    def analyse(self, doc: DocumentIn) -> _Analysed:
+    def analyse(self, doc: DocumentIn) -> AnalysedArticle:
         """Clean, split and chunk one article (no embedding, no storage)."""
         doc_id = doc.id or derive_doc_id(doc)
         text = clean_text(doc.text, self.rules)
@@ -72,7 +72,7 @@ class DocumentPipeline:
         return document, sentences, chunks
 
     def analyse_many(self, docs: list[DocumentIn],
-                     show_progress: bool = False) -> list[_Analysed]:
+                     show_progress: bool = False) -> list[AnalysedArticle]:
         """``analyse`` for each article, with a progress bar."""
         from tqdm import tqdm
 
@@ -82,7 +82,7 @@ class DocumentPipeline:
         """Analyse articles, then embed all their chunks in large batches (much faster than per article)."""
         return self.embed_analysed(self.analyse_many(docs, show_progress), show_progress)
 
-    def embed_analysed(self, analysed: list[_Analysed],
+    def embed_analysed(self, analysed: list[AnalysedArticle],
                        show_progress: bool = False) -> list[DocumentWrite]:
         # The title travels with every chunk into the embedding: a passage is found by its headline too.
         texts = [f"{doc.title}. {c.text}" for doc, _, chunks in analysed for c in chunks]

@@ -66,25 +66,31 @@ def article_ranks(doc_ids: Iterable[str]) -> dict[str, int]:
 
 
 def fit_calibration(margins: Sequence[float], right: Sequence[bool], f1_if_answered: Sequence[float],
-                    answerable: Sequence[bool], fitted_on: str) -> Calibration:
+                    answerable: Sequence[bool], fitted_on: str, ranks: Sequence[int] | None = None) -> Calibration:
     """Fit the logistic map and choose the threshold that maximises mean F1 when abstaining below it.
 
     :param margins: the reader's best-answer margin per question.
     :param right: whether that answer was right (F1 >= 0.5).
     :param f1_if_answered: F1 of that answer (0 for unanswerable questions).
     :param answerable: whether the question has an answer (abstaining scores 1 when it has none).
+    :param ranks: the answer's article rank among those retrieved: fitted with the margin as -log(1 + rank).
     """
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     x = np.asarray(margins, dtype=float).reshape(-1, 1)
+    if ranks is not None:
+        x = np.column_stack([x, -np.log1p(np.asarray(ranks, dtype=float))])
     y = np.asarray(right, dtype=int)
     if len(set(y.tolist())) < 2:
         raise ValueError("calibration needs both right and wrong answers in the tune split")
     model = LogisticRegression(C=1e4).fit(x, y)
     calibration = Calibration(slope=float(model.coef_[0][0]), intercept=float(model.intercept_[0]),
+                              rank_weight=round(float(model.coef_[0][1]), 4) if ranks is not None else 0.0,
                               fitted_on=fitted_on)
-    calibration.threshold = best_threshold([calibration.confidence(m) for m in margins], f1_if_answered, answerable)
+    calibration.threshold = best_threshold([calibration.confidence(m, r) for m, r in
+                                            zip(margins, ranks or [0] * len(margins), strict=True)],
+                                           f1_if_answered, answerable)
     return calibration
 
 
@@ -96,11 +102,10 @@ def best_threshold(confidences: Sequence[float], f1_if_answered: Sequence[float]
 
     conf = np.asarray(confidences, dtype=float)
     f1 = np.asarray(f1_if_answered, dtype=float)
-    unanswerable = ~np.asarray(answerable, dtype=bool)
-    abstain_score = unanswerable.astype(float)
+    abstain_score = np.array([0.0 if a else 1.0 for a in answerable])
     best_t, best_f1 = 0.0, -1.0
     for t in np.linspace(0.0, 0.95, 96):
-        if unanswerable.any() and float((conf[unanswerable] < t).mean()) < min_abstained - 1e-9:
+        if _abstained(confidences, float(t), answerable) < min_abstained - 1e-9:
             continue
         mean_f1 = float(np.where(conf >= t, f1, abstain_score).mean())
         if mean_f1 > best_f1 + 1e-9:
@@ -109,7 +114,7 @@ def best_threshold(confidences: Sequence[float], f1_if_answered: Sequence[float]
 
 
 def _abstained(confidences: Sequence[float], threshold: float, answerable: Sequence[bool]) -> float:
-    """Share of the unanswerable questions abstained on at ``threshold``."""
+    """Share of the unanswerable questions abstained on at ``threshold`` (0 when there are none)."""
     held = [c < threshold for c, a in zip(confidences, answerable, strict=True) if not a]
     return sum(held) / len(held) if held else 0.0
 
@@ -135,21 +140,10 @@ def refit_open(base: Calibration, confidences: Sequence[float | None], f1_if_ans
     if ranks is None:
         return calibration
     floor = _abstained(confidences_now, calibration.threshold, answerable)
-    ranked = _fit_with_ranks([m for m in margins if m is not None], [ranks[i] or 0 for i in answered],
-                             [f1_if_answered[i] >= 0.5 for i in answered], fitted_on)
+    ranked = fit_calibration([m for m in margins if m is not None], [f1_if_answered[i] >= 0.5 for i in answered],
+                             [f1_if_answered[i] for i in answered], [answerable[i] for i in answered],
+                             fitted_on=fitted_on, ranks=[ranks[i] or 0 for i in answered])
     ranked.threshold = best_threshold([ranked.confidence(m, r or 0) if m is not None else -1.0
                                        for m, r in zip(margins, ranks, strict=True)],
                                       f1_if_answered, answerable, min_abstained=floor)
     return ranked
-
-
-def _fit_with_ranks(margins: Sequence[float], ranks: Sequence[int], right: Sequence[bool], fitted_on: str
-                    ) -> Calibration:
-    """Platt scaling on two features, the margin and -log(1 + the article's rank), fitted together."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-
-    x = np.column_stack([np.asarray(margins, dtype=float), -np.log1p(np.asarray(ranks, dtype=float))])
-    model = LogisticRegression(C=1e4).fit(x, np.asarray(right, dtype=int))
-    return Calibration(slope=float(model.coef_[0][0]), intercept=float(model.intercept_[0]),
-                       rank_weight=round(float(model.coef_[0][1]), 4), fitted_on=fitted_on)
