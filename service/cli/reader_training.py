@@ -94,12 +94,14 @@ def train_reader_command(squad_files: tuple[Path, ...], run_dir: Path, export_di
 @click.option("--open", "open_setting", is_flag=True,
               help="Refit over an archive, as the service reads (every paragraph of each file stored, questions "
                    "answered through retrieval): writes calibration-open.json, used with READER_CALIBRATION=open.")
-@click.option("--with-rank", is_flag=True,
-              help="With --open: fit the answer's article rank among those retrieved beside its margin (answers "
-                   "from lower-ranked articles are less sure; see docs/reader-quality.md for what it trades).")
+@click.option("--with-rank/--without-rank", default=True, show_default=True,
+              help="With --open: fit beside the margin the answer's article's rank among the retrieved articles "
+                   "that offer an answer (an answer is less sure when articles above its own offer theirs; see "
+                   "docs/reader-quality.md for what it trades). --without-rank fits the margin alone.")
+@click.pass_context
 @_friendly_errors
-def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | None, open_setting: bool,
-                             with_rank: bool) -> None:
+def calibrate_reader_command(ctx: click.Context, squad_files: tuple[Path, ...], model_dir: Path | None,
+                             open_setting: bool, with_rank: bool) -> None:
     """Refit a reader's calibration and abstention threshold on the tune split (after changing how spans are
     ranked, or for a model trained elsewhere); rewrites calibration.json (or with --open calibration-open.json)
     and the model card."""
@@ -112,8 +114,8 @@ def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | No
     from service.answering.readers.squad_data import load_squad
     from service.answering.readers.transformer import BUNDLED_READER
 
-    if with_rank and not open_setting:
-        raise click.UsageError("--with-rank refits the calibration over an archive: give --open too")
+    if ctx.get_parameter_source("with_rank") is click.core.ParameterSource.COMMANDLINE and not open_setting:
+        raise click.UsageError("--with-rank/--without-rank refit the calibration over an archive: give --open too")
     for path in squad_files:
         load_squad(path)  # a malformed file fails before the model loads
     target = model_dir or BUNDLED_READER
@@ -122,7 +124,8 @@ def calibrate_reader_command(squad_files: tuple[Path, ...], model_dir: Path | No
         calibration = _calibrate_open(target, squad_files, bundled=model_dir is None, with_rank=with_rank)
         if (target / "training.json").is_file():  # the card states both calibrations
             write_model_card(target, squad_files, Calibration.load(target, "gold"))
-        rank = f", article rank weight {calibration.rank_weight:.3f}" if with_rank else ""
+        rank = (f", article rank weight {calibration.rank_weight:.3f} (articles above counted from margin "
+                f"{calibration.rank_margin:.2f})") if with_rank else ""
         click.echo(f"open-setting calibration: slope {calibration.slope:.3f}, intercept {calibration.intercept:.3f}"
                    f"{rank}, abstain below {calibration.threshold}")
         return
@@ -155,7 +158,7 @@ def _calibrate_open(target: Path, squad_files: tuple[Path, ...], bundled: bool, 
     confidences: list[float | None] = []
     f1s: list[float] = []
     answerable: list[bool] = []
-    ranks: list[int | None] = []
+    above: list[list[float] | None] = []
     for path in squad_files:
         with tempfile.TemporaryDirectory(prefix="newsroom-qa-calibrate-") as tmp:
             service = _service(Path(tmp), seed_if_empty=False, reader="trained" if bundled else "transformers",
@@ -168,12 +171,12 @@ def _calibrate_open(target: Path, squad_files: tuple[Path, ...], bundled: bool, 
             confidences.append(q["confidence"] if q["prediction"] else None)
             f1s.append(q["f1"])
             answerable.append(q["answerable"])
-            ranks.append(q["doc_rank"])
+            above.append(q["ranked_above"])
     names = ", ".join(p.name for p in squad_files)
     try:
         calibration = refit_open(base, confidences, f1s, answerable,
                                  fitted_on=f"open setting, tune split of {names} ({len(answerable)} q)",
-                                 ranks=ranks if with_rank else None)
+                                 above=above if with_rank else None)
     except ValueError as exc:  # too few questions, or none answered right
         raise click.ClickException(str(exc)) from exc
     calibration.save(target, "open")

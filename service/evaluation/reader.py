@@ -43,6 +43,9 @@ class QuestionResult(BaseModel):
     sentence_right: bool | None  # answerable and answered: does the supporting sentence hold a gold answer?
     doc_right: bool | None  # open mode, answered: is the cited article the gold paragraph?
     doc_rank: int | None = None  # answered: the cited article's place among the articles retrieved (0: the first)
+    # the best confidence the reader found in each article retrieved above the answer's, where its confidence
+    # weighs them (``ReadResult.ranked_above``): what ``calibrate-reader --open --with-rank`` fits
+    ranked_above: list[float] | None = None
     reader_ms: float
 
 
@@ -98,7 +101,7 @@ def evaluate_reader(service: QAService, path: Path, mode: Literal["gold", "open"
         results.append(QuestionResult(
             id=ex.id, answerable=bool(golds), prediction=prediction, best_guess=guess, confidence=read.confidence,
             em=em, f1=f1, guess_f1=guess_f1 if golds else 0.0, sentence_right=sentence_right, doc_right=doc_right,
-            doc_rank=doc_rank, reader_ms=reader_ms))
+            doc_rank=doc_rank, ranked_above=read.ranked_above, reader_ms=reader_ms))
     return {"file": str(path), "mode": mode, "splits": list(splits), "reader": service.reader.name,
             "abstain_below": getattr(service.reader, "abstain_below", None),
             "calibration": service.settings.reader_calibration,

@@ -280,34 +280,43 @@ def test_open_calibration_is_refit_from_the_gold_one_and_preferred_where_it_exis
 
 
 def test_open_calibration_weighs_the_answers_article_rank_and_keeps_abstaining_on_unanswerable_questions():
-    """Over an archive an answer from a lower-ranked article is right less often than its margin says: the refit
-    learns how much less, and its threshold abstains on at least as many unanswerable questions as without it."""
+    """Over an archive an answer is right less often than its margin says when articles retrieved above its own offer
+    answers of their own: the refit learns how much less, counts only the articles above whose span reaches the
+    margin it answers at (silent ones do not count), and its threshold abstains on at least as many unanswerable
+    questions as without the rank."""
     from service.answering.readers.calibration import refit_open
 
     base = Calibration(slope=0.25, intercept=-1.0, threshold=0.3, fitted_on="gold")
     rng = random.Random(11)
-    margins = [rng.uniform(-10, 20) for _ in range(1200)]
-    ranks = [rng.choice([0, 0, 1, 2, 3, 4]) for _ in margins]
+    margins = [rng.uniform(-10, 20) for _ in range(1500)]
+    above_margins = [[rng.uniform(-10, 20) for _ in range(rng.choice([0, 0, 1, 2, 3, 4]))] for _ in margins]
+    answering = [sum(a >= 5.0 for a in above) for above in above_margins]
     answerable = [rng.random() < 0.7 for _ in margins]
-    # right as sigmoid(0.25 * m - 2) for the first article, 1.5 logits less per log(1 + rank) below it
-    right = [a and rng.random() < 1 / (1 + math.exp(-(0.25 * m - 2.0 - 1.5 * math.log1p(r))))
-             for m, r, a in zip(margins, ranks, answerable, strict=True)]
+    # right as sigmoid(0.25 * m - 2) with no answering article above, 1.5 logits less per log(1 + their number)
+    right = [a and rng.random() < 1 / (1 + math.exp(-(0.25 * m - 2.0 - 1.5 * math.log1p(n))))
+             for m, n, a in zip(margins, answering, answerable, strict=True)]
     f1s = [1.0 if r else 0.0 for r in right]
     confidences: list[float | None] = [base.confidence(m) for m in margins]
+    above = [[base.confidence(a) for a in above] for above in above_margins]
     plain = refit_open(base, confidences, f1s, answerable, "open")
-    ranked = refit_open(base, confidences, f1s, answerable, "open", ranks=ranks)
-    # drawn with 1.5 per log(1 + rank); answers to unanswerable questions, wrong at any rank, pull it down (0.90)
-    assert plain.rank_weight == 0.0 and 0.6 < ranked.rank_weight < 2.5
-    shuffled = ranks[:]
-    rng.shuffle(shuffled)  # the same ranks, no longer tied to being right: nothing to learn
-    assert refit_open(base, confidences, f1s, answerable, "open", ranks=shuffled).rank_weight < 0.1
+    ranked = refit_open(base, confidences, f1s, answerable, "open", above=above)
+    # articles above count from the margin the plain refit answers at
+    assert plain.rank_weight == 0.0 and ranked.rank_margin == pytest.approx(plain.margin(plain.threshold), abs=1e-3)
+    assert 0.6 < ranked.rank_weight < 2.5  # drawn with 1.5; answers to unanswerable questions pull it down
+    shuffled = above[:]
+    rng.shuffle(shuffled)  # the same articles above, no longer tied to being right: nothing to learn
+    assert refit_open(base, confidences, f1s, answerable, "open", above=shuffled).rank_weight < 0.15
     assert ranked.confidence(10, rank=3) < ranked.confidence(10, rank=1) < ranked.confidence(10, rank=0)
-    assert ranked.confidence(10, rank=0) > plain.confidence(10)  # the first article's answers, held down before
+    assert ranked.confidence(10, rank=0) > plain.confidence(10)  # answers with none above, held down before
+    # at run time the reader's confidences are the calibration's own, the rank not weighed
+    silent, answers = ranked.confidence(ranked.rank_margin - 1), ranked.confidence(ranked.rank_margin + 1)
+    assert ranked.rank_of([silent, silent]) == 0 and ranked.rank_of([answers, silent, answers]) == 2
 
     def abstained(c: Calibration, rank_of: list[int]) -> float:
         held = [c.confidence(m, r) < c.threshold for m, r, a in zip(margins, rank_of, answerable, strict=True) if not a]
         return sum(held) / len(held)
 
+    ranks = [sum(base.margin(c) >= ranked.rank_margin for c in a) for a in above]
     assert abstained(ranked, ranks) >= abstained(plain, [0] * len(margins)) - 1e-9
 
 
@@ -354,16 +363,23 @@ def test_calibrate_reader_open_refits_over_an_archive_and_the_service_loads_it(t
         {"title": "Towns", "paragraphs": _tune_paragraphs("squad2", 8)}]}), encoding="utf-8")
     result = CliRunner().invoke(cli, ["calibrate-reader", str(data), "--model", str(model), "--open"])
     assert result.exit_code == 0, result.output
-    assert "open-setting calibration" in result.output
+    assert "open-setting calibration" in result.output and "article rank weight" in result.output
+    ranked = Calibration.load(model, "open")  # by default the rank among articles offering an answer is fitted
+    result = CliRunner().invoke(cli, ["calibrate-reader", str(data), "--model", str(model), "--open",
+                                      "--without-rank"])
+    assert result.exit_code == 0, result.output
     refit = Calibration.load(model, "open")
     assert refit.fitted_on == "open setting, tune split of towns-v2.0.json (16 q)"
     assert refit.slope > 0 and 0.0 <= refit.threshold <= 0.95
     assert (model / "calibration.json").read_text(encoding="utf-8") == gold  # the gold one untouched
-    assert refit.rank_weight == 0.0  # the article's rank only with --with-rank
+    assert refit.rank_weight == 0.0 and refit.rank_margin == 0.0  # --without-rank: the margin alone
+    # articles above count from the margin at which the margin alone answers
+    assert ranked.rank_margin == pytest.approx(refit.margin(refit.threshold), abs=1e-3)
     card = (model / "README.md").read_text(encoding="utf-8")  # the model card states the refit
     assert f"sigmoid({refit.slope:.4f} * margin + {refit.intercept:.4f}); abstain below {refit.threshold} (" in card
-    refused = CliRunner().invoke(cli, ["calibrate-reader", str(data), "--model", str(model), "--with-rank"])
-    assert refused.exit_code == 2 and "give --open too" in refused.output
+    for flag in ("--with-rank", "--without-rank"):
+        refused = CliRunner().invoke(cli, ["calibrate-reader", str(data), "--model", str(model), flag])
+        assert refused.exit_code == 2 and "give --open too" in refused.output
     shipped = Calibration.load(BUNDLED_READER, "open")
     assert shipped.fitted_on.startswith("open setting") and shipped != Calibration.load(BUNDLED_READER, "gold")
     reader = build_service(make_settings(tmp_path / "data", reader="trained"), embedder, nlp, prompts).reader
@@ -372,14 +388,19 @@ def test_calibrate_reader_open_refits_over_an_archive_and_the_service_loads_it(t
 
 @pytest.mark.integration
 def test_the_reader_weighs_the_answers_article_rank_when_its_calibration_does(tmp_path, embedder, nlp, prompts):
-    """With a rank weight (``calibrate-reader --open --with-rank``) the same answer is less sure when its article
-    was retrieved second than first; without one the rank changes nothing."""
+    """With a rank weight (``calibrate-reader --open --with-rank``) the same answer is less sure when an article
+    retrieved above its own offers an answer (a span reaching ``rank_margin``) than when its article comes first,
+    and as sure when the article above offers none; without a weight the rank changes nothing. The best guess keeps
+    the confidence that it is what its article says (as an alternative for "sources differ" it is weighed as such),
+    and an answer read from what a named person said is not weighed by its article's rank: the speaker chose the
+    sentences."""
     import copy
 
     service = build_service(make_settings(tmp_path / "data", seeds_dir=tmp_path / "none", reader="trained"),
                             embedder, nlp, prompts)
     service.add_documents([
-        DocumentIn(id="dam", title="Dam opens", text="The new dam opened on Friday. Engineer Ada Lune led the work."),
+        DocumentIn(id="dam", title="Dam opens", text="The new dam opened on Friday. Engineer Ada Lune led the work. "
+                   '"The water level will rise slowly over the winter," Ada Lune said.'),
         DocumentIn(id="fair", title="Harvest fair", text="The harvest fair opened on Saturday with apples and pears.")])
     snap = service.store.snapshot()
 
@@ -388,16 +409,30 @@ def test_the_reader_weighs_the_answers_article_rank_when_its_calibration_does(tm
         return Passage(doc_id=doc_id, title=doc.title, chunk_id=f"{doc_id}:all", text=doc.text, start=0,
                        end=len(doc.text), score=1.0)
 
+    def weighing(rank_margin: float, weight: float = 2.0):  # type: ignore[no-untyped-def]
+        reader = copy.copy(service.reader)  # the session's reader is shared: the weight goes on a copy
+        reader.calibration = reader.calibration.model_copy(  # type: ignore[attr-defined]
+            update={"rank_weight": weight, "rank_margin": rank_margin})
+        return reader
+
     question = "Who led the work on the dam?"
-    plain = service.reader
-    ranked = copy.copy(plain)  # the session's reader is shared: the weight goes on a copy
-    ranked.calibration = plain.calibration.model_copy(update={"rank_weight": 2.0})  # type: ignore[attr-defined]
-    first = ranked.run(question, [whole("dam"), whole("fair")], snap)
-    second = ranked.run(question, [whole("fair"), whole("dam")], snap)
+    counted, silent_above = weighing(-1000.0), weighing(1000.0)  # every article above offers an answer / none does
+    first = counted.run(question, [whole("dam"), whole("fair")], snap)
+    second = counted.run(question, [whole("fair"), whole("dam")], snap)
     assert first.best_guess and second.best_guess and "Ada Lune" in second.best_guess.answer
     assert second.best_guess.doc_id == "dam" and first.best_guess.answer == second.best_guess.answer
     assert second.confidence < first.confidence
-    assert plain.run(question, [whole("fair"), whole("dam")], snap).confidence == pytest.approx(first.confidence)
+    assert first.ranked_above == [] and second.ranked_above is not None and len(second.ranked_above) == 1
+    assert second.best_guess.confidence == pytest.approx(first.confidence)
+    assert silent_above.run(question, [whole("fair"), whole("dam")], snap).confidence == pytest.approx(
+        first.confidence)
+    assert weighing(-1000.0, weight=0.0).run(question, [whole("fair"), whole("dam")], snap).confidence == \
+        pytest.approx(first.confidence)
+    said = "What did Ada Lune say about the water level?"
+    spoken_first = counted.run(said, [whole("dam"), whole("fair")], snap)
+    spoken_second = counted.run(said, [whole("fair"), whole("dam")], snap)
+    assert spoken_second.best_guess and "water level" in spoken_second.best_guess.answer
+    assert spoken_second.ranked_above is None and spoken_second.confidence == pytest.approx(spoken_first.confidence)
 
 
 def test_differ_compares_numbers_names_and_ignores_containment():
@@ -433,6 +468,11 @@ def test_speaker_of_a_quote_and_of_a_pronoun(nlp, service):
     assert attributor.asks_for_speaker("Who said there is still a great deal of testing to be done?")
     assert attributor.asks_for_speaker("According to whom was the pipe new?")
     assert not attributor.asks_for_speaker("Who doubted the pipeline claim?")
+    # "which <who> said": a speaker question too; "which <thing> has X called ...": the thing, not the speaker
+    assert attributor.asks_for_speaker("Which harbour official said the water was safe?")
+    assert attributor.asks_for_speaker("Which of the engineers warned of delays?")
+    assert not attributor.asks_for_speaker("Which deal has the minister called a mistake?")
+    assert not attributor.asks_for_speaker("Which city is called the Big Apple?")
     snap = service.store.snapshot()
     for doc_id, needle, speaker in [("001_harbour-report", "reached a new low", "Clara Voss"),
                                     ("002_harbour-doubts", "great deal of testing", "Lindqvist"),

@@ -50,8 +50,12 @@ class ReadResult(BaseModel):
     sentences: list[CandidateSentence]  # every candidate, best first: corroboration and nearest evidence
     # The best answer of each other document, best first (for "sources differ"); empty for readers that cannot tell.
     alternatives: list[AnswerCandidate] = []
-    # The top candidate even when it was withheld (for evaluation and calibration); None if the reader had none.
+    # The top candidate even when it was withheld (for evaluation and calibration); None if the reader had none. Its
+    # confidence, as the alternatives', is that it is what its own article says: no article rank weighed in.
     best_guess: AnswerCandidate | None = None
+    # When ``confidence`` weighs the articles retrieved above the answer's: the best confidence (no rank weighed) the
+    # reader found in each (0: none); None when it does not weigh them (a speaker's or stance reading, a parse).
+    ranked_above: list[float] | None = None
 
 
 class Reader(Protocol):

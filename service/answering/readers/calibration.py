@@ -4,10 +4,13 @@ Platt scaling (a one-feature logistic regression, scikit-learn) fitted on the ``
 confidence 0.8, about 80% were right there. "Right" means token F1 >= 0.5 against a gold answer; an answer to an
 unanswerable question is wrong. The threshold is the confidence that maximised F1-with-abstention on that split.
 
-Over an archive the answer's article has a rank among those retrieved, and an answer from a lower-ranked article is
-right less often than its margin says (the best spans of a question often come from different articles): the open
-calibration also takes ``rank_weight * log(1 + rank)`` off, fitted with the margin on what the service answered,
-its threshold held to abstain on at least as many unanswerable tune questions as without the rank.
+Over an archive an answer is right less often than its margin says when articles retrieved above its own offer
+answers of their own (the best spans of a question often come from different articles): the open calibration can
+also take ``rank_weight * log(1 + rank)`` off, ``rank`` the answer's article's place among the retrieved articles
+that offer an answer (a span reaching ``rank_margin``, the margin the calibration without the rank answers at),
+fitted with the margin on what the service answered, its threshold held to abstain on at least as many
+unanswerable tune questions as without the rank. Articles offering nothing do not count: a second article on the
+same story, retrieved first but silent on the question, does not hold down the one that answers it.
 """
 
 from __future__ import annotations
@@ -26,18 +29,25 @@ OPEN_CALIBRATION_FILE = "calibration-open.json"  # refitted over an archive, as 
 
 
 class Calibration(BaseModel):
-    """``confidence = sigmoid(slope * margin + intercept - rank_weight * log(1 + rank))``, ``rank`` the answer's
-    article's place among the articles read (0: the first); abstain below ``threshold``."""
+    """``confidence = sigmoid(slope * margin + intercept - rank_weight * log(1 + rank))``, ``rank`` the number of
+    articles retrieved above the answer's with a span of margin ``rank_margin`` or more (``rank_of``); abstain below
+    ``threshold``."""
 
     slope: float = 1.0
     intercept: float = 0.0
     rank_weight: float = 0.0
+    rank_margin: float = 0.0
     threshold: float = 0.5
     fitted_on: str = "uncalibrated: sigmoid of the raw margin"
 
     def confidence(self, margin: float, rank: int = 0) -> float:
         z = self.slope * margin + self.intercept - self.rank_weight * math.log1p(rank)
         return 1.0 / (1.0 + math.exp(-z)) if z > -60 else 0.0
+
+    def rank_of(self, above: Iterable[float]) -> int:
+        """The answer's rank from the best confidence (its article's rank not weighed) of each article above its own:
+        how many offer an answer."""
+        return sum(self.margin(c) >= self.rank_margin for c in above)
 
     @classmethod
     def load(cls, model_dir: Path, setting: Literal["open", "gold"] = "gold") -> Calibration:
@@ -120,14 +130,17 @@ def _abstained(confidences: Sequence[float], threshold: float, answerable: Seque
 
 
 def refit_open(base: Calibration, confidences: Sequence[float | None], f1_if_answered: Sequence[float],
-               answerable: Sequence[bool], fitted_on: str, ranks: Sequence[int | None] | None = None) -> Calibration:
+               answerable: Sequence[bool], fitted_on: str,
+               above: Sequence[Sequence[float] | None] | None = None) -> Calibration:
     """Refit ``base`` on what the service answers over an archive: per question, the confidence ``base`` gave the
     answer the service would give with no threshold (None where it abstained for another reason: nothing
     retrieved, a name the article lacks), and that answer's F1. The margins are recovered from ``base`` and fitted
     again; the threshold is the one that maximises mean F1 with abstention over all the questions.
 
-    :param ranks: each answer's article rank among those retrieved: when given, the margin and the rank are fitted
-        together, and the threshold must abstain on as many unanswerable questions as the fit without them does.
+    :param above: per answer, the confidence ``base`` gave the best span of each article retrieved above the
+        answer's (None or empty: none, or a reading the rank does not weigh). When given, an article counts toward
+        the answer's rank if its span reaches the margin the fit without the rank answers at, the margin and the
+        rank are fitted together, and the threshold must abstain on as many unanswerable questions as without them.
     """
     margins = [base.margin(c) if c is not None else None for c in confidences]
     answered = [i for i, c in enumerate(confidences) if c is not None]
@@ -137,13 +150,16 @@ def refit_open(base: Calibration, confidences: Sequence[float | None], f1_if_ans
     # never answered (-1): abstained for another reason, whatever the threshold
     confidences_now = [calibration.confidence(m) if m is not None else -1.0 for m in margins]
     calibration.threshold = best_threshold(confidences_now, f1_if_answered, answerable)
-    if ranks is None:
+    if above is None:
         return calibration
     floor = _abstained(confidences_now, calibration.threshold, answerable)
+    answering = round(calibration.margin(calibration.threshold), 4)
+    ranks = [sum(base.margin(c) >= answering for c in a or []) for a in above]
     ranked = fit_calibration([m for m in margins if m is not None], [f1_if_answered[i] >= 0.5 for i in answered],
                              [f1_if_answered[i] for i in answered], [answerable[i] for i in answered],
-                             fitted_on=fitted_on, ranks=[ranks[i] or 0 for i in answered])
-    ranked.threshold = best_threshold([ranked.confidence(m, r or 0) if m is not None else -1.0
+                             fitted_on=fitted_on, ranks=[ranks[i] for i in answered])
+    ranked.rank_margin = answering
+    ranked.threshold = best_threshold([ranked.confidence(m, r) if m is not None else -1.0
                                        for m, r in zip(margins, ranks, strict=True)],
                                       f1_if_answered, answerable, min_abstained=floor)
     return ranked

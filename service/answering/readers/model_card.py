@@ -92,7 +92,8 @@ def _open(model_dir: Path) -> str:
 
 
 def _rank_term(c: Calibration) -> str:
-    return f" - {c.rank_weight} * ln(1 + the answer's article's rank among those retrieved)" if c.rank_weight else ""
+    return (f" - {c.rank_weight} * ln(1 + the number of articles retrieved above the answer's with a span of margin "
+            f">= {c.rank_margin:.2f})") if c.rank_weight else ""
 
 
 def _ranking(model_dir: Path) -> str:

@@ -122,6 +122,16 @@ def _other_articles_answers(best: AnswerCandidate, others: list[AnswerCandidate]
     return [a for _, a in chosen.values()]
 
 
+def _best_above(best: AnswerCandidate, answers: list[AnswerCandidate], passages: list[Passage]) -> list[float]:
+    """The best confidence among ``answers`` in each article retrieved above ``best``'s (0 for one with none)."""
+    ranks = article_ranks(p.doc_id for p in passages)
+    above = {doc_id: 0.0 for doc_id, r in ranks.items() if r < ranks.get(best.doc_id, 0)}
+    for a in answers:
+        if a.doc_id in above:
+            above[a.doc_id] = max(above[a.doc_id], a.confidence)
+    return list(above.values())
+
+
 class TransformerReader:
     """Reads passages with a span model; abstains when the calibrated confidence is below the threshold.
 
@@ -177,7 +187,6 @@ class TransformerReader:
 
         answers: list[AnswerCandidate] = []
         seen: set[tuple[str, str]] = set()
-        rank = article_ranks(p.doc_id for p in passages)
         for p in predictions:
             seg = segments[p.context_index]
             start, end = seg.start + p.start, seg.start + p.end
@@ -189,7 +198,7 @@ class TransformerReader:
             s_start, s_end = _sentence_at(sentences[seg.doc_id], start, end)
             answers.append(AnswerCandidate(doc_id=seg.doc_id, answer=text, answer_start=start, answer_end=end,
                                            sentence_start=s_start, sentence_end=s_end,
-                                           confidence=self.calibration.confidence(p.margin, rank[seg.doc_id])))
+                                           confidence=self.calibration.confidence(p.margin)))
         threshold = self.abstain_below
         if self.span_types is not None and answers:
             typed = self.span_types.select(question, answers, documents)
@@ -215,12 +224,18 @@ class TransformerReader:
             return ReadResult(answer=None, confidence=0.0, sentences=pool)
         best = answers[0]
         others = _other_articles_answers(best, answers[1:], documents, self.abstain_below)
-        if best.confidence < threshold:
-            return ReadResult(answer=None, confidence=best.confidence, sentences=pool, best_guess=best)
-        return ReadResult(answer=best.answer, confidence=best.confidence, doc_id=best.doc_id,
+        # The articles retrieved above the answer's weigh only an answer the span model chose among all the passages
+        # read: not one read from the sentences a speaker or stance selected, nor one found by the parse.
+        above = None if stance or spoken or related is not None else _best_above(best, answers, passages)
+        rank = self.calibration.rank_of(above or [])
+        confidence = best.confidence if not rank \
+            else self.calibration.confidence(self.calibration.margin(best.confidence), rank)
+        if confidence < threshold:
+            return ReadResult(answer=None, confidence=confidence, sentences=pool, best_guess=best, ranked_above=above)
+        return ReadResult(answer=best.answer, confidence=confidence, doc_id=best.doc_id,
                           answer_start=best.answer_start, answer_end=best.answer_end,
                           sentence_start=best.sentence_start, sentence_end=best.sentence_end, sentences=pool,
-                          alternatives=others, best_guess=best)
+                          alternatives=others, best_guess=best, ranked_above=above)
 
     def _by_sentence(self, question: str, question_vector: np.ndarray | None, predictions: list[SpanPrediction],
                      segments: list[_Segment], documents: dict[str, Document], sentences: dict[str, list[Sentence]]
