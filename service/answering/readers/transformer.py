@@ -227,7 +227,7 @@ class TransformerReader:
         # The articles retrieved above the answer's weigh only an answer the span model chose among all the passages
         # read: not one read from the sentences a speaker or stance selected, nor one found by the parse.
         above = None if stance or spoken or related is not None else _best_above(best, answers, passages)
-        rank = self.calibration.rank_of(above or [])
+        rank = self.calibration.rank_of(above) if above and self.calibration.rank_weight else 0
         confidence = best.confidence if not rank \
             else self.calibration.confidence(self.calibration.margin(best.confidence), rank)
         if confidence < threshold:
