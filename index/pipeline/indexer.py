@@ -32,6 +32,13 @@ def _same(stored: Document | None, new: Document) -> bool:
     return stored is not None and fingerprint(stored) == fingerprint(new)
 
 
+def _refuse_repeated_ids(docs: list[DocumentIn]) -> None:
+    """One request names each id once: two articles given one id would leave which one is stored to their order."""
+    duplicates = sorted(i for i, n in Counter(d.id for d in docs if d.id).items() if n > 1)
+    if duplicates:
+        raise InvalidInput(f"the same document id appears more than once in one request: {duplicates}")
+
+
 def _last_of_each_id(analysed: list[AnalysedArticle]) -> list[AnalysedArticle]:
     """One article per id, the last given (as the stores keep the last of an id in one write): two copies of an
     article submitted without ids get the same derived id, and embedding both would be wasted work."""
@@ -112,9 +119,7 @@ class Indexer:
 
         :raises InvalidInput: if any article is unusable; then nothing is stored.
         """
-        duplicates = sorted(i for i, n in Counter(d.id for d in docs if d.id).items() if n > 1)
-        if duplicates:
-            raise InvalidInput(f"the same document id appears more than once in one request: {duplicates}")
+        _refuse_repeated_ids(docs)
         analysed = self.pipeline.analyse_many(docs, show_progress)
         writes = self.embed_analysed(_last_of_each_id(analysed), show_progress)
         snapshot = self.store.snapshot()
@@ -130,9 +135,7 @@ class Indexer:
         redoes the batch it was in."""
         from tqdm import tqdm
 
-        duplicates = sorted(i for i, n in Counter(d.id for d in docs if d.id).items() if n > 1)
-        if duplicates:
-            raise InvalidInput(f"the same document id appears more than once in one request: {duplicates}")
+        _refuse_repeated_ids(docs)
         results: list[AddedDocument] = []
         with tqdm(total=len(docs), desc="indexing", unit="doc", disable=not show_progress) as bar:
             for first in range(0, len(docs), batch_size):
