@@ -71,6 +71,18 @@ class Newsroom:
         return cls(qa=qa, chat_service=ChatService(qa, ConversationStore(engine), resolver),
                    feedback=FeedbackStore(engine))
 
+    def close(self) -> None:
+        """Close the archive and the conversation database's connections (a server shutting down, or the end of a
+        ``with Newsroom.open(...) as newsroom:`` block); idempotent."""
+        self.qa.close()
+        self.chat_service.conversations.engine.dispose()
+
+    def __enter__(self) -> Newsroom:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # --- the embeddable API: one method per HTTP operation ---------------------------------------------
     def ask(self, question: str, top_k: int | None = None, filters: Filters | None = None,
             recency: Recency | None = None) -> AnswerResponse:

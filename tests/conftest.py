@@ -75,6 +75,29 @@ def pg_server(tmp_path_factory) -> Iterator[object]:  # type: ignore[no-untyped-
 _DATABASES = iter(range(1, 1_000_000))
 
 
+@pytest.fixture(autouse=True)
+def _close_pg_stores(request, monkeypatch) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Every ``PgStore`` a PostgreSQL test opens (itself or through its function-scoped fixtures) is closed at the
+    test's teardown. Left open, their connection pools were finalised by the garbage collector inside later tests,
+    where psycopg_pool's ``__del__`` joins worker threads (and warns when it runs in one of them)."""
+    if "pg_server" not in request.fixturenames:
+        yield
+        return
+    from index.postgres.store import PgStore
+
+    opened: list[PgStore] = []
+    real_init = PgStore.__init__
+
+    def recording(self: PgStore, *args: object, **kwargs: object) -> None:
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+        opened.append(self)
+
+    monkeypatch.setattr(PgStore, "__init__", recording)
+    yield
+    for store in opened:
+        store.close()
+
+
 @pytest.fixture()
 def pg_dsn(pg_server) -> str:  # type: ignore[no-untyped-def]
     """A fresh, empty database on the session's PostgreSQL."""
@@ -164,14 +187,16 @@ def free_port() -> int:
 class LiveServer:
     """The real FastAPI app served by uvicorn on 127.0.0.1 in a background thread."""
 
-    def __init__(self, service) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, service=None, settings: Settings | None = None) -> None:  # type: ignore[no-untyped-def]
+        """Serve ``service`` (built by the caller), or what the app builds from ``settings`` at start-up."""
         import uvicorn
 
         from service.api.app import create_app
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(service=service), host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(create_app(settings=settings, service=service), host="127.0.0.1", port=self.port,
+                                log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

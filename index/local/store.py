@@ -138,6 +138,9 @@ class Store:
                                f"newsroom-qa reads format {FORMAT_VERSION} (export the archive with the version "
                                "that wrote it, `newsroom-qa index export`, and import it here)")
 
+    def close(self) -> None:
+        """Nothing to let go: each snapshot and write opens its files and closes them."""
+
     def exists(self) -> bool:
         """True if the data directory already holds a generation."""
         return self._read_current() is not None

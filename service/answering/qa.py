@@ -259,6 +259,10 @@ class QAService:
         return SearchResponse(results=self.retrieve_passages(snap, query, vector, self._check_top_k(top_k), filters,
                                                      recency, explain))
 
+    def close(self) -> None:
+        """Close the archive (its database pool, for the postgres backend); the models need nothing."""
+        self.store.close()
+
     def ask(self, question: str, top_k: int | None = None, filters: Filters | None = None,
             recency: Recency | None = None) -> AnswerResponse:
         """Answer with a short span quoted from a stored article, or abstain when the archive does not say."""

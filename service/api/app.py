@@ -100,6 +100,8 @@ def create_app(settings: Settings | None = None, service: Newsroom | QAService |
 
             app.state.slack = build_slack_app(app.state.newsroom)
         yield
+        if newsroom is None:  # built here: closed here (a newsroom handed in belongs to its caller)
+            app.state.newsroom.close()
 
     app = FastAPI(title="newsroom-qa", version="0.1.0", lifespan=lifespan,
                   description="Extractive question answering over a newsroom's archive: every answer is quoted "
