@@ -76,13 +76,11 @@ _DATABASES = iter(range(1, 1_000_000))
 
 
 @pytest.fixture(autouse=True)
-def _close_pg_stores(request, monkeypatch) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    """Every ``PgStore`` a PostgreSQL test opens (itself or through its function-scoped fixtures) is closed at the
-    test's teardown. Left open, their connection pools were finalised by the garbage collector inside later tests,
-    where psycopg_pool's ``__del__`` joins worker threads (and warns when it runs in one of them)."""
-    if "pg_server" not in request.fixturenames:
-        yield
-        return
+def _close_pg_stores(monkeypatch) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Every ``PgStore`` a test opens (itself or through its function-scoped fixtures; wider-scoped ones are set up
+    before this and stay open) is closed at the test's teardown. Left open, their connection pools were finalised by
+    the garbage collector inside later tests, where psycopg_pool's ``__del__`` joins worker threads (and warns when
+    it runs in one of them)."""
     from index.postgres.store import PgStore
 
     opened: list[PgStore] = []
