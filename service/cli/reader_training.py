@@ -144,8 +144,7 @@ def _bar(items: Iterable[Any], desc: str) -> Iterable[Any]:
     return tqdm(list(items), desc=desc, unit="q")
 
 
-def _calibrate_open(target: Path, squad_files: tuple[Path, ...], bundled: bool, with_rank: bool = False
-                    ) -> Calibration:
+def _calibrate_open(target: Path, squad_files: tuple[Path, ...], bundled: bool, with_rank: bool) -> Calibration:
     """Answer each file's tune questions over an archive of all its paragraphs with no threshold, refit the gold
     calibration (``with_rank``: and the weight of the answer's article rank) on what came back (``refit_open``) and
     save it beside the model as calibration-open.json."""

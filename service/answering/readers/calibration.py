@@ -64,7 +64,7 @@ class Calibration(BaseModel):
         (Path(model_dir) / name).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
     def margin(self, confidence: float) -> float:
-        """The margin this calibration maps to ``confidence`` for an answer from the first article (the inverse of
+        """The margin this calibration maps to ``confidence`` with no answering article above (rank 0; the inverse of
         ``confidence``)."""
         p = min(max(confidence, 1e-12), 1 - 1e-12)
         return (math.log(p / (1 - p)) - self.intercept) / self.slope
